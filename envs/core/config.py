@@ -1,0 +1,278 @@
+"""Typed scenario configuration. Every field has a default; unknown keys are rejected.
+
+Times of day are written ``"HH:MM"`` (or seconds since midnight as a number); durations in the unit
+named by the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Frac = Annotated[float, Field(ge=0.0, le=1.0)]
+Pos = Annotated[float, Field(gt=0.0)]
+NonNeg = Annotated[float, Field(ge=0.0)]
+
+
+def parse_clock(value: object) -> float:
+    """``"HH:MM"`` or ``"HH:MM:SS"`` (hours may exceed 23 for a day that runs past midnight) -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a time of day 'HH:MM' or seconds")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a time of day cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        parts = value.strip().split(":")
+        if len(parts) in (2, 3) and all(p.isdigit() for p in parts):
+            h, m = int(parts[0]), int(parts[1])
+            s = int(parts[2]) if len(parts) == 3 else 0
+            if m < 60 and s < 60 and h < 48:
+                return float(h * 3600 + m * 60 + s)
+    raise ValueError(f"expected a time of day 'HH:MM', got {value!r}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Clock = Annotated[float, Field(description="time of day")]
+
+
+class _ClockModel(_Model):
+    clock_fields: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _clock_fields(cls, v: object, info):
+        if info.field_name in cls.clock_fields:
+            return parse_clock(v)
+        return v
+
+
+class Horizon(_ClockModel):
+    clock_fields: ClassVar[tuple[str, ...]] = ("start", "end")
+    start: float = parse_clock("10:00")
+    end: float = parse_clock("18:00")
+    step_seconds: Pos = 60.0
+    drain_minutes: NonNeg = 60.0  # after ``end`` no new orders; the episode runs on this long to finish deliveries
+
+    @model_validator(mode="after")
+    def _order(self) -> Horizon:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class GridCity(_Model):
+    kind: Literal["grid"] = "grid"
+    size: tuple[Annotated[int, Field(ge=2, le=80)], Annotated[int, Field(ge=2, le=80)]] = (20, 20)
+    spacing_m: Pos = 250.0
+    jitter_m: NonNeg = 30.0
+    arterial_every: Annotated[int, Field(ge=1)] = 5
+    arterial_mps: Pos = 12.5
+    residential_mps: Pos = 7.0
+    drop_edges: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.05
+    zones: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 4)
+    layout_seed: int = 7  # the map is part of the scenario, not of the episode seed
+
+
+class TrafficPeak(_ClockModel):
+    clock_fields: ClassVar[tuple[str, ...]] = ("center",)
+    center: float
+    width_hours: Pos = 1.0
+    amplitude: NonNeg = 0.4
+
+
+class Traffic(_Model):
+    enabled: bool = True
+    peaks: tuple[TrafficPeak, ...] = (
+        TrafficPeak(center=parse_clock("08:30"), amplitude=0.5),
+        TrafficPeak(center=parse_clock("17:30"), width_hours=1.5, amplitude=0.6),
+    )
+    centre_weight: NonNeg = 0.6  # zones near the centre get up to (1 + centre_weight) x the peak
+    incidents_per_hour: NonNeg = 0.5
+    incident_factor: tuple[Pos, Pos] = (1.5, 2.5)
+    incident_minutes: tuple[Pos, Pos] = (20.0, 60.0)
+
+
+class DemandPeak(_ClockModel):
+    clock_fields: ClassVar[tuple[str, ...]] = ("center",)
+    center: float
+    width_hours: Pos = 1.0
+    weight: NonNeg = 1.0
+
+
+class FlashSale(_ClockModel):
+    clock_fields: ClassVar[tuple[str, ...]] = ("start",)
+    start: float
+    minutes: Pos = 30.0
+    zone: Annotated[int, Field(ge=0)] = 0
+    multiplier: Annotated[float, Field(ge=1.0)] = 4.0
+
+
+class ServiceLevel(_Model):
+    minutes: Pos  # deadline after placement (same-day: to the end of the horizon, capped by this)
+    share: Frac
+
+
+class Demand(_Model):
+    orders: Annotated[float, Field(ge=0.0)] = 1500.0  # expected orders placed over the horizon, before conversion
+    baseline: NonNeg = 0.4  # relative rate outside the peaks
+    peaks: tuple[DemandPeak, ...] = (
+        DemandPeak(center=parse_clock("12:30"), weight=1.0),
+        DemandPeak(center=parse_clock("19:00"), width_hours=1.5, weight=1.2),
+    )
+    hotspots: Annotated[int, Field(ge=1)] = 12  # pickup clusters (restaurants, stores, hubs)
+    hotspot_radius_m: Pos = 400.0
+    flash_sales: tuple[FlashSale, ...] = ()
+    express: ServiceLevel = ServiceLevel(minutes=30, share=0.3)
+    standard: ServiceLevel = ServiceLevel(minutes=60, share=0.55)
+    same_day: ServiceLevel = ServiceLevel(minutes=480, share=0.15)
+    use_cases: dict[Literal["b2c", "returns", "b2b", "first_mile"], NonNeg] = {
+        "b2c": 0.8,
+        "returns": 0.08,
+        "b2b": 0.07,
+        "first_mile": 0.05,
+    }
+    drop_radius_m: Pos = 2500.0
+    ready_minutes: tuple[NonNeg, NonNeg] = (5.0, 20.0)
+    patience_minutes: tuple[Pos, Pos] = (10.0, 30.0)
+    volume_litres: tuple[Pos, Pos] = (2.0, 20.0)  # b2c range; b2b and first-mile are 5x larger
+    value: tuple[NonNeg, NonNeg] = (10.0, 80.0)
+    tip_share: Frac = 0.4  # share of orders with a tip
+    tip_mean: NonNeg = 2.0
+    conversion_elasticity: NonNeg = 0.8  # P(order | quote) = exp(-e * max(0, fee / reference_fee - 1))
+
+    @model_validator(mode="after")
+    def _shares(self) -> Demand:
+        if abs(self.express.share + self.standard.share + self.same_day.share - 1.0) > 1e-6:
+            raise ValueError("service level shares (express, standard, same_day) must sum to 1")
+        if sum(self.use_cases.values()) <= 0:
+            raise ValueError("use_cases: at least one share must be positive")
+        if self.ready_minutes[0] > self.ready_minutes[1]:
+            raise ValueError("ready_minutes: low must be <= high")
+        return self
+
+
+class Vehicle(_Model):
+    share: Frac
+    speed: Pos  # x the car free-flow speed
+    capacity_litres: Pos
+    size_class: Annotated[int, Field(ge=0, le=2)]
+
+
+class Acceptance(_Model):
+    intercept: float = 0.5
+    pay: float = 0.6  # per euro of payout above the reservation pay
+    reservation_pay: NonNeg = 5.0
+    pickup_km: float = -0.8
+    preferred_zone: float = 0.7
+    load: float = -1.0  # x fraction of capacity already used
+    bias_sd: NonNeg = 0.5  # spread of the individual intercept
+    response_seconds: tuple[NonNeg, NonNeg] = (10.0, 60.0)
+
+
+class Fleet(_Model):
+    drivers: Annotated[int, Field(ge=1, le=200_000)] = 100
+    owned_share: Frac = 0.1
+    flex_share: Frac = 0.2
+    applicant_share: Frac = 0.1
+    bad_documents_share: Frac = 0.25  # of applicants
+    vehicles: dict[Literal["bike", "car", "van"], Vehicle] = {
+        "bike": Vehicle(share=0.45, speed=0.55, capacity_litres=40, size_class=0),
+        "car": Vehicle(share=0.45, speed=1.0, capacity_litres=150, size_class=1),
+        "van": Vehicle(share=0.10, speed=0.85, capacity_litres=800, size_class=2),
+    }
+    shift_hours: tuple[Pos, Pos] = (4.0, 8.0)
+    flex_login_per_hour: NonNeg = 0.3  # base log-on rate of an offline flex driver
+    flex_surge_gain: NonNeg = 3.0  # x (mean surge - 1)
+    flex_session_hours: tuple[Pos, Pos] = (1.0, 3.0)
+    flex_reference_hourly: Pos = 15.0  # earnings per online hour above this draw more flex drivers online
+    acceptance: Acceptance = Acceptance()
+    late_streak_to_suspend: Annotated[int, Field(ge=1)] = 3
+    suspension_minutes: Pos = 60.0
+    pickup_service_minutes: NonNeg = 3.0
+    dropoff_service_minutes: NonNeg = 2.0
+    service_time_sd: NonNeg = 0.2  # spread of the individual service-time factor
+    geofence_m: NonNeg = 50.0
+    max_route_stops: Annotated[int, Field(ge=2, le=64)] = 8
+    instant_pay_share: Frac = 0.5
+
+    @model_validator(mode="after")
+    def _shares(self) -> Fleet:
+        total = sum(v.share for v in self.vehicles.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"vehicles: shares must sum to 1 (got {total:g})")
+        if self.max_route_stops % 2:
+            raise ValueError("max_route_stops must be even (a pickup and a drop-off per order)")
+        return self
+
+
+class Fee(_Model):
+    base: NonNeg = 3.0
+    per_km: NonNeg = 0.8
+    size: tuple[NonNeg, NonNeg, NonNeg] = (0.0, 1.5, 6.0)  # by the smallest vehicle size class that fits
+    express: NonNeg = 3.0
+    standard: NonNeg = 1.0
+    same_day: NonNeg = 0.0
+    reference: Pos = 9.0  # the fee customers expect; conversion falls above it
+
+
+class Surge(_Model):
+    enabled: bool = True
+    sensitivity: NonNeg = 0.5  # surge = 1 + s * max(0, open orders / idle drivers in the zone - 1)
+    max: Annotated[float, Field(ge=1.0)] = 2.0
+
+
+class Payout(_Model):
+    base: NonNeg = 4.0
+    per_km: NonNeg = 0.6
+    free_km: NonNeg = 1.0  # distance bonus for kilometres beyond this (pickup leg + trip)
+    surge_incentive: NonNeg = 2.0  # euros per unit of surge above 1
+    hourly_guarantee: NonNeg | None = None  # gig drivers: top-up to this per online hour at shift end
+    owned_hourly_cost: NonNeg = 16.0
+    escalation_step: NonNeg = 0.15  # payout x (1 + step * level) for a re-offer
+    escalation_cap: Annotated[float, Field(ge=1.0)] = 1.6
+    escalation_levels: Annotated[int, Field(ge=1, le=16)] = 4
+    auto_escalate: bool = True  # the built-in heuristics re-offer at level = declines so far
+    dispute_rate: Frac = 0.01  # a payout is miscalculated (distance bonus dropped) and corrected next cycle
+
+
+class Pricing(_Model):
+    enabled: bool = True  # False: no customer fees (MDRP), every order converts
+    fee: Fee = Fee()
+    surge: Surge = Surge()
+    payout: Payout = Payout()
+
+
+class Sla(_Model):
+    late_refund_share: Frac = 0.5  # of the fee, refunded on a late delivery
+    cancel_penalty: NonNeg = 2.0  # euros credited on top of the full refund when an order is cancelled
+    at_risk_minutes: NonNeg = 0.0  # an order is at risk when its ETA is past deadline - this
+
+
+class GridScenario(_Model):
+    """A synthetic city with generated demand and drivers."""
+
+    name: str = "scenario"
+    description: str = ""
+    horizon: Horizon = Horizon()
+    city: GridCity = GridCity()
+    traffic: Traffic = Traffic()
+    demand: Demand = Demand()
+    fleet: Fleet = Fleet()
+    pricing: Pricing = Pricing()
+    sla: Sla = Sla()
+    same_pickup_bundles: bool = False  # MDRP rule: a route collects from one pickup at a time
+
+    @model_validator(mode="after")
+    def _zones(self) -> GridScenario:
+        zx, zy = self.city.zones
+        if zx > self.city.size[0] or zy > self.city.size[1]:
+            raise ValueError("city.zones cannot have more cells than city.size has nodes")
+        for i, fs in enumerate(self.demand.flash_sales):
+            if fs.zone >= zx * zy:
+                raise ValueError(f"demand.flash_sales.{i}.zone: {fs.zone} is not a zone (0..{zx * zy - 1})")
+        return self

@@ -1,0 +1,1108 @@
+"""The gigdispatch simulator core: vectorised over drivers and orders, NumPy only.
+
+Within one step, from ``t`` to ``t + dt``, events happen in this order:
+
+1. **Decision** (at ``t``): the policy's unassignments, offers and repositioning moves are applied.
+   Invalid pairs are skipped and counted (``info["invalid"]``); malformed decisions raise
+   ``ActionError``. Conflicts resolve first-come: a driver or an order named twice keeps its first pair.
+   Drivers that always accept (owned fleet) take the order at once.
+2. **Traffic**: the zone slowdown factors for the step are read; an incident that starts or ends
+   in the step re-sequences the routes of the drivers in its zone. ETAs follow from the factors.
+3. **Movement and stops**: every driver advances through as many *arrive -> pickup/drop-off ->
+   depart* transitions as fit in the step, each at its exact time (an inner loop over transitions,
+   vectorised over drivers). Arrival fires when the driver is within the geofence of the stop.
+   Pickups wait for the ready time; a pickup that would fall after the driver's shift end is
+   released back to open. Drop-offs settle the payout (proof of delivery), update the scorecard
+   and may suspend the driver.
+4. **Offer answers** due by ``t + dt``: accepted orders are inserted into the driver's route,
+   declined ones re-open (with their decline count raised, the auction lever).
+5. **Accounts and shifts**: applicants are verified, suspensions end, drivers log on (scheduled
+   shifts, and flex drivers drawn by surge and earnings) and log off when idle past shift end
+   (closing the shift: hourly guarantee top-up or owned-fleet wage).
+6. **Cancellations**: unassigned orders past their customer's patience cancel (refund + penalty).
+7. **New orders** placed in the step are quoted (fee with the zone's surge) and convert or not.
+8. **Surge** per zone is recomputed from open orders and idle drivers.
+
+The episode ends at ``horizon.end + drain`` or earlier, once the horizon has passed and no order is
+left in flight. All randomness comes from ``reset(seed)`` through named sub-streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.core.ledger import Ledger
+from envs.core.scenario import Scenario
+from envs.core.types import (
+    ACC_ACCESS_DENIED,
+    ACC_ACTIVE,
+    ACC_APPLICANT,
+    ACC_SUSPENDED,
+    LED_CORRECTION,
+    LED_FEE,
+    LED_GUARANTEE,
+    LED_PAYOUT,
+    LED_REFUND,
+    LED_WAGE,
+    ORDER_ASSIGNED,
+    ORDER_CANCELLED,
+    ORDER_DELIVERED,
+    ORDER_FUTURE,
+    ORDER_LOST,
+    ORDER_OFFERED,
+    ORDER_OPEN,
+    ORDER_PICKED,
+    PH_DRIVING,
+    PH_IDLE,
+    PH_OFFLINE,
+    PH_SERVICE,
+    STOP_DROPOFF,
+    STOP_PICKUP,
+    Drivers,
+    Orders,
+)
+
+RNG_STREAMS = ("demand", "fleet", "traffic", "behaviour", "policy")
+_EPS = 1e-9
+
+
+class ActionError(ValueError):
+    """A decision that does not have the documented form (wrong shape, type or id range)."""
+
+
+@dataclass
+class Decision:
+    """What a policy does at one decision epoch. All fields are 1-D integer arrays.
+
+    ``order[i]`` is offered to ``driver[i]`` at escalation ``level[i]`` (0 = base payout);
+    ``reposition_driver[j]`` (an idle driver) moves to ``reposition_zone[j]``; ``unassign`` lists
+    assigned-but-not-picked-up orders to take back (they re-open and may be offered again).
+    """
+
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    driver: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    level: np.ndarray | None = None
+    reposition_driver: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reposition_zone: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    unassign: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - numpy accepts almost anything
+        raise ActionError(f"decision.{name}: not an array ({exc})") from None
+    if arr.ndim != 1:
+        raise ActionError(f"decision.{name}: must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ActionError(f"decision.{name}: must hold integer ids, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= upper:
+        bad = int(arr[(arr < 0) | (arr >= upper)][0])
+        raise ActionError(f"decision.{name}: id {bad} is out of range 0..{upper - 1}")
+    return arr.astype(np.int64)
+
+
+class Simulator:
+    """One city, one day. ``reset(seed)`` draws an episode; ``step(decision)`` advances one step."""
+
+    def __init__(self, scenario: Scenario, record_events: bool = False) -> None:
+        self.scenario = scenario
+        self.cfg = scenario.cfg
+        self.city = scenario.city
+        self.record_events = record_events
+        c = self.cfg
+        self.dt = float(c.horizon.step_seconds)
+        self.t_start = float(c.horizon.start)
+        self.t_end = float(c.horizon.end)
+        self.day_end = self.t_end + c.horizon.drain_minutes * 60.0
+        self.S = int(c.fleet.max_route_stops)
+        self.n_levels = int(c.pricing.payout.escalation_levels)
+        self.pickup_svc = c.fleet.pickup_service_minutes * 60.0
+        self.drop_svc = c.fleet.dropoff_service_minutes * 60.0
+        # smallest vehicle size class that can carry a volume (for the fee's size term)
+        vs = sorted(c.fleet.vehicles.values(), key=lambda v: v.size_class)
+        self._size_caps = np.array([v.capacity_litres for v in vs])
+        self._size_cls = np.array([v.size_class for v in vs])
+        self.t = self.t_start
+        self._ready = False
+
+    # ------------------------------------------------------------------------------------------ reset
+    def reset(self, seed: int | None = None) -> None:
+        ss = np.random.SeedSequence(seed)
+        self.seed = seed
+        self.rng = {name: np.random.default_rng(s) for name, s in zip(RNG_STREAMS, ss.spawn(len(RNG_STREAMS)), strict=True)}
+        o, d, self.traffic = self.scenario.sample(self.rng)
+        n_o = len(o["t_place"])
+        nan = np.nan
+        self.orders = Orders(
+            **o,
+            status=np.full(n_o, ORDER_FUTURE, np.int8),
+            fee=np.zeros(n_o, np.int64),
+            surge=np.ones(n_o, np.float32),
+            driver=np.full(n_o, -1, np.int32),
+            payout=np.zeros(n_o, np.int64),
+            payout_level=np.zeros(n_o, np.int8),
+            declines=np.zeros(n_o, np.int16),
+            last_decliner=np.full(n_o, -1, np.int32),
+            t_offer_answer=np.full(n_o, np.inf),
+            offer_accept=np.zeros(n_o, bool),
+            t_assigned=np.full(n_o, nan),
+            t_pickup=np.full(n_o, nan),
+            t_delivered=np.full(n_o, nan),
+            t_cancelled=np.full(n_o, nan),
+            refund=np.zeros(n_o, np.int64),
+            bundle_id=np.full(n_o, -1, np.int64),
+        )
+        n_d = len(d["vehicle"])
+        S = self.S
+        zf = np.zeros(n_d)
+        applicant = np.isfinite(d["t_verified"])
+        self.drivers = Drivers(
+            **d,
+            account=np.where(applicant, ACC_APPLICANT, ACC_ACTIVE).astype(np.int8),
+            phase=np.full(n_d, PH_OFFLINE, np.int8),
+            node=d["home"].copy(),
+            leg_to=d["home"].copy(),
+            leg_ff=zf.copy(),
+            leg_left=zf.copy(),
+            leg_geo=zf.copy(),
+            t_event=np.full(n_d, np.inf),
+            t_depart=np.full(n_d, np.inf),
+            t_arrive=np.full(n_d, np.inf),
+            event_done=np.zeros(n_d, bool),
+            group_n=np.zeros(n_d, np.int16),
+            route_node=np.full((n_d, S), -1, np.int32),
+            route_order=np.full((n_d, S), -1, np.int32),
+            route_kind=np.full((n_d, S), -1, np.int8),
+            route_len=np.zeros(n_d, np.int16),
+            load=zf.copy(),
+            offer_order=np.full(n_d, -1, np.int32),
+            t_suspended_until=np.full(n_d, -np.inf),
+            t_online_since=np.full(n_d, np.nan),
+            online_s=zf.copy(),
+            busy_s=zf.copy(),
+            offers=np.zeros(n_d, np.int32),
+            accepts=np.zeros(n_d, np.int32),
+            deliveries=np.zeros(n_d, np.int32),
+            on_time=np.zeros(n_d, np.int32),
+            late_streak=np.zeros(n_d, np.int16),
+            suspensions=np.zeros(n_d, np.int16),
+            rating_sum=zf.copy(),
+            rating_n=np.zeros(n_d, np.int32),
+            service_sum=zf.copy(),
+            service_n=np.zeros(n_d, np.int32),
+            earnings=np.zeros(n_d, np.int64),
+            shift_closed=np.zeros(n_d, bool),
+        )
+        self.shift_earn = np.zeros(n_d, np.int64)  # (D,) cents earned in the current shift
+        self.committed = np.zeros(n_d)  # (D,) litres of orders in the route or on board
+        self.ledger = Ledger(capacity=max(1024, 3 * n_o))
+        self._fees = self._payouts = self._refunds = 0  # running totals in cents (the ledger is the record)
+        self.t = self.t_start
+        self.surge = np.ones(self.city.n_zones)
+        self.factor = self.traffic.factor(self.t)
+        self._next = 0  # first order not yet placed
+        self._lo = 0  # orders before this index are all settled (terminal or lost)
+        self._bundles = 0
+        self._recent_eph = 0.0  # EWMA of platform-wide driver earnings per online hour (euros)
+        self.counters = {
+            "invalid": 0,
+            "conflicts": 0,
+            "insert_failed": 0,
+            "released_after_shift": 0,
+            "resequenced": 0,
+            "eta_updates": 0,
+            "disputes": 0,
+            "logins_flex": 0,
+        }
+        self.events: list[tuple[np.ndarray, ...]] = []  # (t, driver, order, kind, node) when recording
+        self.done = False
+        self._ready = True
+        self._accounts(self.t)
+        self._login(self.t)
+        self.online_peak = int((self.drivers.phase != PH_OFFLINE).sum())
+
+    # ------------------------------------------------------------------------------------------ step
+    def step(self, decision: Decision | None = None) -> dict[str, float]:
+        """Advance one step. Returns the step's money terms (euros) and counts."""
+        if not self._ready:
+            raise RuntimeError("call reset(seed) before step()")
+        if self.done:
+            raise RuntimeError("the episode is over: call reset(seed) to start another")
+        fees0, pay0, ref0 = self._money()
+        invalid0 = self.counters["invalid"]
+        if decision is not None:
+            self._apply(decision)
+        t0, t1 = self.t, self.t + self.dt
+        self.factor = self.traffic.factor(t0)
+        if self.traffic.incident_changes(t0 - self.dt, t0):
+            self._on_traffic_change(t0)
+        self._move(t0, t1)
+        self._answer_offers(t1)
+        self._accounts(t1)
+        self._logoff(t1)
+        self._login(t1)
+        self.online_peak = max(self.online_peak, int((self.drivers.phase != PH_OFFLINE).sum()))
+        self._cancel(t1)
+        self._place_orders(t0, t1)
+        self._update_surge()
+        self._update_window()
+        self.t = t1
+        if self.t >= self.day_end - _EPS or (self.t >= self.t_end and self._nothing_in_flight()):
+            self._close_day()
+            self.done = True
+        fees1, pay1, ref1 = self._money()
+        return {
+            "fees": (fees1 - fees0) / 100.0,
+            "payouts": (pay1 - pay0) / 100.0,
+            "refunds": (ref1 - ref0) / 100.0,
+            "profit": ((fees1 - fees0) - (pay1 - pay0) - (ref1 - ref0)) / 100.0,
+            "invalid": float(self.counters["invalid"] - invalid0),
+        }
+
+    def _money(self) -> tuple[int, int, int]:
+        return self._fees, self._payouts, self._refunds
+
+    # ------------------------------------------------------------------------------ policy helpers
+    def open_orders(self) -> np.ndarray:
+        """Indices of orders waiting for a driver (status open), oldest first."""
+        lo, hi = self._lo, self._next
+        return lo + np.flatnonzero(self.orders.status[lo:hi] == ORDER_OPEN)
+
+    def active_orders(self) -> slice:
+        """The slice of orders that may still change (placed, not all settled)."""
+        return slice(self._lo, self._next)
+
+    def eligible(self, idle_only: bool = False) -> np.ndarray:
+        """(D,) bool: drivers that may receive an offer now."""
+        dr = self.drivers
+        m = (
+            (dr.account == ACC_ACTIVE)
+            & (dr.phase != PH_OFFLINE)
+            & (dr.offer_order < 0)
+            & (self.t < dr.shift_end)
+            & (dr.route_len + 2 <= self.S)
+        )
+        if idle_only:
+            m &= (dr.route_len == 0) & ((dr.phase == PH_IDLE) | (dr.phase == PH_DRIVING))
+        return m
+
+    def driver_free(self) -> tuple[np.ndarray, np.ndarray]:
+        """(D,) node and (D,) time at which each driver finishes its current route (or leg)."""
+        dr = self.drivers
+        if not (dr.route_len > 0).any():
+            return dr.leg_to.astype(np.int64), self._leg_arrival()
+        eta = self.route_eta()
+        L = dr.route_len.astype(np.int64)
+        has = L > 0
+        last = np.maximum(L - 1, 0)
+        rows = np.arange(dr.n)
+        t_last = eta[rows, last]
+        svc = np.where(dr.route_kind[rows, last] == STOP_PICKUP, self.pickup_svc, self.drop_svc) * dr.service_factor
+        t_free = np.where(has, t_last + svc / 2.0, self._leg_arrival())
+        node = np.where(has, dr.route_node[rows, last], dr.leg_to)
+        return node.astype(np.int64), t_free
+
+    def _leg_arrival(self) -> np.ndarray:
+        """(D,) when each driver reaches the end of its current leg (now if not driving)."""
+        dr = self.drivers
+        f = self.factor[self.city.zone_of[dr.node]]
+        wall = np.maximum(dr.leg_left - dr.leg_geo, 0.0) * f
+        return np.where(dr.phase == PH_DRIVING, self.t + wall, np.where(dr.phase == PH_SERVICE, dr.t_depart, self.t))
+
+    def pickup_eta(self, orders: np.ndarray, drivers: np.ndarray) -> np.ndarray:
+        """(len(orders), len(drivers)) seconds from now until each driver could reach each pickup."""
+        node, t_free = self.driver_free()
+        return self._pair_eta(np.asarray(orders)[:, None], np.asarray(drivers)[None, :], node, t_free)
+
+    def _pair_eta(self, orders: np.ndarray, drivers: np.ndarray, node: np.ndarray, t_free: np.ndarray) -> np.ndarray:
+        """Pickup ETA (seconds from now) for broadcast arrays of order and driver ids."""
+        dn = node[drivers]
+        zf = self.factor[self.city.zone_of[dn]]
+        tt = self.city.travel_s(dn, self.orders.pickup[orders])
+        return (t_free[drivers] - self.t) + tt * zf / self.drivers.speed[drivers]
+
+    EXACT_PAIRS = 60_000  # above this many order-driver pairs, candidates are pre-selected with a KD-tree
+
+    def candidates(
+        self, orders: np.ndarray, k: int, idle_only: bool = False, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` eligible drivers by pickup ETA for each order: ``(ids, eta)``, each (len(orders), k), -1/inf padded.
+
+        Drivers that cannot carry the order's volume are left out; ``exclude`` is an optional (D,) mask of
+        drivers to leave out too. Exact over all pairs when that is cheap; otherwise the ``4k`` drivers
+        nearest in straight line to each pickup (a KD-tree) are ranked by travel-time ETA, which keeps
+        the cost O((orders + drivers) log drivers) per call.
+        """
+        orders = np.asarray(orders, dtype=np.int64)
+        elig_mask = self.eligible(idle_only)
+        if exclude is not None:
+            elig_mask &= ~exclude
+        elig = np.flatnonzero(elig_mask)
+        n_o = len(orders)
+        ids = np.full((n_o, k), -1, np.int64)
+        eta = np.full((n_o, k), np.inf)
+        if n_o == 0 or elig.size == 0:
+            return ids, eta
+        node, t_free = self.driver_free()
+        if n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k:
+            pool = np.broadcast_to(elig[None, :], (n_o, elig.size))
+        else:
+            from scipy.spatial import cKDTree
+
+            tree = cKDTree(self.city.node_xy[node[elig]])
+            _, nn = tree.query(self.city.node_xy[self.orders.pickup[orders]], k=4 * k)
+            pool = elig[nn]
+        e = self._pair_eta(orders[:, None], pool, node, t_free)
+        fits = self.drivers.capacity[pool] - self.committed[pool] >= self.orders.volume[orders][:, None]
+        e = np.where(fits, e, np.inf)
+        m = pool.shape[1]
+        kk = min(k, m)
+        part = np.argpartition(e, kk - 1, axis=1)[:, :kk] if kk < m else np.broadcast_to(np.arange(m), (n_o, m))
+        pe = np.take_along_axis(e, part, axis=1)
+        srt = np.argsort(pe, axis=1, kind="stable")
+        part = np.take_along_axis(part, srt, axis=1)
+        pe = np.take_along_axis(pe, srt, axis=1)
+        chosen = np.take_along_axis(pool, part, axis=1)
+        ids[:, :kk] = np.where(np.isfinite(pe), chosen, -1)
+        eta[:, :kk] = pe
+        return ids, eta
+
+    def payout_cents(self, orders: np.ndarray, drivers: np.ndarray, level: np.ndarray | int = 0) -> np.ndarray:
+        """Payout (cents, tip excluded) a driver would get for an order at an escalation level."""
+        p = self.cfg.pricing.payout
+        o = self.orders
+        km = (
+            self.city.dist_m(self.drivers.leg_to[drivers], o.pickup[orders]) + self.city.dist_m(o.pickup[orders], o.dropoff[orders])
+        ) / 1000.0
+        eur = p.base + p.per_km * np.maximum(km - p.free_km, 0.0) + p.surge_incentive * (o.surge[orders] - 1.0)
+        mult = np.minimum(1.0 + p.escalation_step * np.asarray(level), p.escalation_cap)
+        cents = np.round(eur * mult * 100.0).astype(np.int64)
+        return np.where(self.drivers.owned[drivers], 0, cents)
+
+    def accept_prob(self, orders: np.ndarray, drivers: np.ndarray, payout_cents: np.ndarray) -> np.ndarray:
+        """Probability that each driver accepts each paired order at that payout (1 for always-accept drivers)."""
+        a = self.cfg.fleet.acceptance
+        dr, o = self.drivers, self.orders
+        pickup_km = self.city.dist_m(dr.leg_to[drivers], o.pickup[orders]) / 1000.0
+        pref = (self.city.zone_of[o.pickup[orders]] == dr.pref_zone[drivers]).astype(np.float64)
+        load = self.committed[drivers] / np.maximum(dr.capacity[drivers], 1e-9)
+        z = (
+            a.intercept
+            + dr.accept_bias[drivers]
+            + a.pay * (payout_cents / 100.0 - a.reservation_pay)
+            + a.pickup_km * pickup_km
+            + a.preferred_zone * pref
+            + a.load * np.minimum(load, 1.0)
+        )
+        p = 1.0 / (1.0 + np.exp(-z))
+        return np.where(dr.always_accept[drivers], 1.0, p)
+
+    def route_eta(self) -> np.ndarray:
+        """(D, S) estimated event time (pickup or drop-off) at each route stop under current traffic; nan padding."""
+        dr, o = self.drivers, self.orders
+        n, S = dr.n, self.S
+        eta = np.full((n, S), np.nan)
+        f = self.factor[self.city.zone_of[dr.node]]
+        serving = dr.phase == PH_SERVICE
+        t_cur = self._leg_arrival()
+        pos = np.where(dr.phase == PH_DRIVING, dr.leg_to, dr.node).astype(np.int64)
+        prev_node = np.full(n, -1, np.int64)
+        prev_kind = np.full(n, -1, np.int64)
+        prev_eta = np.full(n, np.nan)
+        visit_end = t_cur.copy()
+        for s in range(S):
+            valid = s < dr.route_len
+            if not valid.any():
+                break
+            node_s = np.where(valid, dr.route_node[:, s], 0).astype(np.int64)
+            kind_s = dr.route_kind[:, s]
+            order_s = np.where(valid, dr.route_order[:, s], 0)
+            in_service = serving & (s < dr.group_n)
+            same_visit = (node_s == prev_node) & (kind_s == prev_kind)
+            svc = np.where(kind_s == STOP_PICKUP, self.pickup_svc, self.drop_svc) * dr.service_factor
+            travel = np.where(
+                s == 0, self.city.travel_s(pos, node_s) * f / dr.speed, self.city.travel_s(np.maximum(prev_node, 0), node_s) * f / dr.speed
+            )
+            travel = np.where((s == 0) & (dr.phase == PH_DRIVING) & (dr.leg_to == node_s), 0.0, travel)
+            arr = visit_end + travel
+            ev = np.where(kind_s == STOP_PICKUP, np.maximum(arr + svc / 2.0, o.t_ready[order_s]), arr + svc / 2.0)
+            ev = np.where(same_visit, np.where(kind_s == STOP_PICKUP, np.maximum(prev_eta, o.t_ready[order_s]), prev_eta), ev)
+            ev = np.where(in_service, dr.t_event, ev)
+            new_end = np.where(in_service, dr.t_depart, np.where(same_visit, visit_end + np.maximum(ev - prev_eta, 0.0), ev + svc / 2.0))
+            eta[:, s] = np.where(valid, ev, np.nan)
+            visit_end = np.where(valid, new_end, visit_end)
+            prev_eta = np.where(valid, ev, prev_eta)
+            prev_node = np.where(valid, node_s, prev_node)
+            prev_kind = np.where(valid, kind_s, prev_kind)
+        return eta
+
+    def order_eta(self) -> np.ndarray:
+        """(O,) estimated drop-off time of assigned or picked-up orders (nan otherwise)."""
+        eta = self.route_eta()
+        dr = self.drivers
+        out = np.full(self.orders.n, np.nan)
+        m = (dr.route_kind == STOP_DROPOFF) & (dr.route_order >= 0)
+        out[dr.route_order[m]] = eta[m]
+        return out
+
+    def at_risk(self) -> np.ndarray:
+        """Orders whose estimated delivery is past their deadline (minus the SLA margin), or that are still
+        open although even the nearest driver's trip could not make the deadline."""
+        margin = self.cfg.sla.at_risk_minutes * 60.0
+        o = self.orders
+        eta = self.order_eta()
+        risky = np.flatnonzero(np.isfinite(eta) & (eta > o.deadline - margin))
+        op = self.open_orders()
+        if op.size:
+            trip = self.city.travel_s(o.pickup[op], o.dropoff[op])
+            late_open = op[np.maximum(self.t, o.t_ready[op]) + trip > o.deadline[op] - margin]
+            risky = np.union1d(risky, late_open)
+        return risky
+
+    # ---------------------------------------------------------------------------------- decisions
+    def _apply(self, dec: Decision) -> None:
+        n_o, n_d = self.orders.n, self.drivers.n
+        # validate every field before applying anything: a malformed decision has no effect at all
+        un = _as_ids("unassign", dec.unassign, n_o)
+        order = _as_ids("order", dec.order, n_o)
+        driver = _as_ids("driver", dec.driver, n_d)
+        if len(order) != len(driver):
+            raise ActionError(f"decision.driver: length {len(driver)} differs from decision.order's {len(order)}")
+        level = np.zeros(len(order), np.int64) if dec.level is None else _as_ids("level", dec.level, self.n_levels)
+        if len(level) != len(order):
+            raise ActionError(f"decision.level: length {len(level)} differs from decision.order's {len(order)}")
+        rep_d = _as_ids("reposition_driver", dec.reposition_driver, n_d)
+        rep_z = _as_ids("reposition_zone", dec.reposition_zone, self.city.n_zones)
+        if len(rep_d) != len(rep_z):
+            raise ActionError(f"decision.reposition_zone: length {len(rep_z)} differs from decision.reposition_driver's {len(rep_d)}")
+        if un.size:
+            ok = self.orders.status[un] == ORDER_ASSIGNED
+            self.counters["invalid"] += int((~ok).sum())
+            self._release(np.unique(un[ok]))
+        if len(order):
+            # first-come conflict resolution: keep the first pair naming each order and each driver
+            keep = np.zeros(len(order), bool)
+            keep[np.unique(order, return_index=True)[1]] = True
+            first_d = np.zeros(len(order), bool)
+            first_d[np.unique(driver, return_index=True)[1]] = True
+            conflict = ~(keep & first_d)
+            self.counters["conflicts"] += int(conflict.sum())
+            elig = self.eligible()
+            fits = self.committed[driver] + self.orders.volume[order] <= self.drivers.capacity[driver] + _EPS
+            valid = ~conflict & (self.orders.status[order] == ORDER_OPEN) & elig[driver] & fits
+            self.counters["invalid"] += int((~valid & ~conflict).sum())
+            if valid.any():
+                self._offer(order[valid], driver[valid], level[valid])
+        if len(rep_d):
+            dr = self.drivers
+            ok = (dr.phase[rep_d] == PH_IDLE) & (dr.route_len[rep_d] == 0) & (dr.offer_order[rep_d] < 0)
+            first = np.zeros(len(rep_d), bool)
+            first[np.unique(rep_d, return_index=True)[1]] = True
+            ok &= first
+            self.counters["invalid"] += int((~ok).sum())
+            d, z = rep_d[ok], rep_z[ok]
+            if d.size:
+                self._set_leg(d, self.city.zone_node[z])
+
+    def _offer(self, o: np.ndarray, d: np.ndarray, level: np.ndarray) -> None:
+        dr, od = self.drivers, self.orders
+        payout = self.payout_cents(o, d, level)
+        p = self.accept_prob(o, d, payout)
+        rng = self.rng["behaviour"]
+        u = rng.random(len(o))
+        delay = np.where(dr.always_accept[d], 0.0, dr.response_s[d] * rng.uniform(0.5, 1.5, size=len(o)))
+        od.status[o] = ORDER_OFFERED
+        od.driver[o] = d
+        od.payout[o] = payout
+        od.payout_level[o] = level
+        od.t_offer_answer[o] = self.t + delay
+        od.offer_accept[o] = u < p
+        dr.offer_order[d] = o
+        dr.offers[d] += 1
+        now = delay <= 0.0
+        if now.any():
+            self._resolve_offers(o[now])
+
+    def _answer_offers(self, t1: float) -> None:
+        sl = self.active_orders()
+        st = self.orders.status[sl]
+        due = sl.start + np.flatnonzero((st == ORDER_OFFERED) & (self.orders.t_offer_answer[sl] <= t1))
+        if due.size:
+            self._resolve_offers(due)
+
+    def _resolve_offers(self, o: np.ndarray) -> None:
+        dr, od = self.drivers, self.orders
+        d = od.driver[o].astype(np.int64)
+        still = (dr.account[d] == ACC_ACTIVE) & (dr.phase[d] != PH_OFFLINE) & (self.t < dr.shift_end[d]) & (dr.route_len[d] + 2 <= self.S)
+        acc = od.offer_accept[o] & still
+        dr.offer_order[d] = -1
+        od.t_offer_answer[o] = np.inf
+        dr.accepts[d[acc]] += 1
+        dec_o, dec_d = o[~acc], d[~acc]
+        od.status[dec_o] = ORDER_OPEN
+        od.driver[dec_o] = -1
+        od.declines[dec_o] += 1
+        od.last_decliner[dec_o] = dec_d
+        if acc.any():
+            self._insert(o[acc], d[acc])
+
+    # ------------------------------------------------------------------------------------ routing
+    def _set_leg(self, d: np.ndarray, to: np.ndarray) -> None:
+        """Start a leg from each driver's node to ``to`` (free-flow seconds at the vehicle's speed)."""
+        dr = self.drivers
+        frm = dr.node[d]
+        ff = self.city.travel_s(frm, to) / dr.speed[d]
+        dist = self.city.dist_m(frm, to)
+        geo = self.cfg.fleet.geofence_m
+        dr.leg_to[d] = to
+        dr.leg_ff[d] = ff
+        dr.leg_left[d] = ff
+        dr.leg_geo[d] = np.where(dist > 0, ff * np.minimum(1.0, geo / np.maximum(dist, _EPS)), 0.0)
+        dr.phase[d] = PH_DRIVING
+
+    def _insert(self, o: np.ndarray, d: np.ndarray) -> None:
+        """Put accepted orders into their drivers' routes (each driver at most once per call)."""
+        dr, od = self.drivers, self.orders
+        od.status[o] = ORDER_ASSIGNED
+        od.t_assigned[o] = self.t
+        self.committed[d] += od.volume[o]
+        empty = dr.route_len[d] == 0
+        fo, fd = o[empty], d[empty]
+        if fo.size:  # fast path: an empty route becomes [pickup, drop-off]
+            dr.route_node[fd, 0], dr.route_node[fd, 1] = od.pickup[fo], od.dropoff[fo]
+            dr.route_order[fd, 0] = dr.route_order[fd, 1] = fo
+            dr.route_kind[fd, 0], dr.route_kind[fd, 1] = STOP_PICKUP, STOP_DROPOFF
+            dr.route_len[fd] = 2
+            idle = fd[dr.phase[fd] == PH_IDLE]
+            if idle.size:
+                self._set_leg(idle, dr.route_node[idle, 0])
+        for oi, di in zip(o[~empty].tolist(), d[~empty].tolist(), strict=True):
+            if not self._insert_one(oi, di):
+                self.counters["insert_failed"] += 1
+                self._reopen(np.array([oi]))
+                od.driver[oi] = -1
+
+    def _route_start(self, d: int) -> tuple[int, float, int]:
+        """(node, time, first insertable position) from which driver ``d``'s route can change."""
+        dr = self.drivers
+        if dr.phase[d] == PH_SERVICE:
+            return int(dr.node[d]), float(dr.t_depart[d]), int(dr.group_n[d])
+        if dr.phase[d] == PH_DRIVING:
+            f = self.factor[self.city.zone_of[dr.node[d]]]
+            t = self.t + max(dr.leg_left[d] - dr.leg_geo[d], 0.0) * f
+            locked = 1 if (dr.route_len[d] > 0 and dr.route_node[d, 0] == dr.leg_to[d]) else 0
+            return int(dr.leg_to[d]), float(t), locked
+        return int(dr.node[d]), float(self.t), 0
+
+    def _evaluate(
+        self, d: int, nodes: np.ndarray, kinds: np.ndarray, ords: np.ndarray, start_node: int, start_t: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cost and feasibility of candidate routes ``(C, L)`` for driver ``d``: completion time plus a
+        heavy weight on lateness; capacity and the same-pickup bundle rule are hard constraints."""
+        dr, od = self.drivers, self.orders
+        C, L = nodes.shape
+        f = self.factor[self.city.zone_of[start_node]] / dr.speed[d]
+        t = np.full(C, start_t)
+        pos = np.full(C, start_node, np.int64)
+        load = np.full(C, self.drivers.load[d])
+        feasible = np.ones(C, bool)
+        late = np.zeros(C)
+        cap = dr.capacity[d]
+        seg_node = np.full(C, -1, np.int64)
+        in_drop = np.zeros(C, bool)
+        # orders already on board at the start: their drop-offs are in the route, their pickups are not
+        onboard = np.full(C, int((od.status[np.unique(ords[0])] == ORDER_PICKED).sum()) if L else 0)
+        same_pick = self.cfg.same_pickup_bundles
+        for s in range(L):
+            n_s, k_s, o_s = nodes[:, s], kinds[:, s], ords[:, s]
+            moved = n_s != pos
+            t = t + self.city.travel_s(pos, n_s) * f
+            svc = np.where(k_s == STOP_PICKUP, self.pickup_svc, self.drop_svc) * dr.service_factor[d]
+            t = np.where(moved, t + svc / 2.0, t)
+            is_p = k_s == STOP_PICKUP
+            t = np.where(is_p, np.maximum(t, od.t_ready[o_s]), t)
+            late += np.where(~is_p, np.maximum(t - od.deadline[o_s], 0.0), 0.0)
+            feasible &= ~(is_p & (t > dr.shift_end[d]))
+            load = load + np.where(is_p, od.volume[o_s], -od.volume[o_s])
+            feasible &= load <= cap + _EPS
+            if same_pick:
+                new_seg = is_p & (in_drop | (seg_node < 0))
+                feasible &= ~(new_seg & (onboard > 0))
+                feasible &= ~(is_p & ~new_seg & (seg_node >= 0) & (n_s != seg_node))
+                seg_node = np.where(new_seg, n_s, seg_node)
+                in_drop = np.where(new_seg, False, in_drop | ~is_p)
+                onboard = onboard + np.where(is_p, 1, -1)
+            nxt_same = np.zeros(C, bool) if s + 1 >= L else (nodes[:, s + 1] == n_s)
+            t = np.where(nxt_same, t, t + svc / 2.0)
+            pos = n_s
+        return t + 10.0 * late, feasible
+
+    def _insert_one(self, o: int, d: int) -> bool:
+        """Cheapest feasible insertion of order ``o``'s pickup and drop-off into driver ``d``'s route."""
+        dr, od = self.drivers, self.orders
+        L = int(dr.route_len[d])
+        if L + 2 > self.S:
+            return False
+        start_node, start_t, first = self._route_start(d)
+        base_n, base_k, base_o = dr.route_node[d, :L], dr.route_kind[d, :L], dr.route_order[d, :L]
+        ii, jj = np.triu_indices(L + 1)  # pickup before old index i, drop-off before old index j (j >= i)
+        keep = ii >= first
+        ii, jj = ii[keep], jj[keep]
+        if ii.size == 0:
+            return False
+        C = ii.size
+        pos = np.arange(L + 2)[None, :]
+        ins_p = ii[:, None] + 0
+        ins_d = jj[:, None] + 1
+        # source index of each slot in the new route: old stops shift right past the inserted ones
+        src = pos - (pos > ins_p).astype(np.int64) - (pos > ins_d).astype(np.int64)
+        src = np.clip(src, 0, max(L - 1, 0))
+        nodes = np.where(pos == ins_p, od.pickup[o], np.where(pos == ins_d, od.dropoff[o], base_n[src] if L else 0))
+        kinds = np.where(pos == ins_p, STOP_PICKUP, np.where(pos == ins_d, STOP_DROPOFF, base_k[src] if L else 0))
+        ords = np.where((pos == ins_p) | (pos == ins_d), o, base_o[src] if L else 0)
+        cost, ok = self._evaluate(d, nodes, kinds, ords, start_node, start_t)
+        if not ok.any():
+            return False
+        best = int(np.argmin(np.where(ok, cost, np.inf)))
+        dr.route_node[d, : L + 2] = nodes[best]
+        dr.route_kind[d, : L + 2] = kinds[best]
+        dr.route_order[d, : L + 2] = ords[best]
+        dr.route_len[d] = L + 2
+        del C
+        return True
+
+    def resequence(self, d: int) -> bool:
+        """Re-insert each not-yet-picked order of driver ``d`` at its cheapest place; True if the route changed."""
+        dr, od = self.drivers, self.orders
+        L = int(dr.route_len[d])
+        if L < 4:
+            return False
+        start_node, start_t, _ = self._route_start(d)
+        before = dr.route_order[d, :L].copy()
+        cost0 = self._evaluate(
+            d, dr.route_node[d : d + 1, :L], dr.route_kind[d : d + 1, :L], dr.route_order[d : d + 1, :L], start_node, start_t
+        )[0][0]
+        movable = [int(x) for x in np.unique(before) if od.status[x] == ORDER_ASSIGNED]
+        saved = (dr.route_node[d].copy(), dr.route_kind[d].copy(), dr.route_order[d].copy(), int(dr.route_len[d]))
+        for oi in movable:
+            self._drop_stops(np.array([d]), np.array([oi]))
+            if not self._insert_one(oi, d):
+                dr.route_node[d], dr.route_kind[d], dr.route_order[d] = saved[0], saved[1], saved[2]
+                dr.route_len[d] = saved[3]
+                return False
+        L2 = int(dr.route_len[d])
+        cost1 = self._evaluate(
+            d, dr.route_node[d : d + 1, :L2], dr.route_kind[d : d + 1, :L2], dr.route_order[d : d + 1, :L2], start_node, start_t
+        )[0][0]
+        if cost1 > cost0 + _EPS:  # keep the old order when the greedy pass did not help
+            dr.route_node[d], dr.route_kind[d], dr.route_order[d] = saved[0], saved[1], saved[2]
+            dr.route_len[d] = saved[3]
+            return False
+        return not np.array_equal(before, dr.route_order[d, :L])
+
+    def _drop_stops(self, rows: np.ndarray, orders: np.ndarray) -> None:
+        """Remove every stop of ``orders`` from the routes of drivers ``rows`` (compacting them)."""
+        dr = self.drivers
+        ro = dr.route_order[rows]
+        keep = (ro >= 0) & ~np.isin(ro, orders)
+        idx = np.argsort(~keep, axis=1, kind="stable")
+        n_keep = keep.sum(axis=1)
+        valid = np.arange(self.S)[None, :] < n_keep[:, None]
+        for name in ("route_node", "route_order", "route_kind"):
+            a = getattr(dr, name)
+            a[rows] = np.where(valid, np.take_along_axis(a[rows], idx, axis=1), -1)
+        dr.route_len[rows] = n_keep
+
+    def _release(self, o: np.ndarray) -> None:
+        """Take assigned (not picked-up) orders back from their drivers: they re-open."""
+        if o.size == 0:
+            return
+        d = self.orders.driver[o].astype(np.int64)
+        self._drop_stops(np.unique(d), o)
+        np.subtract.at(self.committed, d, self.orders.volume[o])
+        self._reopen(o)
+
+    def _reopen(self, o: np.ndarray) -> None:
+        od = self.orders
+        od.status[o] = ORDER_OPEN
+        od.driver[o] = -1
+        od.t_assigned[o] = np.nan
+
+    def _on_traffic_change(self, t: float) -> None:
+        """An incident started or ended: ETAs follow the new factors; busy routes in the zone are re-sequenced."""
+        self.counters["eta_updates"] += 1
+        inc = self.traffic.incidents
+        changed = ((inc.start > t - self.dt) & (inc.start <= t)) | ((inc.end > t - self.dt) & (inc.end <= t))
+        zones = np.unique(inc.zone[changed])
+        dr = self.drivers
+        cand = np.flatnonzero(np.isin(self.city.zone_of[dr.node], zones) & (dr.route_len >= 4))
+        for d in cand.tolist():  # only drivers with several orders in an affected zone
+            if self.resequence(d):
+                self.counters["resequenced"] += 1
+
+    # ----------------------------------------------------------------------------------- movement
+    def _move(self, t0: float, t1: float) -> None:
+        dr = self.drivers
+        clk = np.full(dr.n, t0)
+        zone_f = self.factor
+        for _ in range(4 * self.S + 16):
+            progressed = False
+            drv = np.flatnonzero((dr.phase == PH_DRIVING) & (clk < t1 - _EPS))
+            if drv.size:
+                f = zone_f[self.city.zone_of[dr.node[drv]]]
+                need = np.maximum(dr.leg_left[drv] - dr.leg_geo[drv], 0.0) * f
+                avail = t1 - clk[drv]
+                arrive = need <= avail + _EPS
+                working = dr.route_len[drv] > 0
+                p = drv[~arrive]
+                dr.leg_left[p] -= avail[~arrive] / f[~arrive]
+                dr.busy_s[p] += np.where(working[~arrive], avail[~arrive], 0.0)
+                clk[p] = t1
+                a = drv[arrive]
+                if a.size:
+                    ta = clk[a] + need[arrive]
+                    dr.busy_s[a] += np.where(working[arrive], need[arrive], 0.0)
+                    clk[a] = ta
+                    self._arrive(a, ta, clk)
+                    progressed = True
+            ev = np.flatnonzero((dr.phase == PH_SERVICE) & ~dr.event_done & (dr.t_event <= t1 + _EPS))
+            if ev.size:
+                clk[ev] = np.maximum(clk[ev], dr.t_event[ev])
+                self._stop_event(ev)
+                progressed = True
+            dep = np.flatnonzero((dr.phase == PH_SERVICE) & dr.event_done & (dr.t_depart <= t1 + _EPS))
+            if dep.size:
+                clk[dep] = np.maximum(clk[dep], dr.t_depart[dep])
+                self._depart(dep, clk)
+                progressed = True
+            if not progressed:
+                return
+        raise RuntimeError("simulator: too many stop transitions in one step (a zero-time loop?)")
+
+    def _arrive(self, a: np.ndarray, ta: np.ndarray, clk: np.ndarray) -> None:
+        dr, od = self.drivers, self.orders
+        dr.node[a] = dr.leg_to[a]
+        dr.leg_left[a] = 0.0
+        has = dr.route_len[a] > 0
+        at_head = has & (dr.route_node[a, 0] == dr.node[a])
+        idle = a[~has]
+        dr.phase[idle] = PH_IDLE
+        go = ~at_head & has
+        if go.any():
+            self._set_leg(a[go], dr.route_node[a[go], 0])
+        s, ts = a[at_head], ta[at_head]
+        if s.size == 0:
+            return
+        rn, rk, ro = dr.route_node[s], dr.route_kind[s], dr.route_order[s]
+        L = dr.route_len[s].astype(np.int64)
+        same = (rn == rn[:, :1]) & (rk == rk[:, :1]) & (np.arange(self.S)[None, :] < L[:, None])
+        g = np.cumprod(same, axis=1).sum(axis=1)
+        in_g = np.arange(self.S)[None, :] < g[:, None]
+        kind = rk[:, 0]
+        pick = kind == STOP_PICKUP
+        svc = np.where(pick, self.pickup_svc, self.drop_svc) * dr.service_factor[s]
+        ready = np.where(in_g, od.t_ready[np.maximum(ro, 0)], -np.inf).max(axis=1)
+        t_ev = np.where(pick, np.maximum(ts + svc / 2.0, ready), ts + svc / 2.0)
+        too_late = pick & (t_ev > dr.shift_end[s] + _EPS)
+        if too_late.any():  # no pickups after the shift: give the orders back, go on with the rest
+            lt = s[too_late]
+            rel = ro[too_late][in_g[too_late]]
+            self.counters["released_after_shift"] += int(rel.size)
+            self._release(rel)
+            has2 = dr.route_len[lt] > 0
+            dr.phase[lt[~has2]] = PH_IDLE
+            if has2.any():
+                self._set_leg(lt[has2], dr.route_node[lt[has2], 0])
+        ok = ~too_late
+        s, ts, g, t_ev, svc = s[ok], ts[ok], g[ok], t_ev[ok], svc[ok]
+        dr.phase[s] = PH_SERVICE
+        dr.t_arrive[s] = ts
+        dr.t_event[s] = t_ev
+        dr.t_depart[s] = t_ev + svc / 2.0
+        dr.event_done[s] = False
+        dr.group_n[s] = g
+
+    def _stop_event(self, e: np.ndarray) -> None:
+        dr, od = self.drivers, self.orders
+        g = dr.group_n[e].astype(np.int64)
+        in_g = np.arange(self.S)[None, :] < g[:, None]
+        rows = np.broadcast_to(e[:, None], in_g.shape)[in_g]
+        ords = dr.route_order[e][in_g].astype(np.int64)
+        t_ev = np.broadcast_to(dr.t_event[e][:, None], in_g.shape)[in_g]
+        kind = dr.route_kind[e, 0]
+        pick_rows = np.repeat(kind == STOP_PICKUP, g)
+        po, pd, pt = ords[pick_rows], rows[pick_rows], t_ev[pick_rows]
+        if po.size:
+            od.status[po] = ORDER_PICKED
+            od.t_pickup[po] = pt
+            np.add.at(dr.load, pd, od.volume[po])
+            visit = np.repeat(np.arange(len(e)), g)[pick_rows]
+            od.bundle_id[po] = self._bundles + visit
+            self._bundles += len(e)
+        do, dd, dt_ = ords[~pick_rows], rows[~pick_rows], t_ev[~pick_rows]
+        if do.size:
+            self._deliver(do, dd, dt_)
+        if self.record_events:
+            self.events.append(
+                (t_ev.copy(), rows.copy(), ords.copy(), np.where(pick_rows, STOP_PICKUP, STOP_DROPOFF), dr.node[rows].copy())
+            )
+        dr.event_done[e] = True
+
+    def _depart(self, p: np.ndarray, clk: np.ndarray) -> None:
+        dr = self.drivers
+        dwell = dr.t_depart[p] - dr.t_arrive[p]
+        dr.service_sum[p] += dwell
+        dr.service_n[p] += 1
+        dr.busy_s[p] += dwell
+        g = dr.group_n[p].astype(np.int64)
+        idx = np.arange(self.S)[None, :] + g[:, None]
+        valid = idx < self.S
+        idx = np.minimum(idx, self.S - 1)
+        for name in ("route_node", "route_order", "route_kind"):
+            a = getattr(dr, name)
+            a[p] = np.where(valid, np.take_along_axis(a[p], idx, axis=1), -1)
+        dr.route_len[p] -= g.astype(np.int16)
+        dr.group_n[p] = 0
+        dr.t_event[p] = dr.t_depart[p] = np.inf
+        more = dr.route_len[p] > 0
+        dr.phase[p[~more]] = PH_IDLE
+        if more.any():
+            self._set_leg(p[more], dr.route_node[p[more], 0])
+
+    # ------------------------------------------------------------------------------- settlement
+    def _deliver(self, o: np.ndarray, d: np.ndarray, t: np.ndarray) -> None:
+        dr, od, cfg = self.drivers, self.orders, self.cfg
+        od.status[o] = ORDER_DELIVERED
+        od.t_delivered[o] = t
+        np.subtract.at(dr.load, d, od.volume[o])
+        np.subtract.at(self.committed, d, od.volume[o])
+        late = t > od.deadline[o] + _EPS
+        rng = self.rng["behaviour"]
+        # proof of delivery -> payout (+ tip); a disputed payout misses its distance bonus until the next cycle
+        p = cfg.pricing.payout
+        pay = od.payout[o]
+        bonus_eur = p.per_km * np.maximum(self.city.dist_m(od.pickup[o], od.dropoff[o]) / 1000.0 - p.free_km, 0.0)
+        bonus = np.minimum(np.round(bonus_eur * 100.0).astype(np.int64), pay)
+        disputed = (rng.random(len(o)) < p.dispute_rate) & (bonus > 0)
+        paid = pay - np.where(disputed, bonus, 0)
+        instant = dr.instant_pay[d]
+        t_settle = np.where(instant, t, self.day_end)
+        self.ledger.add(t, t_settle, LED_PAYOUT, o, d, paid + od.tip[o])
+        if disputed.any():
+            self.counters["disputes"] += int(disputed.sum())
+            nxt = np.where(instant[disputed], self.day_end, self.day_end + 86400.0)
+            self.ledger.add(t[disputed], nxt, LED_CORRECTION, o[disputed], d[disputed], bonus[disputed])
+        earned = paid + od.tip[o] + np.where(disputed, bonus, 0)
+        np.add.at(dr.earnings, d, earned)
+        np.add.at(self.shift_earn, d, earned)
+        self._payouts += int(earned.sum())
+        # late deliveries: partial refund of the fee
+        refund = np.where(late, np.round(od.fee[o] * cfg.sla.late_refund_share).astype(np.int64), 0)
+        if refund.any():
+            m = refund > 0
+            self.ledger.add(t[m], t[m], LED_REFUND, o[m], d[m], refund[m])
+            od.refund[o[m]] += refund[m]
+            self._refunds += int(refund.sum())
+        # scorecard: deliveries, on-time, rating (lower when late), discipline
+        np.add.at(dr.deliveries, d, 1)
+        np.add.at(dr.on_time, d, (~late).astype(np.int32))
+        late_min = np.maximum(t - od.deadline[o], 0.0) / 60.0
+        rating = np.clip(4.9 - 0.05 * late_min + rng.normal(0.0, 0.3, size=len(o)), 1.0, 5.0)
+        np.add.at(dr.rating_sum, d, rating)
+        np.add.at(dr.rating_n, d, 1)
+        ud = np.unique(d)
+        n_late = np.bincount(d, weights=late.astype(np.float64), minlength=dr.n)[ud]
+        n_ok = np.bincount(d, weights=(~late).astype(np.float64), minlength=dr.n)[ud]
+        dr.late_streak[ud] = np.where(n_ok > 0, 0, dr.late_streak[ud] + n_late).astype(np.int16)
+        sus = ud[(dr.late_streak[ud] >= cfg.fleet.late_streak_to_suspend) & (dr.account[ud] == ACC_ACTIVE)]
+        if sus.size:
+            dr.account[sus] = ACC_SUSPENDED
+            dr.t_suspended_until[sus] = t.max() + cfg.fleet.suspension_minutes * 60.0
+            dr.suspensions[sus] += 1
+            dr.late_streak[sus] = 0
+
+    def _close_shift(self, d: np.ndarray, t: float) -> None:
+        """A driver logs off: account online time; pay the hourly guarantee top-up or the owned-fleet wage."""
+        if d.size == 0:
+            return
+        dr, p = self.drivers, self.cfg.pricing.payout
+        dr.online_s[d] += t - dr.t_online_since[d]
+        hours = np.maximum(np.minimum(t, dr.shift_end[d]) - dr.t_online_since[d], 0.0) / 3600.0
+        owned = dr.owned[d]
+        wage = np.where(owned, np.round(p.owned_hourly_cost * hours * 100.0), 0).astype(np.int64)
+        if p.hourly_guarantee is not None:
+            target = np.round(p.hourly_guarantee * hours * 100.0).astype(np.int64)
+            top = np.where(~owned, np.maximum(target - self.shift_earn[d], 0), 0)
+        else:
+            top = np.zeros(d.size, np.int64)
+        for kind, amount in ((LED_WAGE, wage), (LED_GUARANTEE, top)):
+            m = amount > 0
+            if m.any():
+                self.ledger.add(t, self.day_end, kind, -1, d[m], amount[m])
+                np.add.at(dr.earnings, d[m], amount[m])
+                self._payouts += int(amount[m].sum())
+        self.shift_earn[d] = 0
+        dr.t_online_since[d] = np.nan
+        dr.phase[d] = PH_OFFLINE
+        dr.shift_closed[d] = True
+
+    # ---------------------------------------------------------------------------- accounts, shifts
+    def _accounts(self, t: float) -> None:
+        dr = self.drivers
+        ver = (dr.account == ACC_APPLICANT) & (dr.t_verified <= t)
+        dr.account[ver & dr.docs_ok] = ACC_ACTIVE
+        dr.account[ver & ~dr.docs_ok] = ACC_ACCESS_DENIED
+        back = (dr.account == ACC_SUSPENDED) & (dr.t_suspended_until <= t)
+        dr.account[back] = ACC_ACTIVE
+
+    def _login(self, t: float) -> None:
+        dr = self.drivers
+        f = self.cfg.fleet
+        if t < self.t_end and f.flex_login_per_hour > 0:
+            pool = np.flatnonzero(dr.flex & (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & ~np.isfinite(dr.shift_start))
+            if pool.size:
+                mean_surge = float(self.surge.mean())
+                ref = max(f.flex_reference_hourly, 1e-9)
+                pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(self._recent_eph / ref - 1.0, 0.0)
+                p = 1.0 - np.exp(-f.flex_login_per_hour * pull * self.dt / 3600.0)
+                rng = self.rng["behaviour"]
+                on = pool[rng.random(pool.size) < p]
+                dur = rng.uniform(f.flex_session_hours[0], f.flex_session_hours[1], size=on.size) * 3600.0
+                dr.shift_start[on] = t
+                dr.shift_end[on] = np.minimum(t + dur, self.t_end)
+                self.counters["logins_flex"] += int(on.size)
+        on = (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & (dr.shift_start <= t) & (t < dr.shift_end)
+        idx = np.flatnonzero(on)
+        dr.phase[idx] = PH_IDLE
+        dr.leg_to[idx] = dr.node[idx]
+        dr.t_online_since[idx] = t
+        dr.shift_closed[idx] = False
+        self.shift_earn[idx] = 0
+
+    def _logoff(self, t: float) -> None:
+        dr = self.drivers
+        idle = (dr.phase == PH_IDLE) & (dr.offer_order < 0) & (dr.route_len == 0)
+        off = idle & ((t >= dr.shift_end) | (dr.account == ACC_SUSPENDED))
+        idx = np.flatnonzero(off)
+        if idx.size:
+            # earnings per online hour, for flex drivers deciding to log on
+            self._close_shift(idx, t)
+            fl = idx[dr.flex[idx]]
+            ended = fl[t >= dr.shift_end[fl]]
+            dr.shift_start[ended] = np.inf
+            dr.shift_end[ended] = -np.inf
+        online = dr.phase != PH_OFFLINE
+        n_on = int(online.sum())
+        if n_on:
+            eph = float(self.shift_earn[online].sum()) / 100.0 / max(float((t - dr.t_online_since[online]).sum()) / 3600.0, 1e-9)
+            self._recent_eph = 0.9 * self._recent_eph + 0.1 * eph
+
+    # ------------------------------------------------------------------------------- demand side
+    def _cancel(self, t: float) -> None:
+        sl = self.active_orders()
+        od, dr = self.orders, self.drivers
+        st = od.status[sl]
+        c = sl.start + np.flatnonzero(((st == ORDER_OPEN) | (st == ORDER_OFFERED)) & (od.t_patience[sl] <= t))
+        if c.size == 0:
+            return
+        offered = c[od.status[c] == ORDER_OFFERED]
+        dr.offer_order[od.driver[offered]] = -1
+        od.status[c] = ORDER_CANCELLED
+        od.t_cancelled[c] = t
+        od.driver[c] = -1
+        od.t_offer_answer[c] = np.inf
+        pen = round(self.cfg.sla.cancel_penalty * 100.0) if self.cfg.pricing.enabled else 0
+        refund = od.fee[c] + od.tip[c] + pen
+        m = refund > 0
+        if m.any():
+            self.ledger.add(t, t, LED_REFUND, c[m], -1, refund[m])
+        od.refund[c] += refund
+        self._refunds += int(refund.sum())
+
+    def quote_cents(self, orders: np.ndarray) -> np.ndarray:
+        """The customer fee (cents) quoted for orders now: base + distance + size + speed tier, times surge."""
+        fee, od = self.cfg.pricing.fee, self.orders
+        km = self.city.dist_m(od.pickup[orders], od.dropoff[orders]) / 1000.0
+        cls = self._size_cls[np.minimum(np.searchsorted(self._size_caps, od.volume[orders]), len(self._size_cls) - 1)]
+        speed = np.array([fee.express, fee.standard, fee.same_day])[od.level[orders]]
+        eur = (fee.base + fee.per_km * km + np.array(fee.size)[cls] + speed) * self.surge[self.city.zone_of[od.pickup[orders]]]
+        return np.round(eur * 100.0).astype(np.int64)
+
+    def _place_orders(self, t0: float, t1: float) -> None:
+        od = self.orders
+        hi = max(int(np.searchsorted(od.t_place, min(t1, self.t_end), side="left")), self._next)
+        new = np.arange(self._next, hi)
+        self._next = hi
+        if new.size == 0:
+            return
+        if self.cfg.pricing.enabled:
+            fee = self.quote_cents(new)
+            ref = self.cfg.pricing.fee.reference
+            p_conv = np.exp(-self.cfg.demand.conversion_elasticity * np.maximum(fee / 100.0 / ref - 1.0, 0.0))
+        else:
+            fee = np.zeros(new.size, np.int64)
+            p_conv = np.ones(new.size)
+        conv = od.u_convert[new] < p_conv
+        od.status[new] = np.where(conv, ORDER_OPEN, ORDER_LOST)
+        od.surge[new] = self.surge[self.city.zone_of[od.pickup[new]]]
+        c = new[conv]
+        od.fee[c] = fee[conv]
+        od.tip[new[~conv]] = 0
+        charge = od.fee[c] + od.tip[c]
+        m = charge > 0
+        if m.any():
+            self.ledger.add(od.t_place[c[m]], od.t_place[c[m]], LED_FEE, c[m], -1, charge[m])
+        self._fees += int(charge.sum())
+
+    def _update_surge(self) -> None:
+        sp = self.cfg.pricing.surge
+        if not (self.cfg.pricing.enabled and sp.enabled):
+            return
+        Z = self.city.n_zones
+        op = self.open_orders()
+        demand = np.bincount(self.city.zone_of[self.orders.pickup[op]], minlength=Z).astype(np.float64)
+        idle = self.eligible(idle_only=True)
+        supply = np.bincount(self.city.zone_of[self.drivers.node[idle]], minlength=Z).astype(np.float64)
+        ratio = demand / np.maximum(supply, 1.0)
+        self.surge = np.clip(1.0 + sp.sensitivity * np.maximum(ratio - 1.0, 0.0), 1.0, sp.max)
+
+    def _update_window(self) -> None:
+        st = self.orders.status[self._lo : self._next]
+        live = np.flatnonzero((st != ORDER_DELIVERED) & (st != ORDER_CANCELLED) & (st != ORDER_LOST))
+        self._lo += int(live[0]) if live.size else len(st)
+
+    def _nothing_in_flight(self) -> bool:
+        if self._next < self.orders.n and self.orders.t_place[self._next] < self.t_end:
+            return False
+        return self._lo >= self._next
+
+    def _close_day(self) -> None:
+        dr = self.drivers
+        online = np.flatnonzero(dr.phase != PH_OFFLINE)
+        self._close_shift(online, self.t)
+
+    # -------------------------------------------------------------------------------- convenience
+    def run(self, policy, seed: int | None = None, progress=None) -> dict[str, float]:
+        """Reset with ``seed`` and run ``policy`` to the end of the day; returns the KPIs."""
+        from envs.core.kpis import compute_kpis
+
+        self.reset(seed)
+        policy.reset(self, self.rng["policy"])
+        while not self.done:
+            self.step(policy.act(self))
+            if progress is not None:
+                progress(self)
+        return compute_kpis(self)
+
+    @property
+    def n_steps(self) -> int:
+        """Upper bound on the number of steps in an episode."""
+        return int(np.ceil((self.day_end - self.t_start) / self.dt))

@@ -1,0 +1,57 @@
+"""Write docs/scenarios.md from the scenario schema: ``python -m envs.scenarios.docgen > docs/scenarios.md``."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from envs.core.config import GridScenario
+
+HEADER = """# Scenario fields
+
+A scenario is a YAML mapping; every field has a default, so a file names only what it changes.
+Unknown fields are rejected, and every error names the field and the reason. Times of day are
+`"HH:MM"` (or seconds since midnight). Built-in scenarios are in `configs/scenarios/`.
+
+This page is generated from `envs/core/config.py` by `python -m envs.scenarios.docgen`
+(a test checks that it is current).
+"""
+
+
+def _default(v: Any) -> str:
+    if type(v).__name__ == "PydanticUndefinedType":
+        return "(required)"
+    if isinstance(v, BaseModel):
+        return "(section)"
+    if isinstance(v, tuple | list) and v and isinstance(v[0], BaseModel):
+        return json.dumps([x.model_dump() for x in v])
+    if isinstance(v, dict):
+        return json.dumps({k: (x.model_dump() if isinstance(x, BaseModel) else x) for k, x in v.items()})
+    return json.dumps(v) if not isinstance(v, float) or v == v else "nan"
+
+
+def _walk(model: type[BaseModel], prefix: str, rows: list[tuple[str, str, str]]) -> None:
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        path = f"{prefix}{name}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            _walk(ann, path + ".", rows)
+            continue
+        t = str(ann).replace("typing.", "").replace("<class '", "").replace("'>", "").replace("envs.core.config.", "")
+        t = re.sub(r"Annotated\[(\w+), FieldInfo\(.*?\]\)\]", r"\1", t)
+        rows.append((path, t, _default(f.default)))
+
+
+def render() -> str:
+    rows: list[tuple[str, str, str]] = []
+    _walk(GridScenario, "", rows)
+    lines = [HEADER, "| field | type | default |", "|---|---|---|"]
+    lines += [f"| `{p}` | `{t}` | `{d}` |".replace("|`", "| `") for p, t, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,1 @@
+"""Command line, training, evaluation and export."""

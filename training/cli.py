@@ -1,0 +1,155 @@
+"""The ``gigdispatch`` command: one entry point, one subcommand per job.
+
+Every subcommand has ``--help``. Bad input (scenario, policy, seed, paths) ends with a one-line
+``error: ...`` naming what is wrong and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error to show the user as one line (no traceback)."""
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _progress(enabled: bool | None, total: int, desc: str) -> Callable[[object], None] | None:
+    """A tqdm bar on a terminal (``enabled=None``: only when stderr is a TTY)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", disable=(not sys.stderr.isatty()) if enabled is None else not enabled, leave=False)
+    state = {"n": 0}
+
+    def tick(sim: object) -> None:
+        state["n"] += 1
+        bar.update(1)
+        if getattr(sim, "done", False):
+            bar.close()
+
+    return tick
+
+
+def format_kpi_table(kpis: dict[str, float], title: str) -> str:
+    from envs.core.kpis import KPI_DOC
+
+    rows = []
+    for name, value in kpis.items():
+        unit = KPI_DOC.get(name, ("", ""))[0]
+        if isinstance(value, float):
+            shown = "n/a" if value != value else (f"{value:,.3f}" if abs(value) < 10 else f"{value:,.2f}")
+        else:
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
+        rows.append((name, shown, unit))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [title, "-" * (w0 + w1 + 8)]
+    lines += [f"{n:<{w0}}  {v:>{w1}}  {u}" for n, v, u in rows]
+    return "\n".join(lines)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agents import make_policy
+    from envs import Simulator, load_scenario
+    from training.io import atomic_write_json, json_safe
+
+    scenario = load_scenario(args.scenario)
+    policy = make_policy(args.policy)
+    sim = Simulator(scenario)
+    t0 = time.perf_counter()
+    tick = _progress(args.progress, sim.n_steps, f"{scenario.name} / {policy.name}")
+    kpis = sim.run(policy, seed=args.seed, progress=tick)
+    wall = time.perf_counter() - t0
+    kpis["wall_seconds"] = wall
+    record = {"scenario": scenario.name, "policy": policy.name, "seed": args.seed, **kpis}
+    if args.out:
+        atomic_write_json(args.out, record)
+    if args.json:
+        print(json.dumps(json_safe(record)))
+    else:
+        print(format_kpi_table(kpis, f"gigdispatch simulate: scenario={scenario.name} policy={policy.name} seed={args.seed}"))
+        print(
+            f"\nsimulated {kpis['sim_seconds'] / 3600:.1f} h in {wall:.2f} s wall ({kpis['sim_seconds'] / max(wall, 1e-9):,.0f}x real time)"
+        )
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from envs.scenarios import builtin_names, configs_dir, load_scenario
+
+    for name in builtin_names():
+        sc = load_scenario(name)
+        print(f"{name:<12} {sc.cfg.description}")
+    print(f"\n(built-in scenarios live in {configs_dir() / 'scenarios'}; any YAML file or MDRP instance folder also works)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gigdispatch",
+        description="gigdispatch: a simulator and RL toolkit for gig-economy delivery dispatch.",
+        epilog="Run 'gigdispatch COMMAND --help' for a command's options.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    s = sub.add_parser(
+        "simulate",
+        help="run one day of a scenario with a policy and print the KPIs",
+        description="Run one episode (a day) of SCENARIO with POLICY and print its KPIs as a table or JSON.",
+    )
+    s.add_argument(
+        "--scenario",
+        default="default",
+        help="built-in name (default, city-1000), a YAML file, or an MDRP instance folder [default: %(default)s]",
+    )
+    s.add_argument("--policy", default="nearest", help="policy name [default: %(default)s]")
+    s.add_argument("--seed", type=_seed, default=0, help="episode seed (same seed, same day) [default: %(default)s]")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    s.add_argument("--out", help="also write the JSON record to this file (atomically)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    s.set_defaults(func=cmd_simulate)
+    sc = sub.add_parser("scenarios", help="list the built-in scenarios", description="List the built-in scenarios with their descriptions.")
+    sc.set_defaults(func=cmd_scenarios)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from agents import UnknownPolicyError
+    from envs import ActionError, ScenarioError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ScenarioError, UnknownPolicyError, ActionError, CliError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
