@@ -22,11 +22,15 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
         cand = ids[:, c]
         ok = free & (cand >= 0)
         ok[ok] &= ~taken[cand[ok]]
-        rows = np.flatnonzero(ok)
+        rows = ok.nonzero()[0]
         if rows.size == 0:
+            if not (free[:, None] & (ids[:, c + 1 :] >= 0)).any():
+                break  # nobody left to match
             continue
-        _, first = np.unique(cand[rows], return_index=True)  # rows are oldest first: the first proposer wins
-        win = rows[first]
+        c_r = cand[rows]
+        first = np.full(taken.shape[0], n, np.int64)
+        np.minimum.at(first, c_r, rows)  # rows are oldest first: the first proposer of a driver wins
+        win = rows[first[c_r] == rows]
         out[win] = cand[win]
         taken[cand[win]] = True
     return out
@@ -36,7 +40,9 @@ class NearestPolicy(Policy):
     """Oldest open order first, each to the idle driver with the shortest pickup ETA that is still free.
 
     Matching runs in rounds over each order's ``k`` nearest idle drivers (``fcfs_match``); orders whose
-    candidates were all taken ask again among the drivers left, up to ``rounds`` times. A driver who
+    candidates were all taken ask again among the drivers left, up to ``rounds`` times. A round looks at
+    the ``2 x free drivers + 16`` oldest pending orders only: at most one order per free driver can be
+    served, and the oldest come first. A driver who
     just declined an order is skipped for it. The payout escalates with the order's declines when the
     scenario's ``pricing.payout.auto_escalate`` is on.
     """
@@ -49,23 +55,28 @@ class NearestPolicy(Policy):
 
     def act(self, sim: Simulator) -> Decision:
         orders = sim.open_orders()
-        if orders.size == 0:
+        idle = sim.eligible(idle_only=True)
+        if orders.size == 0 or not idle.any():
             return Decision()
         taken = np.zeros(sim.drivers.n, bool)
         out_o, out_d = [], []
-        left = orders
+        pending = orders
         for _ in range(self.rounds):
-            ids, _ = sim.candidates(left, self.k, idle_only=True, exclude=taken)
-            ids = np.where(ids == sim.orders.last_decliner[left][:, None], -1, ids)
-            if (ids < 0).all():
-                break
+            free = int((idle & ~taken).sum())
+            if free == 0 or pending.size == 0:
+                break  # every idle driver has an order, or every order a driver
+            # FCFS: at most one order per free driver can be served, so only the oldest few need an ETA
+            window = pending[: 2 * free + 16]
+            ids, _ = sim.candidates(window, self.k, exclude=taken, among=idle)
+            ids = np.where(ids == sim.orders.last_decliner[window][:, None], -1, ids)
             match = fcfs_match(ids, taken)
             got = match >= 0
-            out_o.append(left[got])
+            if not got.any():
+                break  # nothing more can be matched this epoch
+            out_o.append(window[got])
             out_d.append(match[got])
-            left = left[~got & (ids >= 0).any(axis=1)]  # orders with no candidate at all will not find one
-            if left.size == 0:
-                break
+            # unmatched orders that still had candidates keep their place ahead of the rest
+            pending = np.concatenate([window[~got & (ids >= 0).any(axis=1)], pending[len(window) :]])
         o = np.concatenate(out_o) if out_o else np.zeros(0, np.int64)
         d = np.concatenate(out_d) if out_d else np.zeros(0, np.int64)
         order = np.argsort(o, kind="stable")  # hand offers over oldest order first

@@ -161,6 +161,7 @@ class Vehicle(_Model):
     speed: Pos  # x the car free-flow speed
     capacity_litres: Pos
     size_class: Annotated[int, Field(ge=0, le=2)]
+    cost_per_km: NonNeg = 0.15  # the driver's running cost (fuel, wear), for driver-side rewards
 
 
 class Acceptance(_Model):
@@ -181,9 +182,9 @@ class Fleet(_Model):
     applicant_share: Frac = 0.1
     bad_documents_share: Frac = 0.25  # of applicants
     vehicles: dict[Literal["bike", "car", "van"], Vehicle] = {
-        "bike": Vehicle(share=0.45, speed=0.55, capacity_litres=40, size_class=0),
-        "car": Vehicle(share=0.45, speed=1.0, capacity_litres=150, size_class=1),
-        "van": Vehicle(share=0.10, speed=0.85, capacity_litres=800, size_class=2),
+        "bike": Vehicle(share=0.45, speed=0.55, capacity_litres=40, size_class=0, cost_per_km=0.02),
+        "car": Vehicle(share=0.45, speed=1.0, capacity_litres=150, size_class=1, cost_per_km=0.2),
+        "van": Vehicle(share=0.10, speed=0.85, capacity_litres=800, size_class=2, cost_per_km=0.3),
     }
     shift_hours: tuple[Pos, Pos] = (4.0, 8.0)
     flex_login_per_hour: NonNeg = 0.3  # base log-on rate of an offline flex driver

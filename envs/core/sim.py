@@ -89,6 +89,40 @@ class Decision:
     unassign: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
+def first_occurrence(a: np.ndarray) -> np.ndarray:
+    """Bool mask of the first occurrence of each value in 1-D ``a`` (a dict for short arrays, a sort for long)."""
+    if len(a) < 2 or (a[1:] > a[:-1]).all():  # strictly increasing (e.g. from nonzero()): no repeats
+        return np.ones(len(a), bool)
+    if len(a) <= 64:
+        seen: set[int] = set()
+        out = np.zeros(len(a), bool)
+        for i, v in enumerate(a.tolist()):
+            if v not in seen:
+                seen.add(v)
+                out[i] = True
+        return out
+    out = np.zeros(len(a), bool)
+    out[np.unique(a, return_index=True)[1]] = True
+    return out
+
+
+def _nz(mask: np.ndarray) -> np.ndarray:
+    """Indices of the True entries of a 1-D mask (``np.flatnonzero`` without its Python-level ravel)."""
+    return mask.nonzero()[0]
+
+
+class _Rows:
+    """Read-only view of some drivers' fields: ``_Rows(drivers, rows).node == drivers.node[rows]``."""
+
+    def __init__(self, drivers: Drivers, rows: np.ndarray) -> None:
+        self._d, self._rows = drivers, rows
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        value = getattr(self._d, name)[self._rows]
+        setattr(self, name, value)
+        return value
+
+
 def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
     try:
         arr = np.asarray(value)
@@ -98,8 +132,8 @@ def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
         raise ActionError(f"decision.{name}: must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
         return arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
         else:
             raise ActionError(f"decision.{name}: must hold integer ids, got dtype {arr.dtype}")
@@ -173,6 +207,8 @@ class Simulator:
             leg_ff=zf.copy(),
             leg_left=zf.copy(),
             leg_geo=zf.copy(),
+            leg_dist=zf.copy(),
+            driven_m=zf.copy(),
             t_event=np.full(n_d, np.inf),
             t_depart=np.full(n_d, np.inf),
             t_arrive=np.full(n_d, np.inf),
@@ -203,10 +239,14 @@ class Simulator:
         )
         self.shift_earn = np.zeros(n_d, np.int64)  # (D,) cents earned in the current shift
         self.committed = np.zeros(n_d)  # (D,) litres of orders in the route or on board
+        # (D,) drivers whose offers are answered from outside (agents in the fleet env) through respond()
+        self.external_accept = np.zeros(n_d, bool)
         self.ledger = Ledger(capacity=max(1024, 3 * n_o))
         self._fees = self._payouts = self._refunds = 0  # running totals in cents (the ledger is the record)
         self.t = self.t_start
         self.surge = np.ones(self.city.n_zones)
+        self.zone_demand = np.zeros(self.city.n_zones)  # (Z,) open orders by pickup zone, as of the end of the last step
+        self.zone_supply = np.zeros(self.city.n_zones)  # (Z,) idle eligible drivers by zone, as of the end of the last step
         self.factor = self.traffic.factor(self.t)
         self._next = 0  # first order not yet placed
         self._lo = 0  # orders before this index are all settled (terminal or lost)
@@ -225,6 +265,7 @@ class Simulator:
         self.events: list[tuple[np.ndarray, ...]] = []  # (t, driver, order, kind, node) when recording
         self.done = False
         self._ready = True
+        self._accounts_next = -np.inf  # next time an applicant is verified or a suspension ends
         self._accounts(self.t)
         self._login(self.t)
         self.online_peak = int((self.drivers.phase != PH_OFFLINE).sum())
@@ -274,7 +315,7 @@ class Simulator:
     def open_orders(self) -> np.ndarray:
         """Indices of orders waiting for a driver (status open), oldest first."""
         lo, hi = self._lo, self._next
-        return lo + np.flatnonzero(self.orders.status[lo:hi] == ORDER_OPEN)
+        return lo + _nz(self.orders.status[lo:hi] == ORDER_OPEN)
 
     def active_orders(self) -> slice:
         """The slice of orders that may still change (placed, not all settled)."""
@@ -294,83 +335,102 @@ class Simulator:
             m &= (dr.route_len == 0) & ((dr.phase == PH_IDLE) | (dr.phase == PH_DRIVING))
         return m
 
-    def driver_free(self) -> tuple[np.ndarray, np.ndarray]:
-        """(D,) node and (D,) time at which each driver finishes its current route (or leg)."""
+    def driver_free(self, drivers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Node and time at which each of ``drivers`` (default: all) finishes its current route, or its
+        current leg when it has no route; both arrays are aligned with ``drivers``."""
         dr = self.drivers
-        if not (dr.route_len > 0).any():
-            return dr.leg_to.astype(np.int64), self._leg_arrival()
-        eta = self.route_eta()
-        L = dr.route_len.astype(np.int64)
-        has = L > 0
-        last = np.maximum(L - 1, 0)
-        rows = np.arange(dr.n)
-        t_last = eta[rows, last]
-        svc = np.where(dr.route_kind[rows, last] == STOP_PICKUP, self.pickup_svc, self.drop_svc) * dr.service_factor
-        t_free = np.where(has, t_last + svc / 2.0, self._leg_arrival())
-        node = np.where(has, dr.route_node[rows, last], dr.leg_to)
-        return node.astype(np.int64), t_free
+        d = np.arange(dr.n) if drivers is None else np.asarray(drivers, dtype=np.int64)
+        node = dr.leg_to[d].astype(np.int64)
+        t_free = self._leg_arrival(d)
+        busy = _nz(dr.route_len[d] > 0)
+        if busy.size:
+            rows = d[busy]
+            eta = self.route_eta(rows)
+            last = dr.route_len[rows].astype(np.int64) - 1
+            svc = np.where(dr.route_kind[rows, last] == STOP_PICKUP, self.pickup_svc, self.drop_svc) * dr.service_factor[rows]
+            t_free[busy] = eta[np.arange(rows.size), last] + svc / 2.0
+            node[busy] = dr.route_node[rows, last]
+        return node, t_free
 
-    def _leg_arrival(self) -> np.ndarray:
-        """(D,) when each driver reaches the end of its current leg (now if not driving)."""
+    def _leg_arrival(self, d: np.ndarray | None = None) -> np.ndarray:
+        """When each of drivers ``d`` (default: all) reaches the end of its current leg (now if not driving)."""
         dr = self.drivers
-        f = self.factor[self.city.zone_of[dr.node]]
-        wall = np.maximum(dr.leg_left - dr.leg_geo, 0.0) * f
-        return np.where(dr.phase == PH_DRIVING, self.t + wall, np.where(dr.phase == PH_SERVICE, dr.t_depart, self.t))
+        if d is None:
+            d = np.arange(dr.n)
+        phase = dr.phase[d]
+        f = self.factor[self.city.zone_of[dr.node[d]]]
+        wall = np.maximum(dr.leg_left[d] - dr.leg_geo[d], 0.0) * f
+        return np.where(phase == PH_DRIVING, self.t + wall, np.where(phase == PH_SERVICE, dr.t_depart[d], self.t))
 
     def pickup_eta(self, orders: np.ndarray, drivers: np.ndarray) -> np.ndarray:
         """(len(orders), len(drivers)) seconds from now until each driver could reach each pickup."""
-        node, t_free = self.driver_free()
-        return self._pair_eta(np.asarray(orders)[:, None], np.asarray(drivers)[None, :], node, t_free)
+        drivers = np.asarray(drivers, dtype=np.int64)
+        node, t_free = self.driver_free(drivers)
+        local = np.arange(drivers.size)
+        return self._pair_eta(np.asarray(orders)[:, None], local[None, :], drivers, node, t_free)
 
-    def _pair_eta(self, orders: np.ndarray, drivers: np.ndarray, node: np.ndarray, t_free: np.ndarray) -> np.ndarray:
-        """Pickup ETA (seconds from now) for broadcast arrays of order and driver ids."""
-        dn = node[drivers]
+    def _pair_eta(self, orders: np.ndarray, local: np.ndarray, drivers: np.ndarray, node: np.ndarray, t_free: np.ndarray) -> np.ndarray:
+        """Pickup ETA (seconds from now) for broadcast arrays of order ids and positions ``local`` into
+        ``drivers`` (whose free node and time are ``node`` and ``t_free``, aligned with ``drivers``)."""
+        dn = node[local]
         zf = self.factor[self.city.zone_of[dn]]
         tt = self.city.travel_s(dn, self.orders.pickup[orders])
-        return (t_free[drivers] - self.t) + tt * zf / self.drivers.speed[drivers]
+        return (t_free[local] - self.t) + tt * zf / self.drivers.speed[drivers[local]]
 
     EXACT_PAIRS = 60_000  # above this many order-driver pairs, candidates are pre-selected with a KD-tree
 
     def candidates(
-        self, orders: np.ndarray, k: int, idle_only: bool = False, exclude: np.ndarray | None = None
+        self,
+        orders: np.ndarray,
+        k: int,
+        idle_only: bool = False,
+        exclude: np.ndarray | None = None,
+        among: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` eligible drivers by pickup ETA for each order: ``(ids, eta)``, each (len(orders), k), -1/inf padded.
 
-        Drivers that cannot carry the order's volume are left out; ``exclude`` is an optional (D,) mask of
+        Drivers that cannot carry the order's volume, or could not pick it up before their shift ends,
+        are left out; ``among`` is the (D,) mask of drivers to consider (default ``eligible(idle_only)``,
+        for callers that already hold it); ``exclude`` is an optional (D,) mask of
         drivers to leave out too. Exact over all pairs when that is cheap; otherwise the ``4k`` drivers
         nearest in straight line to each pickup (a KD-tree) are ranked by travel-time ETA, which keeps
         the cost O((orders + drivers) log drivers) per call.
         """
         orders = np.asarray(orders, dtype=np.int64)
-        elig_mask = self.eligible(idle_only)
+        elig_mask = self.eligible(idle_only) if among is None else among.copy()
         if exclude is not None:
             elig_mask &= ~exclude
-        elig = np.flatnonzero(elig_mask)
+        elig = _nz(elig_mask)
         n_o = len(orders)
         ids = np.full((n_o, k), -1, np.int64)
         eta = np.full((n_o, k), np.inf)
         if n_o == 0 or elig.size == 0:
             return ids, eta
-        node, t_free = self.driver_free()
-        if n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k:
-            pool = np.broadcast_to(elig[None, :], (n_o, elig.size))
+        node, t_free = self.driver_free(elig)  # aligned with elig
+        exact = n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k
+        if exact:
+            local = np.arange(elig.size)[None, :]  # broadcasts against the orders
         else:
             from scipy.spatial import cKDTree
 
-            tree = cKDTree(self.city.node_xy[node[elig]])
-            _, nn = tree.query(self.city.node_xy[self.orders.pickup[orders]], k=4 * k)
-            pool = elig[nn]
-        e = self._pair_eta(orders[:, None], pool, node, t_free)
+            tree = cKDTree(self.city.node_xy[node])
+            _, local = tree.query(self.city.node_xy[self.orders.pickup[orders]], k=4 * k)
+        e = self._pair_eta(orders[:, None], local, elig, node, t_free)  # (n_o, m)
+        pool = elig[local]
         fits = self.drivers.capacity[pool] - self.committed[pool] >= self.orders.volume[orders][:, None]
+        # the pickup must happen before the driver's shift ends (no pickups after it)
+        t_pick = np.maximum(self.t + e + self.pickup_svc / 2.0, self.orders.t_ready[orders][:, None])
+        fits &= t_pick <= self.drivers.shift_end[pool]
         e = np.where(fits, e, np.inf)
-        m = pool.shape[1]
+        m = e.shape[1]
         kk = min(k, m)
-        part = np.argpartition(e, kk - 1, axis=1)[:, :kk] if kk < m else np.broadcast_to(np.arange(m), (n_o, m))
-        pe = np.take_along_axis(e, part, axis=1)
+        r = np.arange(n_o)[:, None]
+        part = np.argpartition(e, kk - 1, axis=1)[:, :kk] if kk < m else np.repeat(np.arange(m)[None, :], n_o, axis=0)
+        pe = e[r, part]
         srt = np.argsort(pe, axis=1, kind="stable")
-        part = np.take_along_axis(part, srt, axis=1)
-        pe = np.take_along_axis(pe, srt, axis=1)
-        chosen = np.take_along_axis(pool, part, axis=1)
+        part = part[r, srt]
+        pe = pe[r, srt]
+        chosen = elig[part] if exact else pool[r, part]
         ids[:, :kk] = np.where(np.isfinite(pe), chosen, -1)
         eta[:, :kk] = pe
         return ids, eta
@@ -405,14 +465,17 @@ class Simulator:
         p = 1.0 / (1.0 + np.exp(-z))
         return np.where(dr.always_accept[drivers], 1.0, p)
 
-    def route_eta(self) -> np.ndarray:
-        """(D, S) estimated event time (pickup or drop-off) at each route stop under current traffic; nan padding."""
-        dr, o = self.drivers, self.orders
-        n, S = dr.n, self.S
+    def route_eta(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """(len(rows), S) estimated event time (pickup or drop-off) at each route stop under current traffic,
+        nan padded; ``rows`` are driver ids (default: all drivers)."""
+        o = self.orders
+        rows = np.arange(self.drivers.n) if rows is None else np.asarray(rows, dtype=np.int64)
+        dr = _Rows(self.drivers, rows)
+        n, S = len(rows), self.S
         eta = np.full((n, S), np.nan)
         f = self.factor[self.city.zone_of[dr.node]]
         serving = dr.phase == PH_SERVICE
-        t_cur = self._leg_arrival()
+        t_cur = self._leg_arrival(rows)
         pos = np.where(dr.phase == PH_DRIVING, dr.leg_to, dr.node).astype(np.int64)
         prev_node = np.full(n, -1, np.int64)
         prev_kind = np.full(n, -1, np.int64)
@@ -459,7 +522,7 @@ class Simulator:
         margin = self.cfg.sla.at_risk_minutes * 60.0
         o = self.orders
         eta = self.order_eta()
-        risky = np.flatnonzero(np.isfinite(eta) & (eta > o.deadline - margin))
+        risky = _nz(np.isfinite(eta) & (eta > o.deadline - margin))
         op = self.open_orders()
         if op.size:
             trip = self.city.travel_s(o.pickup[op], o.dropoff[op])
@@ -484,16 +547,13 @@ class Simulator:
         if len(rep_d) != len(rep_z):
             raise ActionError(f"decision.reposition_zone: length {len(rep_z)} differs from decision.reposition_driver's {len(rep_d)}")
         if un.size:
-            ok = self.orders.status[un] == ORDER_ASSIGNED
+            # an order whose pickup the driver is serving right now (at the stop) can no longer be taken back
+            ok = (self.orders.status[un] == ORDER_ASSIGNED) & ~self._in_service(un)
             self.counters["invalid"] += int((~ok).sum())
             self._release(np.unique(un[ok]))
         if len(order):
             # first-come conflict resolution: keep the first pair naming each order and each driver
-            keep = np.zeros(len(order), bool)
-            keep[np.unique(order, return_index=True)[1]] = True
-            first_d = np.zeros(len(order), bool)
-            first_d[np.unique(driver, return_index=True)[1]] = True
-            conflict = ~(keep & first_d)
+            conflict = ~(first_occurrence(order) & first_occurrence(driver))
             self.counters["conflicts"] += int(conflict.sum())
             elig = self.eligible()
             fits = self.committed[driver] + self.orders.volume[order] <= self.drivers.capacity[driver] + _EPS
@@ -504,13 +564,20 @@ class Simulator:
         if len(rep_d):
             dr = self.drivers
             ok = (dr.phase[rep_d] == PH_IDLE) & (dr.route_len[rep_d] == 0) & (dr.offer_order[rep_d] < 0)
-            first = np.zeros(len(rep_d), bool)
-            first[np.unique(rep_d, return_index=True)[1]] = True
-            ok &= first
+            ok &= first_occurrence(rep_d)
             self.counters["invalid"] += int((~ok).sum())
             d, z = rep_d[ok], rep_z[ok]
             if d.size:
                 self._set_leg(d, self.city.zone_node[z])
+
+    def _in_service(self, o: np.ndarray) -> np.ndarray:
+        """(len(o),) bool: orders with a stop in the visit their driver is serving now (phase service)."""
+        dr = self.drivers
+        d = self.orders.driver[o].astype(np.int64)
+        has = d >= 0
+        dd = np.maximum(d, 0)
+        head = (dr.route_order[dd] == o[:, None]) & (np.arange(self.S)[None, :] < dr.group_n[dd][:, None])
+        return has & (dr.phase[dd] == PH_SERVICE) & head.any(axis=1)
 
     def _offer(self, o: np.ndarray, d: np.ndarray, level: np.ndarray) -> None:
         dr, od = self.drivers, self.orders
@@ -519,6 +586,7 @@ class Simulator:
         rng = self.rng["behaviour"]
         u = rng.random(len(o))
         delay = np.where(dr.always_accept[d], 0.0, dr.response_s[d] * rng.uniform(0.5, 1.5, size=len(o)))
+        delay = np.where(self.external_accept[d] & ~dr.always_accept[d], np.inf, delay)  # answered via respond()
         od.status[o] = ORDER_OFFERED
         od.driver[o] = d
         od.payout[o] = payout
@@ -531,10 +599,33 @@ class Simulator:
         if now.any():
             self._resolve_offers(o[now])
 
+    def respond(self, drivers: np.ndarray, accept: np.ndarray) -> int:
+        """Answer pending offers of externally controlled drivers now (``accept[i]`` for ``drivers[i]``).
+
+        Drivers without a pending offer are ignored. Returns how many offers were answered.
+        """
+        drivers = np.asarray(drivers, dtype=np.int64)
+        accept = np.asarray(accept, dtype=bool)
+        has = self.drivers.offer_order[drivers] >= 0
+        o = self.drivers.offer_order[drivers[has]].astype(np.int64)
+        if o.size:
+            self.orders.offer_accept[o] = accept[has]
+            self._resolve_offers(o)
+        return int(o.size)
+
+    def driver_xy(self) -> np.ndarray:
+        """(D, 2) positions in metres, interpolated along the current leg (straight line)."""
+        dr = self.drivers
+        xy = self.city.node_xy[dr.node]
+        drv = _nz(dr.phase == PH_DRIVING)
+        frac = np.where(dr.leg_ff[drv] > 0, 1.0 - dr.leg_left[drv] / np.maximum(dr.leg_ff[drv], _EPS), 1.0)
+        xy[drv] += (self.city.node_xy[dr.leg_to[drv]] - xy[drv]) * frac[:, None]
+        return xy
+
     def _answer_offers(self, t1: float) -> None:
         sl = self.active_orders()
         st = self.orders.status[sl]
-        due = sl.start + np.flatnonzero((st == ORDER_OFFERED) & (self.orders.t_offer_answer[sl] <= t1))
+        due = sl.start + _nz((st == ORDER_OFFERED) & (self.orders.t_offer_answer[sl] <= t1))
         if due.size:
             self._resolve_offers(due)
 
@@ -565,7 +656,8 @@ class Simulator:
         dr.leg_to[d] = to
         dr.leg_ff[d] = ff
         dr.leg_left[d] = ff
-        dr.leg_geo[d] = np.where(dist > 0, ff * np.minimum(1.0, geo / np.maximum(dist, _EPS)), 0.0)
+        dr.leg_geo[d] = ff * np.minimum(1.0, geo / np.maximum(dist, _EPS))  # 0 when ff is 0 (same node)
+        dr.leg_dist[d] = dist
         dr.phase[d] = PH_DRIVING
 
     def _insert(self, o: np.ndarray, d: np.ndarray) -> None:
@@ -612,14 +704,24 @@ class Simulator:
         f = self.factor[self.city.zone_of[start_node]] / dr.speed[d]
         t = np.full(C, start_t)
         pos = np.full(C, start_node, np.int64)
-        load = np.full(C, self.drivers.load[d])
         feasible = np.ones(C, bool)
         late = np.zeros(C)
         cap = dr.capacity[d]
         seg_node = np.full(C, -1, np.int64)
         in_drop = np.zeros(C, bool)
         # orders already on board at the start: their drop-offs are in the route, their pickups are not
-        onboard = np.full(C, int((od.status[np.unique(ords[0])] == ORDER_PICKED).sum()) if L else 0)
+        n_on = int((od.status[np.unique(ords[0])] == ORDER_PICKED).sum()) if L else 0
+        load0 = float(dr.load[d])
+        if dr.phase[d] == PH_SERVICE and dr.event_done[d]:
+            # the routes still start with the visit being served, whose pickups/drop-offs are already applied
+            # to the load and the statuses: start from the state before that visit, not to count it twice
+            g = int(dr.group_n[d])
+            vol = float(od.volume[dr.route_order[d, :g]].astype(np.float64).sum())
+            sign = 1 if dr.route_kind[d, 0] == STOP_PICKUP else -1
+            load0 -= sign * vol
+            n_on -= sign * g
+        load = np.full(C, load0)
+        onboard = np.full(C, n_on)
         same_pick = self.cfg.same_pickup_bundles
         for s in range(L):
             n_s, k_s, o_s = nodes[:, s], kinds[:, s], ords[:, s]
@@ -690,7 +792,9 @@ class Simulator:
         cost0 = self._evaluate(
             d, dr.route_node[d : d + 1, :L], dr.route_kind[d : d + 1, :L], dr.route_order[d : d + 1, :L], start_node, start_t
         )[0][0]
-        movable = [int(x) for x in np.unique(before) if od.status[x] == ORDER_ASSIGNED]
+        cand = np.unique(before)
+        # orders whose pickup is being served right now stay at the head of the route (as in _route_start)
+        movable = [int(x) for x in cand[(od.status[cand] == ORDER_ASSIGNED) & ~self._in_service(cand)]]
         saved = (dr.route_node[d].copy(), dr.route_kind[d].copy(), dr.route_order[d].copy(), int(dr.route_len[d]))
         for oi in movable:
             self._drop_stops(np.array([d]), np.array([oi]))
@@ -718,7 +822,7 @@ class Simulator:
         valid = np.arange(self.S)[None, :] < n_keep[:, None]
         for name in ("route_node", "route_order", "route_kind"):
             a = getattr(dr, name)
-            a[rows] = np.where(valid, np.take_along_axis(a[rows], idx, axis=1), -1)
+            a[rows] = np.where(valid, a[rows[:, None], idx], -1)
         dr.route_len[rows] = n_keep
 
     def _release(self, o: np.ndarray) -> None:
@@ -743,7 +847,7 @@ class Simulator:
         changed = ((inc.start > t - self.dt) & (inc.start <= t)) | ((inc.end > t - self.dt) & (inc.end <= t))
         zones = np.unique(inc.zone[changed])
         dr = self.drivers
-        cand = np.flatnonzero(np.isin(self.city.zone_of[dr.node], zones) & (dr.route_len >= 4))
+        cand = _nz(np.isin(self.city.zone_of[dr.node], zones) & (dr.route_len >= 4))
         for d in cand.tolist():  # only drivers with several orders in an affected zone
             if self.resequence(d):
                 self.counters["resequenced"] += 1
@@ -753,9 +857,14 @@ class Simulator:
         dr = self.drivers
         clk = np.full(dr.n, t0)
         zone_f = self.factor
+        cand: np.ndarray | None = None  # after the first pass only drivers that just changed can change again
         for _ in range(4 * self.S + 16):
             progressed = False
-            drv = np.flatnonzero((dr.phase == PH_DRIVING) & (clk < t1 - _EPS))
+            touched = []
+            if cand is None:
+                drv = _nz((dr.phase == PH_DRIVING) & (clk < t1 - _EPS))
+            else:
+                drv = cand[(dr.phase[cand] == PH_DRIVING) & (clk[cand] < t1 - _EPS)]
             if drv.size:
                 f = zone_f[self.city.zone_of[dr.node[drv]]]
                 need = np.maximum(dr.leg_left[drv] - dr.leg_geo[drv], 0.0) * f
@@ -763,7 +872,9 @@ class Simulator:
                 arrive = need <= avail + _EPS
                 working = dr.route_len[drv] > 0
                 p = drv[~arrive]
-                dr.leg_left[p] -= avail[~arrive] / f[~arrive]
+                step_ff = avail[~arrive] / f[~arrive]
+                dr.driven_m[p] += dr.leg_dist[p] * step_ff / np.maximum(dr.leg_ff[p], _EPS)
+                dr.leg_left[p] -= step_ff
                 dr.busy_s[p] += np.where(working[~arrive], avail[~arrive], 0.0)
                 clk[p] = t1
                 a = drv[arrive]
@@ -772,23 +883,35 @@ class Simulator:
                     dr.busy_s[a] += np.where(working[arrive], need[arrive], 0.0)
                     clk[a] = ta
                     self._arrive(a, ta, clk)
+                    touched.append(a)
                     progressed = True
-            ev = np.flatnonzero((dr.phase == PH_SERVICE) & ~dr.event_done & (dr.t_event <= t1 + _EPS))
+            if cand is None:
+                in_service = dr.phase == PH_SERVICE
+                ev = _nz(in_service & ~dr.event_done & (dr.t_event <= t1 + _EPS))
+            else:
+                ev = cand[(dr.phase[cand] == PH_SERVICE) & ~dr.event_done[cand] & (dr.t_event[cand] <= t1 + _EPS)]
             if ev.size:
                 clk[ev] = np.maximum(clk[ev], dr.t_event[ev])
                 self._stop_event(ev)
+                touched.append(ev)
                 progressed = True
-            dep = np.flatnonzero((dr.phase == PH_SERVICE) & dr.event_done & (dr.t_depart <= t1 + _EPS))
+            if cand is None:
+                dep = _nz((dr.phase == PH_SERVICE) & dr.event_done & (dr.t_depart <= t1 + _EPS))
+            else:
+                dep = cand[(dr.phase[cand] == PH_SERVICE) & dr.event_done[cand] & (dr.t_depart[cand] <= t1 + _EPS)]
             if dep.size:
                 clk[dep] = np.maximum(clk[dep], dr.t_depart[dep])
                 self._depart(dep, clk)
+                touched.append(dep)
                 progressed = True
             if not progressed:
                 return
+            cand = np.unique(np.concatenate(touched))
         raise RuntimeError("simulator: too many stop transitions in one step (a zero-time loop?)")
 
     def _arrive(self, a: np.ndarray, ta: np.ndarray, clk: np.ndarray) -> None:
         dr, od = self.drivers, self.orders
+        dr.driven_m[a] += dr.leg_dist[a] * dr.leg_left[a] / np.maximum(dr.leg_ff[a], _EPS)
         dr.node[a] = dr.leg_to[a]
         dr.leg_left[a] = 0.0
         has = dr.route_len[a] > 0
@@ -834,9 +957,9 @@ class Simulator:
         dr, od = self.drivers, self.orders
         g = dr.group_n[e].astype(np.int64)
         in_g = np.arange(self.S)[None, :] < g[:, None]
-        rows = np.broadcast_to(e[:, None], in_g.shape)[in_g]
+        rows = np.repeat(e, g)  # one entry per order served at the visit, driver by driver
         ords = dr.route_order[e][in_g].astype(np.int64)
-        t_ev = np.broadcast_to(dr.t_event[e][:, None], in_g.shape)[in_g]
+        t_ev = np.repeat(dr.t_event[e], g)
         kind = dr.route_kind[e, 0]
         pick_rows = np.repeat(kind == STOP_PICKUP, g)
         po, pd, pt = ords[pick_rows], rows[pick_rows], t_ev[pick_rows]
@@ -868,7 +991,7 @@ class Simulator:
         idx = np.minimum(idx, self.S - 1)
         for name in ("route_node", "route_order", "route_kind"):
             a = getattr(dr, name)
-            a[p] = np.where(valid, np.take_along_axis(a[p], idx, axis=1), -1)
+            a[p] = np.where(valid, a[p[:, None], idx], -1)
         dr.route_len[p] -= g.astype(np.int16)
         dr.group_n[p] = 0
         dr.t_event[p] = dr.t_depart[p] = np.inf
@@ -915,17 +1038,22 @@ class Simulator:
         np.add.at(dr.deliveries, d, 1)
         np.add.at(dr.on_time, d, (~late).astype(np.int32))
         late_min = np.maximum(t - od.deadline[o], 0.0) / 60.0
-        rating = np.clip(4.9 - 0.05 * late_min + rng.normal(0.0, 0.3, size=len(o)), 1.0, 5.0)
+        rating = np.minimum(np.maximum(4.9 - 0.05 * late_min + rng.normal(0.0, 0.3, size=len(o)), 1.0), 5.0)
         np.add.at(dr.rating_sum, d, rating)
         np.add.at(dr.rating_n, d, 1)
-        ud = np.unique(d)
-        n_late = np.bincount(d, weights=late.astype(np.float64), minlength=dr.n)[ud]
-        n_ok = np.bincount(d, weights=(~late).astype(np.float64), minlength=dr.n)[ud]
-        dr.late_streak[ud] = np.where(n_ok > 0, 0, dr.late_streak[ud] + n_late).astype(np.int16)
+        if first_occurrence(d).all():  # one drop-off per driver (the usual case)
+            ud = d
+            dr.late_streak[ud] = np.where(late, dr.late_streak[ud] + 1, 0)
+        else:
+            ud = np.unique(d)
+            n_late = np.bincount(d, weights=late.astype(np.float64), minlength=dr.n)[ud]
+            n_ok = np.bincount(d, weights=(~late).astype(np.float64), minlength=dr.n)[ud]
+            dr.late_streak[ud] = np.where(n_ok > 0, 0, dr.late_streak[ud] + n_late).astype(np.int16)
         sus = ud[(dr.late_streak[ud] >= cfg.fleet.late_streak_to_suspend) & (dr.account[ud] == ACC_ACTIVE)]
         if sus.size:
             dr.account[sus] = ACC_SUSPENDED
             dr.t_suspended_until[sus] = t.max() + cfg.fleet.suspension_minutes * 60.0
+            self._accounts_next = min(self._accounts_next, float(dr.t_suspended_until[sus].min()))
             dr.suspensions[sus] += 1
             dr.late_streak[sus] = 0
 
@@ -956,18 +1084,23 @@ class Simulator:
 
     # ---------------------------------------------------------------------------- accounts, shifts
     def _accounts(self, t: float) -> None:
+        """Verify applicants and end suspensions that are due (skipped until the next one is due)."""
+        if t < self._accounts_next:
+            return
         dr = self.drivers
         ver = (dr.account == ACC_APPLICANT) & (dr.t_verified <= t)
         dr.account[ver & dr.docs_ok] = ACC_ACTIVE
         dr.account[ver & ~dr.docs_ok] = ACC_ACCESS_DENIED
         back = (dr.account == ACC_SUSPENDED) & (dr.t_suspended_until <= t)
         dr.account[back] = ACC_ACTIVE
+        pending = np.concatenate([dr.t_verified[dr.account == ACC_APPLICANT], dr.t_suspended_until[dr.account == ACC_SUSPENDED]])
+        self._accounts_next = float(pending.min()) if pending.size else np.inf
 
     def _login(self, t: float) -> None:
         dr = self.drivers
         f = self.cfg.fleet
         if t < self.t_end and f.flex_login_per_hour > 0:
-            pool = np.flatnonzero(dr.flex & (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & ~np.isfinite(dr.shift_start))
+            pool = _nz(dr.flex & (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & ~np.isfinite(dr.shift_start))
             if pool.size:
                 mean_surge = float(self.surge.mean())
                 ref = max(f.flex_reference_hourly, 1e-9)
@@ -980,7 +1113,7 @@ class Simulator:
                 dr.shift_end[on] = np.minimum(t + dur, self.t_end)
                 self.counters["logins_flex"] += int(on.size)
         on = (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & (dr.shift_start <= t) & (t < dr.shift_end)
-        idx = np.flatnonzero(on)
+        idx = _nz(on)
         dr.phase[idx] = PH_IDLE
         dr.leg_to[idx] = dr.node[idx]
         dr.t_online_since[idx] = t
@@ -991,7 +1124,7 @@ class Simulator:
         dr = self.drivers
         idle = (dr.phase == PH_IDLE) & (dr.offer_order < 0) & (dr.route_len == 0)
         off = idle & ((t >= dr.shift_end) | (dr.account == ACC_SUSPENDED))
-        idx = np.flatnonzero(off)
+        idx = _nz(off)
         if idx.size:
             # earnings per online hour, for flex drivers deciding to log on
             self._close_shift(idx, t)
@@ -1010,7 +1143,7 @@ class Simulator:
         sl = self.active_orders()
         od, dr = self.orders, self.drivers
         st = od.status[sl]
-        c = sl.start + np.flatnonzero(((st == ORDER_OPEN) | (st == ORDER_OFFERED)) & (od.t_patience[sl] <= t))
+        c = sl.start + _nz(((st == ORDER_OPEN) | (st == ORDER_OFFERED)) & (od.t_patience[sl] <= t))
         if c.size == 0:
             return
         offered = c[od.status[c] == ORDER_OFFERED]
@@ -1063,20 +1196,21 @@ class Simulator:
         self._fees += int(charge.sum())
 
     def _update_surge(self) -> None:
+        """Zone demand (open orders by pickup zone) and supply (idle eligible drivers by zone), then surge."""
+        Z = self.city.n_zones
+        op = self.open_orders()
+        self.zone_demand = demand = np.bincount(self.city.zone_of[self.orders.pickup[op]], minlength=Z).astype(np.float64)
+        idle = self.eligible(idle_only=True)
+        self.zone_supply = supply = np.bincount(self.city.zone_of[self.drivers.node[idle]], minlength=Z).astype(np.float64)
         sp = self.cfg.pricing.surge
         if not (self.cfg.pricing.enabled and sp.enabled):
             return
-        Z = self.city.n_zones
-        op = self.open_orders()
-        demand = np.bincount(self.city.zone_of[self.orders.pickup[op]], minlength=Z).astype(np.float64)
-        idle = self.eligible(idle_only=True)
-        supply = np.bincount(self.city.zone_of[self.drivers.node[idle]], minlength=Z).astype(np.float64)
         ratio = demand / np.maximum(supply, 1.0)
         self.surge = np.clip(1.0 + sp.sensitivity * np.maximum(ratio - 1.0, 0.0), 1.0, sp.max)
 
     def _update_window(self) -> None:
         st = self.orders.status[self._lo : self._next]
-        live = np.flatnonzero((st != ORDER_DELIVERED) & (st != ORDER_CANCELLED) & (st != ORDER_LOST))
+        live = _nz((st != ORDER_DELIVERED) & (st != ORDER_CANCELLED) & (st != ORDER_LOST))
         self._lo += int(live[0]) if live.size else len(st)
 
     def _nothing_in_flight(self) -> bool:
@@ -1086,7 +1220,7 @@ class Simulator:
 
     def _close_day(self) -> None:
         dr = self.drivers
-        online = np.flatnonzero(dr.phase != PH_OFFLINE)
+        online = _nz(dr.phase != PH_OFFLINE)
         self._close_shift(online, self.t)
 
     # -------------------------------------------------------------------------------- convenience

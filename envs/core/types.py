@@ -127,6 +127,8 @@ class Drivers:
     leg_ff: np.ndarray  # (D,) float64 free-flow seconds of the whole current leg (vehicle speed)
     leg_left: np.ndarray  # (D,) float64 free-flow seconds left on the leg
     leg_geo: np.ndarray  # (D,) float64 free-flow seconds of the leg inside the arrival geofence
+    leg_dist: np.ndarray  # (D,) float64 metres of the current leg
+    driven_m: np.ndarray  # (D,) float64 metres driven so far (all legs, repositioning included)
     t_event: np.ndarray  # (D,) float64 service: when the pickup/drop-off happens
     t_depart: np.ndarray  # (D,) float64 service: when the driver leaves the stop
     t_arrive: np.ndarray  # (D,) float64 service: when the driver reached the stop

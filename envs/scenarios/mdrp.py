@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from envs.core.city import EuclideanCity
 from envs.core.config import Fleet, GridScenario, Horizon, Payout, Pricing, Sla, Traffic
@@ -112,13 +113,28 @@ def load_mdrp(folder: str | Path) -> Scenario:
         raise ScenarioError(f"{ppath}: expected one row of {len(PARAM_NAMES)} values ({', '.join(PARAM_NAMES)})")
     params = {name: float(_numeric(ppath, prow, c, name)[0]) for c, name in enumerate(PARAM_NAMES)}
     for name in PARAM_NAMES:
-        if params[name] <= 0 and name not in ("pickup_service_minutes", "dropoff_service_minutes"):
-            raise ScenarioError(f"{ppath}: '{name}' must be positive, got {params[name]:g}")
+        svc = name in ("pickup_service_minutes", "dropoff_service_minutes")
+        if params[name] < 0 or (params[name] == 0 and not svc):
+            raise ScenarioError(f"{ppath}: '{name}' must be {'non-negative' if svc else 'positive'}, got {params[name]:g}")
 
     rid = {r: i for i, r in enumerate(rest["restaurant"])}
-    unknown = [r for r in orders["restaurant"] if r not in rid]
+    unknown = [i for i, r in enumerate(orders["restaurant"]) if r not in rid]
     if unknown:
-        raise ScenarioError(f"{folder / 'orders.txt'}: column 'restaurant': unknown restaurant id {unknown[0]!r}")
+        i = unknown[0]
+        raise ScenarioError(
+            f"{folder / 'orders.txt'}: row {i + 2}, column 'restaurant': unknown restaurant id {orders['restaurant'][i]!r} (not in restaurants.txt)"
+        )
+    for fname, table, cols in (
+        ("orders.txt", orders, ("placement_time", "ready_time")),
+        ("couriers.txt", couriers, ("on_time", "off_time")),
+    ):
+        for col in cols:
+            neg = np.flatnonzero(table[col] < 0)
+            if neg.size:
+                i = int(neg[0])
+                raise ScenarioError(
+                    f"{folder / fname}: row {i + 2}, column '{col}': minutes from the start of the day cannot be negative, got {table[col][i]:g}"
+                )
     if (orders["ready_time"] < orders["placement_time"]).any():
         i = int(np.argmax(orders["ready_time"] < orders["placement_time"]))
         raise ScenarioError(f"{folder / 'orders.txt'}: row {i + 2}: ready_time is before placement_time")
@@ -177,40 +193,45 @@ def load_mdrp(folder: str | Path) -> Scenario:
     }
     start = float(min(on.min(), t_place.min()))
     end = float(max(off.max(), t_place.max() + 60.0))
-    cfg = GridScenario(
-        name=f"mdrp:{folder.name}",
-        description=f"MDRP instance {folder.name} ({n_o} orders, {n_c} couriers, {n_r} restaurants)",
-        horizon=Horizon(start=start, end=end, step_seconds=60.0, drain_minutes=params["maximum_click_to_door"] * 2),
-        traffic=Traffic(enabled=False, incidents_per_hour=0.0),
-        fleet=Fleet(
-            drivers=n_c,
-            pickup_service_minutes=params["pickup_service_minutes"],
-            dropoff_service_minutes=params["dropoff_service_minutes"],
-            service_time_sd=0.0,
-            geofence_m=0.0,
-            max_route_stops=MAX_ROUTE_STOPS,
-            late_streak_to_suspend=10**6,
-            flex_share=0.0,
-            flex_login_per_hour=0.0,
-            applicant_share=0.0,
-        ),
-        pricing=Pricing(
-            enabled=False,
-            payout=Payout(
-                base=params["pay_per_order"],
-                per_km=0.0,
-                free_km=0.0,
-                surge_incentive=0.0,
-                hourly_guarantee=params["guaranteed_pay_per_hour"],
-                escalation_step=0.0,
-                escalation_levels=1,
-                auto_escalate=False,
-                dispute_rate=0.0,
+    try:
+        cfg = GridScenario(
+            name=f"mdrp:{folder.name}",
+            description=f"MDRP instance {folder.name} ({n_o} orders, {n_c} couriers, {n_r} restaurants)",
+            horizon=Horizon(start=start, end=end, step_seconds=60.0, drain_minutes=params["maximum_click_to_door"] * 2),
+            traffic=Traffic(enabled=False, incidents_per_hour=0.0),
+            fleet=Fleet(
+                drivers=n_c,
+                pickup_service_minutes=params["pickup_service_minutes"],
+                dropoff_service_minutes=params["dropoff_service_minutes"],
+                service_time_sd=0.0,
+                geofence_m=0.0,
+                max_route_stops=MAX_ROUTE_STOPS,
+                late_streak_to_suspend=10**6,
+                flex_share=0.0,
+                flex_login_per_hour=0.0,
+                applicant_share=0.0,
             ),
-        ),
-        sla=Sla(late_refund_share=0.0, cancel_penalty=0.0),
-        same_pickup_bundles=True,
-    )
+            pricing=Pricing(
+                enabled=False,
+                payout=Payout(
+                    base=params["pay_per_order"],
+                    per_km=0.0,
+                    free_km=0.0,
+                    surge_incentive=0.0,
+                    hourly_guarantee=params["guaranteed_pay_per_hour"],
+                    escalation_step=0.0,
+                    escalation_levels=1,
+                    auto_escalate=False,
+                    dispute_rate=0.0,
+                ),
+            ),
+            sla=Sla(late_refund_share=0.0, cancel_penalty=0.0),
+            same_pickup_bundles=True,
+        )
+    except ValidationError as err:  # a value the scenario schema rejects (belt and braces: checked above)
+        from envs.scenarios.loader import format_validation_error
+
+        raise ScenarioError(format_validation_error(str(folder), err)) from None
     return Scenario(
         name=cfg.name,
         cfg=cfg,

@@ -1,0 +1,337 @@
+"""``gigdispatch/Dispatch-v0``: the platform decides who gets which order, at what payout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.core.config import GridScenario
+from envs.core.kpis import compute_kpis
+from envs.core.scenario import Scenario
+from envs.core.sim import Decision, Simulator
+from envs.scenarios.loader import load_scenario
+
+ORDER_FEATURES = (
+    "valid",
+    "age",
+    "slack",
+    "trip",
+    "volume",
+    "fee",
+    "declines",
+    "tip",
+    "zone_demand",
+    "zone_supply",
+    "level",
+    "at_risk",
+)
+CANDIDATE_FEATURES = ("valid", "pickup_eta", "slack", "capacity_fit", "route_load", "accept_prob", "performance", "preferred_zone", "owned")
+GLOBAL_FEATURES = ("tod_sin", "tod_cos", "progress", "open_orders", "idle_share", "surge")
+CLIP = 5.0
+
+
+def features_doc() -> str:
+    return (
+        "orders: "
+        + ", ".join(ORDER_FEATURES)
+        + "; candidates: "
+        + ", ".join(CANDIDATE_FEATURES)
+        + "; globals: "
+        + ", ".join(GLOBAL_FEATURES)
+    )
+
+
+class DispatchEnv(gym.Env):
+    """The platform's dispatch problem as a Gymnasium environment.
+
+    ## Description
+    One episode is one simulated day of a gigdispatch scenario (``envs.core.Simulator``). At each
+    decision epoch the agent (the platform) sees up to ``max_orders`` pending orders, oldest first,
+    each with its ``k`` best candidate drivers (eligible drivers with room, ranked by pickup ETA), and
+    chooses for each order one candidate or *hold*. Where the scenario has pricing on, it also chooses a
+    payout level per order (the escalation lever). Epochs with nothing to decide (no pending order has a
+    candidate) are simulated through without asking the agent.
+
+    ## Action Space
+    ``MultiDiscrete([k + 1] * max_orders)`` -- slot ``i``: ``0..k-1`` offers order ``i`` to that
+    candidate, ``k`` holds it. With pricing, ``MultiDiscrete([k + 1] * max_orders + [L] * max_orders)``,
+    the second half being the payout level ``0..L-1`` (payout x ``min(1 + step * level, cap)``).
+    ``action_masks()`` returns the flat boolean mask for MaskablePPO: *hold* and level 0 are always
+    valid; a candidate is valid where it exists. **Invalid or conflicting choices**: a masked-out
+    choice is treated as *hold* and counted in ``info["invalid_actions"]``; when two orders choose the
+    same driver, the older order gets it and the other is held (``info["conflicts"]``) -- conflicts are
+    resolved here, so masks stay per-order.
+
+    ## Observation Space
+    ``Dict`` of three flat ``Box(-5, 5, float32)`` vectors (values scaled and clipped to [-5, 5]); the
+    shapes below are the row-major layouts of those vectors (``obs["orders"].reshape(max_orders, 12)``):
+
+    | key | layout | fields |
+    |---|---|---|
+    | ``orders`` | ``(max_orders, 12)`` | valid (0/1), age since placement (/30 min), slack to deadline after the direct trip (/30 min), trip time (/30 min), volume (/100 L), fee (/20 EUR), declines (/4), tip (/5 EUR), open orders in the pickup zone (/10), idle drivers in the zone (/10), service level (0 express, 0.5 standard, 1 same-day), at risk (0/1) |
+    | ``candidates`` | ``(max_orders, k, 9)`` | valid, pickup ETA (/30 min), slack after pickup ETA + trip (/30 min), capacity fit ((capacity - load - volume) / capacity, inf capacity = 1), route load (stops / max stops), acceptance probability at the base payout, performance score, pickup in the driver's preferred zone, owned fleet |
+    | ``globals`` | ``(6,)`` | sin and cos of the time of day, share of the horizon elapsed, open orders (/100), idle share of drivers, mean surge - 1 |
+
+    Padded order and candidate rows are all zeros.
+
+    ## Rewards
+    Platform profit over the simulated time between two decisions, in EUR x ``reward_scale``:
+    ``+ fees`` (customer fees and tips of orders placed) ``- payouts`` (driver payouts, tips,
+    corrections, guarantees, wages) ``- refunds`` (late-delivery refunds, cancellation refunds and
+    penalties -- the SLA and cancellation penalties). The three terms are in ``info``. Profit made
+    while ``reset`` simulates up to the first decision is added to the first step's reward, so an
+    episode's undiscounted return equals the day's platform margin.
+
+    ## Starting State
+    ``reset(seed=...)`` draws the day (orders, drivers, traffic) from the seed; the first observation
+    is the first epoch with something to decide.
+
+    ## Episode End
+    Terminated when the simulated day ends (``horizon.end`` + drain, or earlier once the horizon has
+    passed and nothing is in flight). No truncation; wrap with ``TimeLimit`` to cut episodes short.
+    At the end, ``info["kpis"]`` holds the day's KPIs.
+
+    ## Arguments
+    ``scenario``: built-in name, YAML path, MDRP instance folder, a ``GridScenario`` config or a
+    compiled ``Scenario``; ``max_orders`` (32) and ``k`` (8): observation sizes; ``reward_scale``
+    (1.0); ``idle_only`` (False): candidates only among idle drivers (no batching);
+    ``render_mode``: ``"rgb_array"`` or ``"human"``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: str | GridScenario | Scenario = "default",
+        max_orders: int = 32,
+        k: int = 8,
+        reward_scale: float = 1.0,
+        idle_only: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if max_orders < 1:
+            raise ValueError(f"max_orders must be >= 1, got {max_orders}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.sim = Simulator(self.scenario)
+        self.M, self.K = int(max_orders), int(k)
+        self.reward_scale = float(reward_scale)
+        self.idle_only = bool(idle_only)
+        self.render_mode = render_mode
+        self.pricing = bool(self.scenario.cfg.pricing.enabled) and self.sim.n_levels > 1
+        self.L = self.sim.n_levels if self.pricing else 1
+        self.observation_space = spaces.Dict(
+            {
+                "orders": spaces.Box(-CLIP, CLIP, (self.M * len(ORDER_FEATURES),), np.float32),
+                "candidates": spaces.Box(-CLIP, CLIP, (self.M * self.K * len(CANDIDATE_FEATURES),), np.float32),
+                "globals": spaces.Box(-CLIP, CLIP, (len(GLOBAL_FEATURES),), np.float32),
+            }
+        )
+        nvec = [self.K + 1] * self.M + ([self.L] * self.M if self.pricing else [])
+        self.action_space = spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
+        self._slots = np.zeros(0, np.int64)  # order ids in the observation's slots
+        self._cand = np.full((self.M, self.K), -1, np.int64)
+        self._viewer: Any = None
+        self._carry = 0.0
+
+    # ------------------------------------------------------------------------------------------ API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        # one RNG path: the episode seed comes from gymnasium's seeded generator when none is given
+        episode_seed = seed if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
+        self.sim.reset(episode_seed)
+        info = self._advance(None)
+        self._carry = info["profit"]  # money made before the first decision is paid out with the first step
+        return self._observe(), info
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self.sim.done:
+            raise RuntimeError("the episode is over: call reset()")
+        a = np.asarray(action)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
+        choice = a[: self.M].astype(np.int64)
+        level = a[self.M :].astype(np.int64) if self.pricing else np.zeros(self.M, np.int64)
+        n = len(self._slots)
+        valid_slot = np.arange(self.M) < n
+        offer = valid_slot & (choice >= 0) & (choice < self.K)
+        cand = np.where(offer, self._cand[np.arange(self.M), np.clip(choice, 0, self.K - 1)], -1)
+        bad = (offer & (cand < 0)) | (choice < 0) | (choice > self.K) | (~valid_slot & (choice != self.K))
+        bad |= (level < 0) | (level >= self.L)
+        offer &= cand >= 0
+        level = np.clip(level, 0, self.L - 1)
+        rows = np.flatnonzero(offer)
+        drivers = cand[rows]
+        _, first = np.unique(drivers, return_index=True)  # the older order wins a contested driver
+        keep = np.zeros(len(rows), bool)
+        keep[first] = True
+        conflicts = int((~keep).sum())
+        rows = rows[keep]
+        dec = Decision(order=self._slots[rows], driver=cand[rows], level=level[rows])
+        info = self._advance(dec)
+        info["invalid_actions"] = int(bad.sum())
+        info["conflicts"] = conflicts
+        reward = (info["profit"] + self._carry) * self.reward_scale
+        self._carry = 0.0
+        terminated = bool(self.sim.done)
+        if terminated:
+            info["kpis"] = compute_kpis(self.sim)
+        obs = self._observe()
+        if self.render_mode == "human":
+            self.render()
+        return obs, float(reward), terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Flat boolean mask over the MultiDiscrete action (MaskablePPO's convention)."""
+        cand_ok = np.zeros((self.M, self.K + 1), bool)
+        cand_ok[:, : self.K] = self._cand >= 0
+        cand_ok[:, self.K] = True
+        parts = [cand_ok.ravel()]
+        if self.pricing:
+            lv = np.zeros((self.M, self.L), bool)
+            lv[:, 0] = True
+            lv[: len(self._slots), :] = True
+            parts.append(lv.ravel())
+        return np.concatenate(parts)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        from envs.render import CityRenderer
+
+        if self._viewer is None:
+            self._viewer = CityRenderer(self.sim, title="Dispatch-v0")
+        frame = self._viewer.draw()
+        if self.render_mode == "human":
+            self._viewer.show()
+            return None
+        return frame
+
+    def close(self) -> None:
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
+
+    # ------------------------------------------------------------------------------------ internals
+    def _advance(self, decision: Decision | None) -> dict[str, Any]:
+        """Apply ``decision``, then simulate until an epoch with something to decide (or the end)."""
+        tot = {"fees": 0.0, "payouts": 0.0, "refunds": 0.0, "profit": 0.0}
+        steps = 0
+        while not self.sim.done:
+            r = self.sim.step(decision)
+            decision = None
+            steps += 1
+            for key in tot:
+                tot[key] += r[key]
+            if self._prepare():
+                break
+        info: dict[str, Any] = {**tot, "sim_steps": steps, "sim_time": self.sim.t}
+        if self.sim.done:
+            self._slots = np.zeros(0, np.int64)
+            self._cand[:] = -1
+        return info
+
+    def _prepare(self) -> bool:
+        """Pick the slot orders and their candidates; True when some order has a candidate."""
+        sim = self.sim
+        op = sim.open_orders()
+        if op.size == 0:
+            return False
+        slots = op[: self.M]
+        ids, eta = sim.candidates(slots, self.K, idle_only=self.idle_only)
+        ids = np.where(ids == sim.orders.last_decliner[slots][:, None], -1, ids)
+        if not (ids >= 0).any():
+            return False
+        self._slots = slots
+        self._cand[:] = -1
+        self._cand[: len(slots)] = ids
+        self._eta = np.full((self.M, self.K), np.inf)
+        self._eta[: len(slots)] = np.where(ids >= 0, eta, np.inf)
+        return True
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        sim, od, dr = self.sim, self.sim.orders, self.sim.drivers
+        M, K = self.M, self.K
+        o_feat = np.zeros((M, len(ORDER_FEATURES)), np.float32)
+        c_feat = np.zeros((M, K, len(CANDIDATE_FEATURES)), np.float32)
+        n = len(self._slots)
+        Z = sim.city.n_zones
+        op = sim.open_orders()
+        demand = np.bincount(sim.city.zone_of[od.pickup[op]], minlength=Z)
+        idle = sim.eligible(idle_only=True)
+        supply = np.bincount(sim.city.zone_of[dr.node[idle]], minlength=Z)
+        if n:
+            s = self._slots
+            trip = sim.city.travel_s(od.pickup[s], od.dropoff[s]).astype(np.float64)
+            zone = sim.city.zone_of[od.pickup[s]]
+            margin = sim.cfg.sla.at_risk_minutes * 60.0
+            risky = np.maximum(sim.t, od.t_ready[s]) + trip > od.deadline[s] - margin  # Simulator.at_risk's rule for open orders
+            o_feat[:n] = np.stack(
+                [
+                    np.ones(n),
+                    (sim.t - od.t_place[s]) / 1800.0,
+                    (od.deadline[s] - sim.t - trip) / 1800.0,
+                    trip / 1800.0,
+                    od.volume[s] / 100.0,
+                    od.fee[s] / 2000.0,
+                    od.declines[s] / 4.0,
+                    od.tip[s] / 500.0,
+                    demand[zone] / 10.0,
+                    supply[zone] / 10.0,
+                    od.level[s] / 2.0,
+                    risky,
+                ],
+                axis=1,
+            )
+            ids = self._cand[:n]
+            ok = ids >= 0
+            d = np.where(ok, ids, 0)
+            ss = np.broadcast_to(s[:, None], d.shape)
+            eta = np.where(ok, self._eta[:n], 0.0)
+            cap = dr.capacity[d]
+            fit = np.where(np.isfinite(cap), (cap - sim.committed[d] - od.volume[ss]) / np.where(np.isfinite(cap), cap, 1.0), 1.0)
+            pay = sim.payout_cents(ss.ravel(), d.ravel(), 0)
+            p_acc = sim.accept_prob(ss.ravel(), d.ravel(), pay).reshape(d.shape)
+            perf = dr.performance()[d]
+            feats = np.stack(
+                [
+                    ok,
+                    eta / 1800.0,
+                    (od.deadline[ss] - sim.t - eta - trip[:, None]) / 1800.0,
+                    fit,
+                    dr.route_len[d] / sim.S,
+                    p_acc,
+                    perf,
+                    sim.city.zone_of[od.pickup[ss]] == dr.pref_zone[d],
+                    dr.owned[d],
+                ],
+                axis=-1,
+            )
+            c_feat[:n] = np.where(ok[..., None], feats, 0.0)
+        tod = (sim.t % 86400.0) / 86400.0 * 2 * np.pi
+        g = np.array(
+            [
+                np.sin(tod),
+                np.cos(tod),
+                (sim.t - sim.t_start) / max(sim.day_end - sim.t_start, 1.0),
+                op.size / 100.0,
+                idle.sum() / max(dr.n, 1),
+                sim.surge.mean() - 1.0,
+            ],
+            np.float32,
+        )
+        return {
+            "orders": np.clip(o_feat, -CLIP, CLIP).ravel(),
+            "candidates": np.clip(c_feat, -CLIP, CLIP).ravel(),
+            "globals": np.clip(g, -CLIP, CLIP),
+        }

@@ -1,0 +1,197 @@
+"""The drivers' side of the simulator as arrays: one row per driver, shared by the PettingZoo env
+(``envs.fleet_env``) and the batched stable-baselines3 adapter (``envs.fleet_vec``).
+
+Actions (``Discrete(10)``) per driver:
+
+| action | meaning | valid when |
+|---|---|---|
+| 0 | stay / no-op; declines a pending offer | always |
+| 1 | accept the pending offer | an offer is pending |
+| 2..9 | move to neighbouring zone ``zone_neighbors[zone, action - 2]`` | idle, with no offer, and that neighbour exists |
+
+An invalid action is treated as 0 and counted (``info["invalid_actions"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from envs.core.config import GridScenario
+from envs.core.scenario import Scenario
+from envs.core.sim import Decision, Simulator, _nz
+from envs.core.types import ACC_ACTIVE, PH_DRIVING, PH_IDLE, PH_OFFLINE, PH_SERVICE, VEHICLES
+from envs.scenarios.loader import load_scenario
+
+N_ACTIONS = 10
+OBS_FIELDS = (
+    "online",
+    "idle",
+    "driving",
+    "at_stop",
+    "load_share",
+    "route_stops",
+    "has_offer",
+    "offer_payout",
+    "offer_tip",
+    "offer_pickup_km",
+    "offer_trip_km",
+    "offer_in_preferred_zone",
+    "tod_sin",
+    "tod_cos",
+    "x",
+    "y",
+    "in_preferred_zone",
+    "performance",
+    "earnings_per_hour",
+    "bike",
+    "car",
+    "van",
+    "shift_left",
+    *[f"demand_{i}" for i in range(9)],
+    *[f"supply_{i}" for i in range(9)],
+)
+OBS_DIM = len(OBS_FIELDS)
+CLIP = 5.0
+
+
+class FleetCore:
+    """Drivers as agents over one ``Simulator``; the platform side is a pluggable ``agents.Policy``."""
+
+    def __init__(
+        self,
+        scenario: str | GridScenario | Scenario = "default",
+        platform_policy: Any = "nearest",
+        reward: str = "own",
+    ) -> None:
+        if reward not in ("own", "platform"):
+            raise ValueError(f"reward must be 'own' (the driver's earnings minus its costs) or 'platform', got {reward!r}")
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.sim = Simulator(self.scenario)
+        if isinstance(platform_policy, str):
+            from agents import make_policy
+
+            platform_policy = make_policy(platform_policy)
+        self.policy = platform_policy
+        self.reward_mode = reward
+        cfg = self.scenario.cfg
+        names = [v for v in VEHICLES]
+        self._cost_km = np.array([cfg.fleet.vehicles[n].cost_per_km if n in cfg.fleet.vehicles else 0.0 for n in names])
+        city = self.scenario.city
+        xy = city.node_xy
+        self._lo = xy.min(axis=0)
+        self._inv_span = 1.0 / np.maximum(xy.max(axis=0) - self._lo, 1.0)
+        self._zone9 = np.concatenate([np.arange(city.n_zones)[:, None], city.zone_neighbors], axis=1)  # (Z, 9)
+        self._zone9_ok = self._zone9 >= 0
+        self._zone9_idx = np.where(self._zone9_ok, self._zone9, 0)
+        self.n = 0
+        self._mask = np.zeros((0, N_ACTIONS), bool)
+
+    # ----------------------------------------------------------------------------------------- API
+    def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        sim = self.sim
+        sim.reset(seed)
+        sim.external_accept[:] = ~sim.drivers.always_accept  # the agents answer their own offers
+        self.policy.reset(sim, sim.rng["policy"])
+        self.n = sim.drivers.n
+        self._vehicle_1hot = np.eye(3, dtype=np.float32)[sim.drivers.vehicle]  # (D, 3), fixed for the episode
+        cap = sim.drivers.capacity
+        self._inv_capacity = np.where(np.isfinite(cap), 1.0 / np.maximum(cap, 1e-9), 0.0)  # unlimited: load share 0
+        self._earn = sim.drivers.earnings.copy()
+        self._driven = sim.drivers.driven_m.copy()
+        self.invalid_actions = 0
+        return self._observe()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, dict[str, Any]]:
+        """Apply one action per driver; returns ``(obs (D, F), mask (D, A), reward (D,), done, info)``."""
+        sim, dr = self.sim, self.sim.drivers
+        a = np.asarray(actions).reshape(-1)
+        if a.shape[0] != self.n:
+            raise ValueError(f"actions: expected one per driver ({self.n}), got {a.shape[0]}")
+        a = a.astype(np.int64)
+        ok = (a >= 0) & (a < N_ACTIONS)
+        ok[ok] = self._mask[_nz(ok), a[ok]]
+        invalid = int((~ok).sum())
+        self.invalid_actions += invalid
+        a = np.where(ok, a, 0)
+        # 1. answers to pending offers (0 declines, 1 accepts)
+        pending = _nz(dr.offer_order >= 0)
+        if pending.size:
+            sim.respond(pending, a[pending] == 1)
+        # 2. moves of idle drivers to a neighbouring zone
+        movers = _nz(a >= 2)
+        zones = sim.city.zone_neighbors[sim.city.zone_of[dr.node[movers]], a[movers] - 2]
+        # 3. the platform's dispatch decision, with the drivers' own moves
+        dec = self.policy.act(sim)
+        dec = Decision(
+            order=dec.order, driver=dec.driver, level=dec.level, reposition_driver=movers, reposition_zone=zones, unassign=dec.unassign
+        )
+        terms = sim.step(dec)
+        if self.reward_mode == "own":
+            earn = (dr.earnings - self._earn) / 100.0
+            cost = (dr.driven_m - self._driven) / 1000.0 * self._cost_km[dr.vehicle]
+            reward = (earn - cost).astype(np.float32)
+        else:
+            reward = np.full(self.n, terms["profit"], np.float32)
+        self._earn = dr.earnings.copy()
+        self._driven = dr.driven_m.copy()
+        obs, mask = self._observe()
+        info = {"invalid_actions": invalid, "platform_profit": terms["profit"], "sim_time": sim.t}
+        return obs, mask, reward, bool(sim.done), info
+
+    def action_masks(self) -> np.ndarray:
+        """(D, 10) bool: the valid actions of each driver now."""
+        return self._mask
+
+    # ----------------------------------------------------------------------------------- internals
+    def _observe(self) -> tuple[np.ndarray, np.ndarray]:
+        sim, dr, od = self.sim, self.sim.drivers, self.sim.orders
+        n = self.n
+        active = (dr.phase != PH_OFFLINE) & (dr.account == ACC_ACTIVE)
+        offer = dr.offer_order >= 0
+        idle = (dr.phase == PH_IDLE) & (dr.route_len == 0) & ~offer
+        # masks
+        mask = np.zeros((n, N_ACTIONS), bool)
+        mask[:, 0] = True
+        mask[:, 1] = offer & active
+        zone = sim.city.zone_of[dr.node]
+        mask[:, 2:] = self._zone9_ok[zone, 1:] & (idle & active)[:, None]
+        self._mask = mask
+        # observation, built feature-major (contiguous rows) in OBS_FIELDS order, then transposed once;
+        # offer features only where an offer is pending
+        ob = np.zeros((OBS_DIM, n), np.float32)
+        ob[0] = active
+        ob[1] = idle
+        ob[2] = dr.phase == PH_DRIVING
+        ob[3] = dr.phase == PH_SERVICE
+        ob[4] = sim.committed * self._inv_capacity
+        ob[5] = dr.route_len * (1.0 / sim.S)
+        oi = offer.nonzero()[0]
+        if oi.size:
+            o = dr.offer_order[oi]
+            ob[6, oi] = 1.0
+            ob[7, oi] = od.payout[o] / 1000.0
+            ob[8, oi] = od.tip[o] / 500.0
+            ob[9, oi] = sim.city.dist_m(dr.leg_to[oi], od.pickup[o]) / 5000.0
+            ob[10, oi] = sim.city.dist_m(od.pickup[o], od.dropoff[o]) / 5000.0
+            ob[11, oi] = sim.city.zone_of[od.pickup[o]] == dr.pref_zone[oi]
+        tod = (sim.t % 86400.0) / 86400.0 * 2 * np.pi
+        ob[12] = np.sin(tod)
+        ob[13] = np.cos(tod)
+        ob[14:16] = ((sim.driver_xy() - self._lo) * self._inv_span).T
+        ob[16] = zone == dr.pref_zone
+        ob[17] = dr.performance()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            online_h = (sim.t - dr.t_online_since) * (1.0 / 3600.0)  # nan while offline: zeroed below
+            ob[18] = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * online_h), 0.0)
+        ob[19:22] = self._vehicle_1hot.T
+        ob[22] = np.minimum(np.maximum((dr.shift_end - sim.t) * (1.0 / (4 * 3600.0)), 0.0), 1.0)
+        # own zone + 8 neighbours: per-zone tables (Z rows), then one gather per driver
+        ob[23:32] = np.where(self._zone9_ok, sim.zone_demand[self._zone9_idx] * 0.1, 0.0)[zone].T
+        ob[32:41] = np.where(self._zone9_ok, sim.zone_supply[self._zone9_idx] * 0.1, 0.0)[zone].T
+        np.minimum(ob, CLIP, out=ob)
+        np.maximum(ob, -CLIP, out=ob)
+        ob[:, ~active] = 0.0  # off shift, suspended, not yet verified: zeroed observation, only the no-op
+        obs = np.ascontiguousarray(ob.T)
+        return obs, mask
