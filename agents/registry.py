@@ -1,14 +1,24 @@
-"""Policies by name."""
+"""Policies by name (lazy: a policy's module is imported only when it is made)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from pathlib import Path
+from typing import Any
 
 from agents.base import Policy
-from agents.nearest import NearestPolicy
 
-POLICIES: dict[str, Callable[[], Policy]] = {
-    "nearest": NearestPolicy,
+# name -> "module:Class"; every class takes keyword arguments with defaults
+POLICIES: dict[str, str] = {
+    "random": "agents.heuristics:RandomPolicy",
+    "nearest": "agents.nearest:NearestPolicy",
+    "hungarian": "agents.heuristics:HungarianPolicy",
+    "batching": "agents.heuristics:BatchingPolicy",
+    "sla-priority": "agents.heuristics:SlaPriorityPolicy",
+    "auction": "agents.heuristics:AuctionPolicy",
+    "reposition": "agents.heuristics:DemandRepositionPolicy",
+    "value-hungarian": "agents.value_hungarian:ValueHungarianPolicy",
+    "oracle": "agents.oracle:OraclePolicy",
 }
 
 
@@ -16,8 +26,22 @@ class UnknownPolicyError(ValueError):
     pass
 
 
-def make_policy(name: str) -> Policy:
+def policy_names() -> list[str]:
+    return list(POLICIES)
+
+
+def make_policy(name: str, **kwargs: Any) -> Policy:
+    """A policy by registry name, or from a checkpoint folder path (learned policies, later)."""
+    spec = POLICIES.get(name)
+    if spec is None:
+        if Path(name).is_dir():
+            raise UnknownPolicyError(f"{name!r} is a folder, but loading policies from checkpoint folders is not available yet")
+        raise UnknownPolicyError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+    module, cls = spec.split(":")
     try:
-        return POLICIES[name]()
-    except KeyError:
-        raise UnknownPolicyError(f"unknown policy {name!r}: choose one of {', '.join(sorted(POLICIES))}") from None
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise UnknownPolicyError(f"policy {name!r} is not implemented yet ({module} is missing)") from None
+        raise
+    return getattr(mod, cls)(**kwargs)

@@ -106,6 +106,11 @@ def first_occurrence(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _add_unique(a: np.ndarray, idx: np.ndarray, v: np.ndarray | int) -> None:
+    """``np.add.at`` for indices known to be distinct (buffered fancy indexing is then exact and faster)."""
+    a[idx] += v
+
+
 def _nz(mask: np.ndarray) -> np.ndarray:
     """Indices of the True entries of a 1-D mask (``np.flatnonzero`` without its Python-level ravel)."""
     return mask.nonzero()[0]
@@ -1003,10 +1008,13 @@ class Simulator:
     # ------------------------------------------------------------------------------- settlement
     def _deliver(self, o: np.ndarray, d: np.ndarray, t: np.ndarray) -> None:
         dr, od, cfg = self.drivers, self.orders, self.cfg
+        # one drop-off per driver is the usual case: plain fancy-index updates are then exact
+        unique = first_occurrence(d).all()
+        add = _add_unique if unique else np.add.at
         od.status[o] = ORDER_DELIVERED
         od.t_delivered[o] = t
-        np.subtract.at(dr.load, d, od.volume[o])
-        np.subtract.at(self.committed, d, od.volume[o])
+        add(dr.load, d, -od.volume[o])
+        add(self.committed, d, -od.volume[o])
         late = t > od.deadline[o] + _EPS
         rng = self.rng["behaviour"]
         # proof of delivery -> payout (+ tip); a disputed payout misses its distance bonus until the next cycle
@@ -1024,8 +1032,8 @@ class Simulator:
             nxt = np.where(instant[disputed], self.day_end, self.day_end + 86400.0)
             self.ledger.add(t[disputed], nxt, LED_CORRECTION, o[disputed], d[disputed], bonus[disputed])
         earned = paid + od.tip[o] + np.where(disputed, bonus, 0)
-        np.add.at(dr.earnings, d, earned)
-        np.add.at(self.shift_earn, d, earned)
+        add(dr.earnings, d, earned)
+        add(self.shift_earn, d, earned)
         self._payouts += int(earned.sum())
         # late deliveries: partial refund of the fee
         refund = np.where(late, np.round(od.fee[o] * cfg.sla.late_refund_share).astype(np.int64), 0)
@@ -1035,13 +1043,13 @@ class Simulator:
             od.refund[o[m]] += refund[m]
             self._refunds += int(refund.sum())
         # scorecard: deliveries, on-time, rating (lower when late), discipline
-        np.add.at(dr.deliveries, d, 1)
-        np.add.at(dr.on_time, d, (~late).astype(np.int32))
+        add(dr.deliveries, d, 1)
+        add(dr.on_time, d, (~late).astype(np.int32))
         late_min = np.maximum(t - od.deadline[o], 0.0) / 60.0
         rating = np.minimum(np.maximum(4.9 - 0.05 * late_min + rng.normal(0.0, 0.3, size=len(o)), 1.0), 5.0)
-        np.add.at(dr.rating_sum, d, rating)
-        np.add.at(dr.rating_n, d, 1)
-        if first_occurrence(d).all():  # one drop-off per driver (the usual case)
+        add(dr.rating_sum, d, rating)
+        add(dr.rating_n, d, 1)
+        if unique:
             ud = d
             dr.late_streak[ud] = np.where(late, dr.late_streak[ud] + 1, 0)
         else:

@@ -1,0 +1,368 @@
+"""``gigdispatch evaluate`` and ``gigdispatch mdrp``: seeds, files, determinism, statistics, errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from simtools import MDRP_DIR
+
+from agents import UnknownPolicyError
+from agents.base import Policy
+from agents.nearest import NearestPolicy
+from envs.core.sim import Decision, Simulator
+from training.cli import main
+from training.evaluate import (
+    SUMMARY_COLUMNS,
+    InputError,
+    comparison_pairs,
+    evaluate,
+    format_seeds,
+    parse_policy,
+    parse_seeds,
+)
+from training.stats import mean_ci, paired_diff
+
+TINY_YAML = """\
+name: tiny
+horizon: {start: "10:00", end: "11:30", step_seconds: 60, drain_minutes: 30}
+city: {kind: grid, size: [8, 8], spacing_m: 250, zones: [2, 2], layout_seed: 3}
+demand: {orders: 120, hotspots: 4}
+fleet: {drivers: 15}
+"""
+REQUIRED_SUMMARY = (
+    "policy",
+    "scenario",
+    "episodes",
+    "reward_mean",
+    "reward_ci95",
+    "on_time_rate",
+    "click_to_door_mean_min",
+    "click_to_door_p90_min",
+    "undelivered_rate",
+    "cost_per_order",
+    "utilization",
+    "acceptance_rate",
+    "orders_per_bundle",
+    "decision_ms_p50",
+    "decision_ms_p99",
+)
+TIMING = {"wall_seconds", "decision_ms_mean", "decision_ms_p50", "decision_ms_p99"}
+SMALL_INSTANCE = "0o50t75s1p100"
+
+
+class SkipPolicy(Policy):
+    """Test-only: nearest-driver matching, but each epoch is skipped with probability 1/2 (from the episode's RNG)."""
+
+    name = "skippy"
+
+    def __init__(self) -> None:
+        self.inner = NearestPolicy()
+
+    def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def act(self, sim: Simulator) -> Decision:
+        return Decision() if self.rng.random() < 0.5 else self.inner.act(sim)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("scen") / "tiny.yaml"
+    path.write_text(TINY_YAML)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same evaluation twice: through the API with 1 worker, through the CLI with 2 processes."""
+    out1 = tmp_path_factory.mktemp("eval1")
+    out2 = tmp_path_factory.mktemp("eval2")
+    (out2 / "keep.txt").write_text("not ours")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(__import__("agents.registry").registry.POLICIES, "skippy", f"{__name__}:SkipPolicy")
+        evaluate([str(tiny)], ["nearest", "skippy"], "0-2", out1, workers=1, progress=False)
+        args = ["--scenario", str(tiny), "--policy", "nearest", "--policy", "skippy", "--seeds", "0,1,2", "--out", str(out2)]
+        rc = main(["evaluate", *args, "--workers", "2", "--no-progress"])
+    assert rc == 0
+    return {"w1": out1, "w2": out2}
+
+
+# ------------------------------------------------------------------------------------------ seeds
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("0-19", list(range(20))),
+        ("0,3,7", [0, 3, 7]),
+        ("0-4,10-14", [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]),
+        (" 5 ", [5]),
+        ("2 - 4, 9", [2, 3, 4, 9]),
+        ("7-7", [7]),
+    ],
+)
+def test_parse_seeds_good(text: str, want: list[int]) -> None:
+    assert parse_seeds(text) == want
+    assert parse_seeds(format_seeds(want)) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("a", "not a seed"),
+        ("1.5", "not a seed"),
+        ("3-1", "ends before it starts"),
+        ("0,,1", "empty item"),
+        ("-1", ">= 0"),
+        ("0-3,2", "more than once"),
+        ("0-200000", "more than"),
+    ],
+)
+def test_parse_seeds_bad(text: str, reason: str) -> None:
+    with pytest.raises(InputError, match="--seeds") as err:
+        parse_seeds(text)
+    assert reason in str(err.value)
+
+
+def test_parse_policy_labels(tmp_path: Path) -> None:
+    assert parse_policy("nearest") == ("nearest", "nearest")
+    assert parse_policy("fast=nearest") == ("fast", "nearest")
+    with pytest.raises(InputError, match="LABEL=NAME"):
+        parse_policy("two words=nearest")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    assert parse_policy(str(folder) + "/") == (str(folder), str(folder) + "/")
+
+
+# --------------------------------------------------------------------------------------- evaluate
+def test_files_and_columns(runs: dict[str, Path]) -> None:
+    for out in runs.values():
+        summary = read_csv(out / "summary.csv")
+        assert list(summary[0]) == list(SUMMARY_COLUMNS)
+        assert set(REQUIRED_SUMMARY) <= set(summary[0])
+        assert [(r["policy"], r["scenario"], r["episodes"]) for r in summary] == [("nearest", "tiny", "3"), ("skippy", "tiny", "3")]
+        eps = read_csv(out / "episodes.csv")
+        assert len(eps) == 6
+        assert {"policy", "scenario", "seed", "reward", "platform_margin", "on_time_rate", "wall_seconds", "decision_ms_p99"} <= set(eps[0])
+        assert sorted((r["policy"], int(r["seed"])) for r in eps) == [(p, s) for p in ("nearest", "skippy") for s in range(3)]
+        for r in eps:
+            assert float(r["reward"]) == float(r["platform_margin"])
+            assert int(r["decision_calls"]) > 0
+        hourly = read_csv(out / "hourly.csv")
+        assert {int(r["hour"]) for r in hourly} >= {10, 11}
+        # the hourly series adds up to the day's deliveries
+        for p in ("nearest", "skippy"):
+            per_day = sum(float(r["orders_delivered_per_day"]) for r in hourly if r["policy"] == p)
+            mean_del = np.mean([float(r["orders_delivered"]) for r in eps if r["policy"] == p])
+            assert per_day == pytest.approx(mean_del)
+        for name in ("kpis_tiny.png", "hourly_tiny.png"):
+            data = (out / name).read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert (runs["w2"] / "keep.txt").read_text() == "not ours"  # files it does not write are left alone
+
+
+def test_same_numbers_regardless_of_workers(runs: dict[str, Path]) -> None:
+    a = read_csv(runs["w1"] / "episodes.csv")
+    b = read_csv(runs["w2"] / "episodes.csv")
+    strip = [{k: v for k, v in r.items() if k not in TIMING} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+    # the two policies really differ (skipping epochs changes the day), so the comparison is not vacuous
+    rewards = {(r["policy"], r["seed"]): r["reward"] for r in a}
+    assert any(rewards[("nearest", s)] != rewards[("skippy", s)] for s in ("0", "1", "2"))
+
+
+def test_summary_statistics_match_episodes(runs: dict[str, Path]) -> None:
+    eps = read_csv(runs["w1"] / "episodes.csv")
+    for row in read_csv(runs["w1"] / "summary.csv"):
+        r = np.array([float(e["reward"]) for e in eps if e["policy"] == row["policy"]])
+        lo, hi = stats.t.interval(0.95, len(r) - 1, loc=r.mean(), scale=stats.sem(r))
+        assert float(row["reward_mean"]) == pytest.approx(r.mean())
+        assert float(row["reward_ci95"]) == pytest.approx((hi - lo) / 2)
+        ot = np.array([float(e["on_time_rate"]) for e in eps if e["policy"] == row["policy"]])
+        assert float(row["on_time_rate"]) == pytest.approx(ot.mean())
+
+
+def test_comparisons_and_report(runs: dict[str, Path]) -> None:
+    out = runs["w1"]
+    eps = read_csv(out / "episodes.csv")
+    comps = [c for c in read_csv(out / "comparisons.csv") if c["metric"] == "reward"]
+    assert [(c["policy"], c["versus"]) for c in comps] == [("skippy", "nearest")]
+    reward = {(e["policy"], int(e["seed"])): float(e["reward"]) for e in eps}
+    d = np.array([reward[("skippy", s)] - reward[("nearest", s)] for s in range(3)])
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+    c = comps[0]
+    assert float(c["mean_diff"]) == pytest.approx(d.mean())
+    assert (float(c["ci95_lo"]), float(c["ci95_hi"])) == pytest.approx((lo, hi))
+    assert c["excludes_zero"] == ("true" if (lo > 0 or hi < 0) else "false")
+    report = (out / "report.md").read_text()
+    assert "skippy vs nearest" in report
+    assert "gigdispatch evaluate" in report and "--seeds 0-2" in report
+    assert "git revision" in report
+    assert "kpis_tiny.png" in report
+    report2 = (runs["w2"] / "report.md").read_text()
+    assert "--workers 2" in report2 and "skippy vs nearest" in report2
+
+
+def test_paired_ci_against_scipy() -> None:
+    a = np.array([10.0, 12.5, 9.0, 14.0, 11.0, 13.5])
+    b = np.array([9.0, 11.0, 9.5, 12.0, 10.0, 12.0])
+    d = a - b
+    res = paired_diff(a, b)
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert res.n == 6
+    assert res.mean == pytest.approx(d.mean())
+    assert (res.lo, res.hi) == pytest.approx((lo, hi))
+    assert res.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert res.excludes_zero == (lo > 0)  # here lo > 0: a is higher
+    assert res.excludes_zero and res.verdict == "higher"
+    # a noisy difference whose interval straddles zero
+    res2 = paired_diff([1.0, -2.0, 3.0], [0.0, 0.0, 0.0])
+    assert res2.lo < 0 < res2.hi and not res2.excludes_zero
+    # identical differences: zero width; excludes zero iff the difference is not zero
+    same = paired_diff([5.0, 6.0, 7.0], [4.0, 5.0, 6.0])
+    assert same.half == 0.0 and same.excludes_zero and math.isnan(same.p_value)
+    assert not paired_diff([1.0, 2.0], [1.0, 2.0]).excludes_zero
+    one = paired_diff([1.0], [0.0])
+    assert one.n == 1 and math.isnan(one.half) and not one.excludes_zero
+    # NaN pairs are dropped
+    assert paired_diff([1.0, np.nan, 3.0], [0.0, 1.0, 1.0]).n == 2
+    m, h = mean_ci([1.0, 2.0, 3.0, 4.0])
+    lo, hi = stats.t.interval(0.95, 3, loc=2.5, scale=stats.sem([1.0, 2.0, 3.0, 4.0]))
+    assert m == 2.5 and h == pytest.approx((hi - lo) / 2)
+
+
+def test_comparison_pairs() -> None:
+    pols = ["nearest", "hungarian", "value-hungarian", "random", "oracle"]
+    pairs = comparison_pairs(pols, "nearest")
+    assert ("hungarian", "nearest") in pairs
+    assert ("value-hungarian", "hungarian") in pairs
+    assert {("oracle", p) for p in pols if p != "oracle"} <= set(pairs)
+    assert len({frozenset(p) for p in pairs}) == len(pairs)  # no comparison twice
+    assert all(a != b for a, b in pairs)
+    assert comparison_pairs(["a", "b", "c"], "b") == [("a", "b"), ("c", "b")]
+
+
+def test_bad_input_errors(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UnknownPolicyError, match="no-such"):
+        evaluate([str(tiny)], ["no-such"], [0], tmp_path / "o")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    with pytest.raises(UnknownPolicyError, match="folder"):
+        evaluate([str(tiny)], [str(folder)], [0], tmp_path / "o")
+    with pytest.raises(InputError, match="--baseline"):
+        evaluate([str(tiny)], ["nearest"], [0], tmp_path / "o", baseline="hungarian")
+    with pytest.raises(InputError, match="given twice"):
+        evaluate([str(tiny)], ["nearest", "nearest"], [0], tmp_path / "o")
+    with pytest.raises(InputError, match="--workers"):
+        evaluate([str(tiny)], ["nearest"], [0], tmp_path / "o", workers=0)
+    assert not (tmp_path / "o").exists()  # nothing is written before the input is checked
+    # the command line: one line, exit status 2, no traceback
+    assert main(["evaluate", "--scenario", "nowhere-city", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nowhere-city" in err and "Traceback" not in err
+    assert main(["evaluate", "--policy", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ex:
+        main(["evaluate", "--seeds", "5-1", "--out", str(tmp_path / "o")])
+    assert ex.value.code == 2
+    assert "5-1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "mdrp"])
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ex:
+        main([command, "--help"])
+    assert ex.value.code == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "--workers" in out and "--policy" in out
+    assert ("--seeds" in out and "--baseline" in out) if command == "evaluate" else "--instances" in out
+
+
+# -------------------------------------------------------------------------------------------- mdrp
+@pytest.fixture(scope="module")
+def small_instance() -> Path:
+    folder = MDRP_DIR / SMALL_INSTANCE
+    if not folder.is_dir():
+        pytest.skip(f"MDRP instance {SMALL_INSTANCE} not found at {folder}")
+    return folder
+
+
+def test_mdrp_files(small_instance: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.mdrp import INSTANCE_COLUMNS, PUBLISHED
+
+    out = tmp_path / "mdrp"
+    assert (
+        main(["mdrp", "--instances", str(small_instance), "--policy", "nearest", "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    )
+    assert "published" in capsys.readouterr().out
+    inst = read_csv(out / "instances.csv")
+    assert list(inst[0]) == list(INSTANCE_COLUMNS)
+    assert len(inst) == 1 and inst[0]["instance"] == SMALL_INSTANCE and inst[0]["variant"] == "o50t75s1p100"
+    r = inst[0]
+    assert int(r["orders"]) == 252
+    assert 0.0 <= float(r["undelivered_rate"]) <= 1.0
+    assert float(r["click_to_door_p90_min"]) >= float(r["click_to_door_mean_min"]) > 0
+    assert 0.0 < float(r["utilization"]) < float(r["utilization_incl_wait"])
+    assert float(r["cost_per_order"]) >= 10.0 * int(r["orders_delivered"]) / int(r["orders"]) - 1e-9  # pay >= 10 per delivery
+    summary = read_csv(out / "summary.csv")
+    assert [(s["policy"], s["variant"]) for s in summary] == [("nearest", "o50t75s1p100"), ("nearest", "all")]
+    for col in (*PUBLISHED, "policy", "variant", "instances"):
+        assert col in summary[0]
+    assert summary[1]["click_to_door_mean_min"] == r["click_to_door_mean_min"]
+    report = (out / "report.md").read_text()
+    assert "32.74" in report and "published" in report and "o50t75s1p100" in report
+
+
+def test_mdrp_utilisation_is_driving_plus_service(small_instance: Path) -> None:
+    """The wait meter against an independent count: legs between recorded stops + 4 min per visit."""
+    from agents import make_policy
+    from envs.scenarios.mdrp import load_mdrp
+    from training.evaluate import run_episode
+    from training.mdrp import WaitMeter, mdrp_metrics
+
+    sim = Simulator(load_mdrp(small_instance), record_events=True)
+    meter = WaitMeter()
+    run_episode(sim, make_policy("nearest"), 0, after_step=meter)
+    wait = meter.finish()
+    t, d, kind, node = (np.concatenate([e[i] for e in sim.events]) for i in (0, 1, 3, 4))
+    drive = visits = 0.0
+    for di in np.unique(d):
+        s = d == di
+        o = np.lexsort((kind[s], t[s]))
+        key = np.stack([t[s][o], kind[s][o], node[s][o]], 1)
+        first = np.concatenate([[True], (np.diff(key, axis=0) != 0).any(axis=1)])  # one visit per (time, kind, node)
+        path = np.concatenate([[sim.drivers.home[di]], node[s][o][first]])
+        drive += float(sim.city.travel_s(path[:-1], path[1:]).sum())
+        visits += int(first.sum())
+    assert sim.counters["released_after_shift"] == 0
+    assert wait > 0
+    assert float(sim.drivers.busy_s.sum()) - wait == pytest.approx(drive + visits * 240.0)
+    m = mdrp_metrics(sim, wait)
+    duty = float((sim.drivers.shift_end - sim.drivers.shift_start).sum())
+    assert m["utilization"] == pytest.approx((drive + visits * 240.0) / duty)
+
+
+def test_mdrp_bad_instances(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.mdrp import find_instances, variant_of
+
+    assert main(["mdrp", "--instances", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --instances") and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no MDRP instance folder"):
+        find_instances(tmp_path / "empty")
+    assert variant_of("3r50t75s2p125") == "r50t75s2p125" and variant_of("custom") == "custom"
+    if MDRP_DIR.is_dir():
+        assert len(find_instances(MDRP_DIR, "0o50t75*")) == 4
+        with pytest.raises(InputError, match="matching 'zz"):
+            find_instances(MDRP_DIR, "zz*")

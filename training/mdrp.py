@@ -1,0 +1,506 @@
+"""``gigdispatch mdrp``: run policies on Grubhub MDRP instances and report the paper's metrics.
+
+Every MDRP instance folder under ``--instances`` is replayed with each policy (and seed; the
+replay itself is deterministic, the seed only feeds a policy's random stream) and measured exactly
+as Reyes et al. (2018) define the metrics (``/work/shared/data/mdrplib/README.md``,
+``MDRPInstances.pdf``):
+
+* ``undelivered_rate``: orders not delivered / orders placed (a fraction; the paper prints %);
+* ``click_to_door_mean_min`` / ``click_to_door_p90_min``: drop-off − placement over delivered orders;
+* ``overage_mean_min``: mean over delivered orders of max(0, click-to-door − 40 min target);
+* ``ready_to_pickup_mean_min``: pickup − ready time, delivered orders;
+* ``utilization``: (driving + pickup service + drop-off service) / duty time, where duty time is
+  Σ (off − on) over couriers, and waiting at a restaurant for the food is *not* service ("as opposed
+  to time spent waiting"). The simulator's ``busy_s`` counts the whole stop, waiting included, so the
+  wait is measured per pickup visit after every step and taken off; ``utilization_incl_wait`` keeps it.
+  (The KPI ``utilization`` of ``compute_kpis`` divides by time online, which runs past the off time
+  while a courier finishes deliveries, so it is not the MDRP number.)
+* ``cost_per_order``: total courier pay / orders placed; pay = max(10 × delivered, 15 × duty hours);
+* ``orders_per_bundle``: delivered orders / pickup visits that collected them;
+* ``couriers_on_guarantee``: share of couriers paid the hourly guarantee (10 × delivered < 15 × hours).
+
+Per-variant and overall rows are means over instances of the per-instance figures (the paper's
+"mean over all instances"); an instance's figure is first averaged over its seeds. The variant is
+the instance name without its leading seed digits (``0o100t100s1p100`` -> ``o100t100s1p100``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.evaluate import (
+    InputError,
+    add_progress_flags,
+    cached_policy,
+    check_workers,
+    default_workers,
+    fmt,
+    format_seeds,
+    git_revision,
+    md_table,
+    parse_seeds,
+    resolve_policies,
+    run_episode,
+    run_tasks,
+    write_csv,
+)
+from training.stats import mean_ci
+
+TARGET_CTD_MIN = 40.0
+
+# Reyes et al. 2018, rolling-horizon heuristic with perfect preparation-time information, mean over 240 instances
+PUBLISHED: dict[str, float] = {
+    "undelivered_rate": 0.0025,
+    "click_to_door_mean_min": 32.74,
+    "click_to_door_p90_min": 49.3,
+    "overage_mean_min": 2.77,
+    "ready_to_pickup_mean_min": 1.93,
+    "utilization": 0.63,
+    "cost_per_order": 11.42,
+    "orders_per_bundle": 1.09,
+}
+# which way is better for each metric: -1 lower, +1 higher, 0 neither (efficiency, not a goal in itself)
+DIRECTION = {
+    "undelivered_rate": -1,
+    "click_to_door_mean_min": -1,
+    "click_to_door_p90_min": -1,
+    "overage_mean_min": -1,
+    "ready_to_pickup_mean_min": -1,
+    "utilization": 0,
+    "cost_per_order": -1,
+    "orders_per_bundle": 0,
+}
+METRICS = (
+    "undelivered_rate",
+    "click_to_door_mean_min",
+    "click_to_door_p90_min",
+    "overage_mean_min",
+    "ready_to_pickup_mean_min",
+    "utilization",
+    "cost_per_order",
+    "orders_per_bundle",
+    "ready_to_door_mean_min",
+    "utilization_incl_wait",
+    "couriers_on_guarantee",
+    "on_time_rate",
+)
+INSTANCE_COLUMNS = (
+    "policy",
+    "instance",
+    "variant",
+    "seed",
+    "orders",
+    "couriers",
+    "orders_delivered",
+    *METRICS,
+    "total_pay",
+    "duty_hours",
+    "decision_ms_p50",
+    "decision_ms_p99",
+    "wall_seconds",
+)
+SUMMARY_COLUMNS = (
+    "policy",
+    "variant",
+    "instances",
+    "runs",
+    *METRICS,
+    *(f"{k}_ci95" for k in ("undelivered_rate", "click_to_door_mean_min", "cost_per_order")),
+    "decision_ms_p50",
+    "decision_ms_p99",
+    "wall_seconds_mean",
+)
+
+
+# ------------------------------------------------------------------------------------- instances
+def _is_instance(path: Path) -> bool:
+    from envs.scenarios.mdrp import REQUIRED
+
+    return path.is_dir() and all((path / f).is_file() for f in REQUIRED)
+
+
+def find_instances(path: str | os.PathLike[str], match: str = "*") -> list[Path]:
+    """``path`` itself if it is an instance folder, else its instance sub-folders (sorted) whose name matches ``match``."""
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"--instances: {root} does not exist")
+    if not root.is_dir():
+        raise InputError(f"--instances: {root} is not a folder (give an MDRP instance folder or a folder of them)")
+    if _is_instance(root):
+        found = [root] if fnmatch.fnmatchcase(root.name, match) else []
+    else:
+        found = sorted(p for p in root.iterdir() if fnmatch.fnmatchcase(p.name, match) and _is_instance(p))
+    if not found:
+        what = f" matching {match!r}" if match != "*" else ""
+        raise InputError(
+            f"--instances: no MDRP instance folder{what} in {root} "
+            "(an instance folder holds orders.txt, couriers.txt, restaurants.txt and instance_parameters.txt)"
+        )
+    return found
+
+
+def variant_of(name: str) -> str:
+    """The instance name without its leading seed digits (``3r50t75s2p125`` -> ``r50t75s2p125``)."""
+    v = re.sub(r"^\d+", "", name)
+    return v or name
+
+
+# --------------------------------------------------------------------------------------- metrics
+class WaitMeter:
+    """Seconds couriers spend waiting for food at pickup visits (arrival + service/2 until the pickup).
+
+    Called after every step, it reads the drivers at a pickup stop and keeps, per driver, the wait of
+    the visit in progress (``t_event - t_arrive - service/2``, the part of the stop that is not
+    service); a visit is counted once, when the driver's next visit starts or at the end. Every
+    visit lasts at least the pickup service time, so with service ≥ one step (MDRP: 4 min vs 60 s)
+    each visit is seen at least once.
+    """
+
+    def __init__(self) -> None:
+        self.arrive = np.zeros(0)
+        self.wait = np.zeros(0)
+        self.total = 0.0
+
+    def __call__(self, sim: Any) -> None:
+        from envs.core.types import PH_SERVICE, STOP_PICKUP
+
+        dr = sim.drivers
+        if self.arrive.size != dr.n:  # first step of the episode
+            self.arrive = np.full(dr.n, np.nan)
+            self.wait = np.zeros(dr.n)
+        at = np.flatnonzero((dr.phase == PH_SERVICE) & (dr.route_kind[:, 0] == STOP_PICKUP))
+        if at.size == 0:
+            return
+        ta = dr.t_arrive[at]
+        new = ~(ta == self.arrive[at])  # a different visit (or the first): bank the previous one's wait
+        self.total += float(self.wait[at[new]].sum())
+        self.arrive[at] = ta
+        self.wait[at] = np.maximum(dr.t_event[at] - ta - sim.pickup_svc / 2.0 * dr.service_factor[at], 0.0)
+
+    def finish(self) -> float:
+        total = self.total + float(self.wait.sum())
+        self.wait[:] = 0.0
+        self.total = 0.0
+        return total
+
+
+def mdrp_metrics(sim: Any, wait_s: float) -> dict[str, float]:
+    """The MDRP metrics of a finished replay (see the module docstring)."""
+    from envs.core.types import ORDER_DELIVERED
+
+    od, dr = sim.orders, sim.drivers
+    n_o = od.n
+    dlv = od.status == ORDER_DELIVERED
+    n_del = int(dlv.sum())
+    ctd = (od.t_delivered[dlv] - od.t_place[dlv]) / 60.0
+    r2p = (od.t_pickup[dlv] - od.t_ready[dlv]) / 60.0
+    r2d = (od.t_delivered[dlv] - od.t_ready[dlv]) / 60.0
+    duty_s = float((dr.shift_end - dr.shift_start).sum())
+    busy_s = float(dr.busy_s.sum())
+    pay = float(dr.earnings.sum()) / 100.0
+    params = sim.scenario.meta.get("mdrp", {}) if isinstance(getattr(sim.scenario, "meta", None), dict) else {}
+    per_order = float(params.get("pay_per_order", 10.0))
+    per_hour = float(params.get("guaranteed_pay_per_hour", 15.0))
+    duty_h = (dr.shift_end - dr.shift_start) / 3600.0
+    on_guarantee = per_order * dr.deliveries < per_hour * duty_h - 1e-9
+    nan = float("nan")
+    bundles = np.unique(od.bundle_id[dlv])
+    return {
+        "orders": n_o,
+        "couriers": dr.n,
+        "orders_delivered": n_del,
+        "undelivered_rate": 1.0 - n_del / n_o if n_o else nan,
+        "click_to_door_mean_min": float(ctd.mean()) if n_del else nan,
+        "click_to_door_p90_min": float(np.percentile(ctd, 90)) if n_del else nan,
+        "overage_mean_min": float(np.maximum(ctd - TARGET_CTD_MIN, 0.0).mean()) if n_del else nan,
+        "ready_to_pickup_mean_min": float(r2p.mean()) if n_del else nan,
+        "utilization": (busy_s - wait_s) / duty_s if duty_s > 0 else nan,
+        "cost_per_order": pay / n_o if n_o else nan,
+        "orders_per_bundle": n_del / len(bundles) if len(bundles) else nan,
+        "ready_to_door_mean_min": float(r2d.mean()) if n_del else nan,
+        "utilization_incl_wait": busy_s / duty_s if duty_s > 0 else nan,
+        "couriers_on_guarantee": float(on_guarantee.mean()) if dr.n else nan,
+        "on_time_rate": float((ctd <= TARGET_CTD_MIN + 1e-9).mean()) if n_del else nan,
+        "total_pay": pay,
+        "duty_hours": duty_s / 3600.0,
+    }
+
+
+def _instance_task(task: tuple[str, list[tuple[str, str]], list[int]]) -> list[dict[str, Any]]:
+    """Worker entry point: one instance, every policy and seed (the instance is loaded once)."""
+    from envs import Simulator
+    from envs.scenarios.mdrp import load_mdrp
+
+    folder, policies, seeds = task
+    sim = Simulator(load_mdrp(folder))
+    name = Path(folder).name
+    rows = []
+    for label, spec in policies:
+        policy = cached_policy(spec)
+        for seed in seeds:
+            meter = WaitMeter()
+            t0 = time.perf_counter()
+            _, lat = run_episode(sim, policy, seed, after_step=meter)
+            row: dict[str, Any] = {"policy": label, "instance": name, "variant": variant_of(name), "seed": seed}
+            row.update(mdrp_metrics(sim, meter.finish()))
+            row["decision_ms_p50"] = float(np.percentile(lat, 50)) if lat.size else float("nan")
+            row["decision_ms_p99"] = float(np.percentile(lat, 99)) if lat.size else float("nan")
+            row["wall_seconds"] = time.perf_counter() - t0
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ aggregation
+def _mean(values: list[float]) -> float:
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def summarise(rows: list[dict[str, Any]], policies: list[str]) -> list[dict[str, Any]]:
+    """One row per policy × variant and one per policy with ``variant = all``: means over instances."""
+    out = []
+    for p in policies:
+        pr = [r for r in rows if r["policy"] == p]
+        # per instance: mean over its seeds first
+        per_inst: dict[str, dict[str, Any]] = {}
+        for inst in dict.fromkeys(r["instance"] for r in pr):
+            ir = [r for r in pr if r["instance"] == inst]
+            m: dict[str, Any] = {"variant": ir[0]["variant"], "runs": len(ir)}
+            for k in (*METRICS, "decision_ms_p50", "decision_ms_p99", "wall_seconds"):
+                m[k] = _mean([r[k] for r in ir])
+            per_inst[inst] = m
+        variants = sorted({m["variant"] for m in per_inst.values()})
+        for v in [*variants, "all"]:
+            ms = [m for m in per_inst.values() if v == "all" or m["variant"] == v]
+            row: dict[str, Any] = {"policy": p, "variant": v, "instances": len(ms), "runs": sum(m["runs"] for m in ms)}
+            for k in METRICS:
+                row[k] = _mean([m[k] for m in ms])
+            for k in ("undelivered_rate", "click_to_door_mean_min", "cost_per_order"):
+                row[f"{k}_ci95"] = mean_ci([m[k] for m in ms])[1]
+            row["decision_ms_p50"] = _mean([m["decision_ms_p50"] for m in ms])
+            row["decision_ms_p99"] = _mean([m["decision_ms_p99"] for m in ms])
+            row["wall_seconds_mean"] = _mean([m["wall_seconds"] for m in ms])
+            out.append(row)
+    return out
+
+
+REPORT_METRICS = (
+    ("undelivered_rate", "undelivered %", 100.0),
+    ("click_to_door_mean_min", "CTD mean (min)", 1.0),
+    ("click_to_door_p90_min", "CTD p90 (min)", 1.0),
+    ("overage_mean_min", "overage > 40 (min)", 1.0),
+    ("ready_to_pickup_mean_min", "ready-to-pickup (min)", 1.0),
+    ("utilization", "utilisation", 1.0),
+    ("cost_per_order", "cost per order", 1.0),
+    ("orders_per_bundle", "orders per bundle", 1.0),
+)
+
+
+def _versus(key: str, ours: float, pub: float, scale: float = 1.0) -> str:
+    if not (math.isfinite(ours) and math.isfinite(pub)):
+        return "n/a"
+    d = DIRECTION[key]
+    if fmt(ours * scale, 2) == fmt(pub * scale, 2):
+        return "equal (to the digits shown)"
+    higher = ours > pub
+    if d == 0:
+        return "higher" if higher else "lower"
+    return "**better**" if (higher and d > 0) or (not higher and d < 0) else "worse"
+
+
+def write_report(
+    path: Path,
+    summary: list[dict[str, Any]],
+    policies: list[str],
+    n_instances: int,
+    seeds: list[int],
+    command: str,
+    wall_s: float,
+    workers: int,
+) -> None:
+    from training.io import atomic_write_text
+
+    out = [
+        "# gigdispatch mdrp: Grubhub Meal Delivery Routing Problem instances",
+        "",
+        f"- command: `{command}`",
+        f"- git revision: `{git_revision()}`",
+        f"- {n_instances} instance(s), seeds {format_seeds(seeds)}; wall time {wall_s:.1f} s with {workers} worker process(es)",
+        "- published: Reyes, Erera, Savelsbergh, Sahasrabudhe, O'Neil, *The Meal Delivery Routing Problem* (2018), "
+        "rolling-horizon matching with bundling and perfect preparation-time information, mean over all 240 upstream "
+        "instances (seeds 0-9); ours: mean over the instances run here (an instance's figure is first averaged over seeds).",
+        "- metric definitions: docs/evaluation.md (utilisation = (driving + service) / Σ(off - on), waiting for food excluded).",
+        *(
+            [
+                f"- caution: our mean covers {n_instances} instance(s), the published one all 240; seeds and variants differ in "
+                "difficulty (e.g. the historical-shift `s1` variants leave more orders undelivered), so compare per variant "
+                "and over the same instance set where you can."
+            ]
+            if n_instances < 240
+            else []
+        ),
+        "",
+        "## Overall against the published results",
+        "",
+    ]
+    for p in policies:
+        row = next(r for r in summary if r["policy"] == p and r["variant"] == "all")
+        table = []
+        better, worse = [], []
+        for key, label, scale in REPORT_METRICS:
+            ours, pub = float(row[key]), PUBLISHED[key]
+            verdict = _versus(key, ours, pub, scale)
+            table.append([label, fmt(ours * scale, 2), fmt(pub * scale, 2), fmt((ours - pub) * scale, 2), verdict])
+            if verdict == "**better**":
+                better.append(label)
+            elif verdict == "worse":
+                worse.append(label)
+        out += [f"### {p} ({row['instances']} instances, {row['runs']} runs)", ""]
+        out.append(md_table(["metric", "ours", "published", "ours - published", "ours vs published"], table))
+        out += [
+            "",
+            f"`{p}` beats the published results on: {', '.join(better) or 'none'}; trails them on: {', '.join(worse) or 'none'}. "
+            "(Utilisation and orders per bundle are efficiency figures, shown as higher/lower, not better/worse.)",
+            "",
+        ]
+    out += ["## Per variant", ""]
+    for p in policies:
+        rows = [r for r in summary if r["policy"] == p]
+        out += [f"### {p}", ""]
+        out.append(
+            md_table(
+                ["variant", "instances", *(lab for _, lab, _ in REPORT_METRICS)],
+                [[r["variant"], str(r["instances"]), *(fmt(float(r[k]) * s, 2) for k, _, s in REPORT_METRICS)] for r in rows],
+            )
+        )
+        out.append("")
+    out += [
+        "## Files",
+        "",
+        "`instances.csv` (one row per policy × instance × seed), `summary.csv` (one row per policy × variant, and "
+        "`variant = all`). See docs/evaluation.md.",
+        "",
+    ]
+    atomic_write_text(path, "\n".join(out))
+
+
+# --------------------------------------------------------------------------------------------- API
+def run_mdrp(
+    instances: str | os.PathLike[str],
+    policies: Sequence[str | tuple[str, str]],
+    out_dir: str | os.PathLike[str],
+    seeds: Sequence[int] | str = (0,),
+    workers: int | None = None,
+    progress: bool | None = None,
+    match: str = "*",
+    command: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run every policy on every instance found under ``instances``; write the files; return summary rows."""
+    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
+    if not seed_list or any(s < 0 for s in seed_list) or len(set(seed_list)) != len(seed_list):
+        raise InputError(f"--seeds: seeds must be distinct, >= 0 and at least one, got {seed_list}")
+    n_workers = check_workers(workers)
+    folders = find_instances(instances, match)
+    pols = resolve_policies(policies)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if command is None:
+        args = ["gigdispatch", "mdrp", "--instances", str(instances)]
+        if match != "*":
+            args += ["--match", match]
+        for label, spec in pols:
+            args += ["--policy", spec if label in (spec, spec.rstrip("/")) else f"{label}={spec}"]
+        args += ["--seeds", format_seeds(seed_list), "--out", str(out), "--workers", str(n_workers)]
+        import shlex
+
+        command = shlex.join(args)
+
+    # largest instances first: the pool finishes with the small ones (better load balance)
+    by_size = sorted(folders, key=lambda f: -(f / "orders.txt").stat().st_size)
+    tasks = [(str(f), pols, seed_list) for f in by_size]
+    t0 = time.perf_counter()
+    results = run_tasks(_instance_task, tasks, n_workers, progress, "mdrp", "instance")
+    wall = time.perf_counter() - t0
+    order = {f.name: i for i, f in enumerate(folders)}
+    p_rank = {lab: i for i, (lab, _) in enumerate(pols)}
+    rows = sorted((r for rs in results for r in rs), key=lambda r: (p_rank[r["policy"]], order[r["instance"]], r["seed"]))
+    labels = [lab for lab, _ in pols]
+    summary = summarise(rows, labels)
+    write_csv(out / "instances.csv", INSTANCE_COLUMNS, rows)
+    write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
+    write_report(out / "report.md", summary, labels, len(folders), seed_list, command, wall, min(n_workers, len(tasks)))
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def cmd_mdrp(args: argparse.Namespace) -> int:
+    from training.cli import CliError
+
+    try:
+        summary = run_mdrp(
+            args.instances,
+            args.policy or ["nearest"],
+            args.out,
+            seeds=args.seeds,
+            workers=args.workers,
+            progress=args.progress,
+            match=args.match,
+        )
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    rows = [r for r in summary if r["variant"] == "all"]
+    head = ["policy", *(lab for _, lab, _ in REPORT_METRICS)]
+    table = [[r["policy"], *(fmt(float(r[k]) * s, 2) for k, _, s in REPORT_METRICS)] for r in rows]
+    table.append(["published", *(fmt(PUBLISHED[k] * s, 2) for k, _, s in REPORT_METRICS)])
+    widths = [max(len(str(x[i])) for x in [head, *table]) for i in range(len(head))]
+    for line in [head, *table]:
+        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+    n = rows[0]["instances"] if rows else 0
+    print(f"\n{n} instance(s); wrote {Path(args.out) / 'instances.csv'}, summary.csv and report.md")
+    return 0
+
+
+def _seeds_arg(text: str) -> list[int]:
+    from training.evaluate import _seeds_arg as parse
+
+    return parse(text)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from training.evaluate import _workers_arg
+
+    p = sub.add_parser(
+        "mdrp",
+        help="run policies on MDRP (Grubhub) instances and compare with the published results",
+        description=(
+            "Replay every MDRP instance folder under INSTANCES with each POLICY, measure the metrics as Reyes et al. (2018) "
+            "define them, and write instances.csv, summary.csv (per variant and overall) and report.md (against the "
+            "published results) to OUT."
+        ),
+        epilog="Example: gigdispatch mdrp --instances ../shared/data/mdrplib/public_instances --match '0*' --out results/mdrp",
+    )
+    p.add_argument("--instances", required=True, help="an MDRP instance folder, or a folder of instance folders")
+    p.add_argument("--match", default="*", help="only instance folders whose name matches this glob, e.g. '0*' [default: all]")
+    p.add_argument(
+        "--policy", action="append", metavar="P", help="policy name or checkpoint folder, optionally LABEL=NAME; repeat [default: nearest]"
+    )
+    p.add_argument(
+        "--seeds", type=_seeds_arg, default="0", help="seeds per instance (they feed the policy's random stream) [default: %(default)s]"
+    )
+    p.add_argument("--out", required=True, help="output folder (created; files of the same names are replaced, others kept)")
+    p.add_argument("--workers", type=_workers_arg, default=None, help=f"worker processes [default: CPU count = {default_workers()}]")
+    add_progress_flags(p)
+    p.set_defaults(func=cmd_mdrp)
