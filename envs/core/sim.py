@@ -573,7 +573,7 @@ class Simulator:
             self.counters["invalid"] += int((~ok).sum())
             d, z = rep_d[ok], rep_z[ok]
             if d.size:
-                self._set_leg(d, self.city.zone_node[z])
+                self._set_leg(d, self.city.zone_node[z], geofence=False)
 
     def _in_service(self, o: np.ndarray) -> np.ndarray:
         """(len(o),) bool: orders with a stop in the visit their driver is serving now (phase service)."""
@@ -651,13 +651,14 @@ class Simulator:
             self._insert(o[acc], d[acc])
 
     # ------------------------------------------------------------------------------------ routing
-    def _set_leg(self, d: np.ndarray, to: np.ndarray) -> None:
-        """Start a leg from each driver's node to ``to`` (free-flow seconds at the vehicle's speed)."""
+    def _set_leg(self, d: np.ndarray, to: np.ndarray, geofence: bool = True) -> None:
+        """Start a leg from each driver's node to ``to`` (free-flow seconds at the vehicle's speed). Legs to a
+        stop end when the driver enters the stop's geofence; repositioning legs (``geofence=False``) at the node."""
         dr = self.drivers
         frm = dr.node[d]
         ff = self.city.travel_s(frm, to) / dr.speed[d]
         dist = self.city.dist_m(frm, to)
-        geo = self.cfg.fleet.geofence_m
+        geo = self.cfg.fleet.geofence_m if geofence else 0.0
         dr.leg_to[d] = to
         dr.leg_ff[d] = ff
         dr.leg_left[d] = ff
@@ -915,7 +916,12 @@ class Simulator:
         raise RuntimeError("simulator: too many stop transitions in one step (a zero-time loop?)")
 
     def _arrive(self, a: np.ndarray, ta: np.ndarray, clk: np.ndarray) -> None:
+        """Drivers ``a`` are detected at their leg's end at times ``ta`` (inside the geofence). The part of
+        the leg inside the geofence still has to be covered: a stop's pickup/drop-off cannot happen before
+        it (it is walked or driven during the service), and a driver going on past the node drives it first."""
         dr, od = self.drivers, self.orders
+        geo_ff = dr.leg_geo[a].copy()  # free-flow seconds of the leg still ahead when the geofence fired
+        geo_wall = geo_ff * self.factor[self.city.zone_of[dr.node[a]]]
         dr.driven_m[a] += dr.leg_dist[a] * dr.leg_left[a] / np.maximum(dr.leg_ff[a], _EPS)
         dr.node[a] = dr.leg_to[a]
         dr.leg_left[a] = 0.0
@@ -925,8 +931,11 @@ class Simulator:
         dr.phase[idle] = PH_IDLE
         go = ~at_head & has
         if go.any():
-            self._set_leg(a[go], dr.route_node[a[go], 0])
-        s, ts = a[at_head], ta[at_head]
+            g_ = a[go]
+            self._set_leg(g_, dr.route_node[g_, 0])
+            dr.leg_ff[g_] += geo_ff[go]
+            dr.leg_left[g_] += geo_ff[go]
+        s, ts, gw = a[at_head], ta[at_head], geo_wall[at_head]
         if s.size == 0:
             return
         rn, rk, ro = dr.route_node[s], dr.route_kind[s], dr.route_order[s]
@@ -938,7 +947,8 @@ class Simulator:
         pick = kind == STOP_PICKUP
         svc = np.where(pick, self.pickup_svc, self.drop_svc) * dr.service_factor[s]
         ready = np.where(in_g, od.t_ready[np.maximum(ro, 0)], -np.inf).max(axis=1)
-        t_ev = np.where(pick, np.maximum(ts + svc / 2.0, ready), ts + svc / 2.0)
+        at_door = ts + np.maximum(svc / 2.0, gw)  # half the service, and not before reaching the stop itself
+        t_ev = np.where(pick, np.maximum(at_door, ready), at_door)
         too_late = pick & (t_ev > dr.shift_end[s] + _EPS)
         if too_late.any():  # no pickups after the shift: give the orders back, go on with the rest
             lt = s[too_late]

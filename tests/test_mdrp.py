@@ -1,0 +1,271 @@
+"""MDRP (Grubhub) instance replay: the public instances, hand-made instances, and broken folders.
+
+Rules (``/work/shared/data/mdrplib/README.md``): travel = ceil(euclid / meters_per_minute) minutes;
+pickup = max(ready, arrival + pickup_service / 2), departure = pickup + pickup_service / 2;
+drop-off = arrival + dropoff_service / 2; no pickups after the courier's off time;
+courier pay = max(pay_per_order x delivered, pay_per_hour x (off - on) / 60).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from simtools import MDRP_DIR, StepChecker, check_final, check_one_pickup_group_on_board, run_episode
+
+from agents import make_policy
+from envs.core.kpis import compute_kpis
+from envs.core.sim import Simulator
+from envs.core.types import ORDER_DELIVERED
+from envs.scenarios import ScenarioError, load_scenario
+
+PARAMS_HEADER = "meters_per_minute\tpickup service minutes\tdropoff service minutes\ttarget click-to-door\tmaximum click-to-door\tpay per order\tguaranteed pay per hour"
+SEED0 = sorted(p.name for p in MDRP_DIR.glob("0*") if p.is_dir()) if MDRP_DIR.is_dir() else []
+
+
+def _read_tsv(path: Path) -> list[list[str]]:
+    lines = [ln for ln in path.read_text(encoding="ascii").splitlines() if ln.strip()]
+    return [ln.split("\t") for ln in lines[1:]]
+
+
+def _write_instance(folder: Path, restaurants, orders, couriers, params=(320, 4, 4, 40, 90, 10, 15)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "restaurants.txt").write_text("restaurant\tx\ty\n" + "".join("\t".join(map(str, r)) + "\n" for r in restaurants))
+    (folder / "orders.txt").write_text(
+        "order\tx\ty\tplacement_time\trestaurant\tready_time\n" + "".join("\t".join(map(str, o)) + "\n" for o in orders)
+    )
+    (folder / "couriers.txt").write_text("courier\tx\ty\ton_time\toff_time\n" + "".join("\t".join(map(str, c)) + "\n" for c in couriers))
+    (folder / "instance_parameters.txt").write_text(PARAMS_HEADER + "\n" + "\t".join(map(str, params)) + "\n")
+    return folder
+
+
+def _expected_pay_cents(folder: Path, sim: Simulator) -> np.ndarray:
+    """max(pay_per_order x delivered, pay_per_hour x shift hours) per courier, in cents, from the files."""
+    p = [float(x) for x in _read_tsv(folder / "instance_parameters.txt")[0]]
+    per_order, per_hour = p[5], p[6]
+    couriers = _read_tsv(folder / "couriers.txt")
+    assert len(couriers) == sim.drivers.n
+    minutes = np.array([float(c[4]) - float(c[3]) for c in couriers])
+    od = sim.orders
+    delivered = np.bincount(od.driver[od.status == ORDER_DELIVERED], minlength=sim.drivers.n)
+    by_order = np.round(per_order * 100 * delivered).astype(np.int64)
+    by_hour = np.round(per_hour * 100 * minutes / 60.0).astype(np.int64)
+    return np.maximum(by_order, by_hour)
+
+
+# ------------------------------------------------------------------------------------------------
+# hand-made instances with known answers
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ready", "pickup", "drop"),
+    [
+        # decision at 6 min (placed at 5, seen at the next epoch); 1000 m / 320 -> 4 min: arrive 10.
+        # food ready at 20: pickup 20, leave 22; 2000 m / 320 -> 7 min: arrive 29, drop 31.
+        (20, 20, 31),
+        # food ready at 6: pickup = arrival + 2 = 12, leave 14, arrive 21, drop 23.
+        (6, 12, 23),
+    ],
+)
+def test_handmade_instance_exact_times(tmp_path, ready, pickup, drop):
+    folder = _write_instance(
+        tmp_path / "inst",
+        restaurants=[("r1", 0, 0)],
+        orders=[("o1", 0, 2000, 5, "r1", ready)],
+        couriers=[("c1", 1000, 0, 0, 120)],
+    )
+    sc = load_scenario(folder)
+    sim = Simulator(sc, record_events=True)
+    run_episode(sim, after_step=StepChecker(sim))
+    od = sim.orders
+    assert od.status[0] == ORDER_DELIVERED and od.driver[0] == 0
+    assert od.t_pickup[0] == pickup * 60.0
+    assert od.t_delivered[0] == drop * 60.0
+    assert od.t_delivered[0] <= od.deadline[0]  # within the 40-min target
+    # pay: max(10 EUR x 1, 15 EUR/h x 2 h) = 30 EUR
+    assert sim.drivers.earnings[0] == 3000
+    np.testing.assert_array_equal(sim.drivers.earnings, _expected_pay_cents(folder, sim))
+    assert od.fee.sum() == 0 and od.refund.sum() == 0
+    check_final(sim)
+
+
+def test_handmade_instance_off_time_and_second_courier(tmp_path):
+    # c1 (1000 m away, 4 min) is off at 9 min: it could arrive at 10 min at the earliest, so it never picks
+    # the order up. c2 comes on at 30 min standing at the restaurant: decision at 30, arrival at once,
+    # pickup 32, leave 34, 7 min to the diner, drop 43.
+    folder = _write_instance(
+        tmp_path / "inst",
+        restaurants=[("r1", 0, 0)],
+        orders=[("o1", 0, 2000, 5, "r1", 20)],
+        couriers=[("c1", 1000, 0, 0, 9), ("c2", 0, 0, 30, 120)],
+    )
+    sim = Simulator(load_scenario(folder), record_events=True)
+    run_episode(sim, after_step=StepChecker(sim))
+    od = sim.orders
+    assert od.driver[0] == 1
+    assert od.t_pickup[0] == 32 * 60.0 and od.t_delivered[0] == 43 * 60.0
+    assert od.t_delivered[0] - od.t_place[0] == 38 * 60.0 and od.t_delivered[0] <= od.deadline[0]
+    assert sim.counters["released_after_shift"] <= 1  # c1 either never took it or gave it back
+    # pay: c1 15 EUR/h x 9 min = 2.25 EUR; c2 max(10, 15 x 1.5 h = 22.50) = 22.50 EUR
+    np.testing.assert_array_equal(sim.drivers.earnings, [225, 2250])
+    np.testing.assert_array_equal(sim.drivers.earnings, _expected_pay_cents(folder, sim))
+    check_final(sim)
+
+
+# ------------------------------------------------------------------------------------------------
+# the public instances (seed 0)
+# ------------------------------------------------------------------------------------------------
+def test_public_instances_present(mdrp_dir):
+    assert len(SEED0) == 24, SEED0
+
+
+@pytest.mark.parametrize("name", SEED0 or ["<no MDRP data>"])
+def test_public_instance_replays(mdrp_dir, name):
+    folder = mdrp_dir / name
+    sc = load_scenario(folder)
+    sim = Simulator(sc, record_events=True)
+    checker = StepChecker(sim)
+    run_episode(sim, policy=make_policy("nearest"), after_step=checker)
+    kpis = compute_kpis(sim)
+    od, dr = sim.orders, sim.drivers
+    n_rows = len(_read_tsv(folder / "orders.txt"))
+    assert kpis["orders_created"] == n_rows == od.n
+    assert kpis["orders_delivered"] > 0.9 * n_rows  # a sanity bound: nearest delivers almost all
+    assert sim.counters["invalid"] == 0
+    # no pickup before the food is ready, none after the courier's off time
+    picked = np.flatnonzero(np.isfinite(od.t_pickup))
+    assert (od.t_pickup[picked] >= od.t_ready[picked]).all()
+    assert (od.t_pickup[picked] <= dr.shift_end[od.driver[picked]]).all()
+    # the MDRP pay rule, to the cent, against the instance files
+    np.testing.assert_array_equal(dr.earnings, _expected_pay_cents(folder, sim))
+    assert round(kpis["payouts_total"] * 100) == int(_expected_pay_cents(folder, sim).sum())
+    # bundles: one pickup visit collects orders of one restaurant only
+    d = np.flatnonzero(od.status == ORDER_DELIVERED)
+    bid, grp = od.bundle_id[d], od.group[d]
+    order = np.argsort(bid, kind="stable")
+    bid, grp = bid[order], grp[order]
+    same_bundle = bid[1:] == bid[:-1]
+    assert (grp[1:][same_bundle] == grp[:-1][same_bundle]).all()
+    # and a courier never carries orders of two restaurants at once
+    assert sim.cfg.same_pickup_bundles
+    check_one_pickup_group_on_board(sim)
+    check_final(sim)
+
+
+# ------------------------------------------------------------------------------------------------
+# broken instance folders
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def instance_copy(mdrp_dir, tmp_path) -> Path:
+    """A writable copy of a small real instance."""
+    dst = tmp_path / "0r50t100s1p100"
+    shutil.copytree(mdrp_dir / "0r50t100s1p100", dst)
+    return dst
+
+
+def _edit_cell(path: Path, row: int, col: int, value: str) -> None:
+    """Set the cell at 1-based file line ``row`` (1 = header) and 0-based column ``col``."""
+    lines = path.read_text().split("\n")
+    cells = lines[row - 1].split("\t")
+    cells[col] = value
+    lines[row - 1] = "\t".join(cells)
+    path.write_text("\n".join(lines))
+
+
+def test_copy_of_instance_loads(instance_copy):
+    sc = load_scenario(instance_copy)
+    assert sc.fixed_orders is not None and len(sc.fixed_orders["t_place"]) == len(_read_tsv(instance_copy / "orders.txt"))
+
+
+@pytest.mark.parametrize("missing", ["restaurants.txt", "instance_parameters.txt", "couriers.txt", "orders.txt"])
+def test_missing_file(instance_copy, missing):
+    (instance_copy / missing).unlink()
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(instance_copy)
+    assert missing in str(ei.value) and str(instance_copy) in str(ei.value)
+
+
+def test_bad_header(instance_copy):
+    p = instance_copy / "orders.txt"
+    _edit_cell(p, 1, 3, "placement")
+    with pytest.raises(ScenarioError, match="header must be order x y placement_time restaurant ready_time") as ei:
+        load_scenario(instance_copy)
+    assert str(p) in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("fname", "row", "col", "value", "column"),
+    [
+        ("couriers.txt", 4, 1, "abc", "x"),
+        ("orders.txt", 6, 3, "12x", "placement_time"),
+        ("orders.txt", 7, 5, "", "ready_time"),
+        ("restaurants.txt", 3, 2, "NaN", "y"),
+        ("couriers.txt", 5, 4, "inf", "off_time"),
+        ("instance_parameters.txt", 2, 0, "fast", "meters_per_minute"),
+    ],
+)
+def test_non_numeric_cell(instance_copy, fname, row, col, value, column):
+    p = instance_copy / fname
+    _edit_cell(p, row, col, value)
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(instance_copy)
+    msg = str(ei.value)
+    assert str(p) in msg and f"row {row}" in msg and f"column '{column}'" in msg, msg
+
+
+def test_unknown_restaurant(instance_copy):
+    p = instance_copy / "orders.txt"
+    _edit_cell(p, 5, 4, "r99999")
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(instance_copy)
+    msg = str(ei.value)
+    assert str(p) in msg and "row 5" in msg and "column 'restaurant'" in msg and "'r99999'" in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("fname", "row", "col", "value", "needle"),
+    [
+        ("orders.txt", 3, 3, "-5", "column 'placement_time'"),
+        ("couriers.txt", 3, 3, "-30", "column 'on_time'"),
+        ("orders.txt", 3, 5, "0", "ready_time is before placement_time"),
+        ("couriers.txt", 3, 4, "0", "off_time must be after on_time"),
+        ("instance_parameters.txt", 2, 0, "0", "'meters_per_minute' must be positive"),
+        ("instance_parameters.txt", 2, 1, "-4", "'pickup_service_minutes' must be non-negative"),
+    ],
+)
+def test_bad_values(instance_copy, fname, row, col, value, needle):
+    p = instance_copy / fname
+    _edit_cell(p, row, col, value)
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(instance_copy)
+    msg = str(ei.value)
+    assert str(p) in msg and needle in msg, msg
+    if fname != "instance_parameters.txt":
+        assert f"row {row}" in msg, msg
+
+
+def test_short_row_and_duplicates_and_empty(instance_copy):
+    p = instance_copy / "orders.txt"
+    original = p.read_text()
+    lines = original.split("\n")
+    p.write_text("\n".join([*lines[:3], "o9999\t1\t2", *lines[3:]]))
+    with pytest.raises(ScenarioError, match=r"row 4 has 3 fields, expected 6"):
+        load_scenario(instance_copy)
+    p.write_text(original.rstrip("\n") + "\n" + lines[1] + "\n")
+    with pytest.raises(ScenarioError, match="column 'order' has duplicate ids"):
+        load_scenario(instance_copy)
+    p.write_text("")
+    with pytest.raises(ScenarioError, match="the file is empty"):
+        load_scenario(instance_copy)
+    p.write_text(lines[0] + "\n")
+    with pytest.raises(ScenarioError, match="no data rows"):
+        load_scenario(instance_copy)
+
+
+def test_non_ascii_file(instance_copy):
+    p = instance_copy / "restaurants.txt"
+    p.write_bytes(b"restaurant\tx\ty\n\xff\xfe\t1\t2\n")
+    with pytest.raises(ScenarioError, match="not an ASCII text file") as ei:
+        load_scenario(instance_copy)
+    assert str(p) in str(ei.value)
