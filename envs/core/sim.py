@@ -1237,6 +1237,21 @@ class Simulator:
         return self._lo >= self._next
 
     def _close_day(self) -> None:
+        """End of the day: orders still in flight were never delivered, so their customers get the fee and tip
+        back plus the cancellation penalty (the platform keeps nothing for an undelivered order; they stay
+        counted as ``orders_open``); then every online driver's shift is closed."""
+        sl = self.active_orders()
+        st = self.orders.status[sl]
+        left = sl.start + _nz((st == ORDER_OPEN) | (st == ORDER_OFFERED) | (st == ORDER_ASSIGNED) | (st == ORDER_PICKED))
+        if left.size:
+            od = self.orders
+            pen = round(self.cfg.sla.cancel_penalty * 100.0) if self.cfg.pricing.enabled else 0
+            refund = od.fee[left] + od.tip[left] + pen
+            m = refund > 0
+            if m.any():
+                self.ledger.add(self.t, self.t, LED_REFUND, left[m], -1, refund[m])
+            od.refund[left] += refund
+            self._refunds += int(refund.sum())
         dr = self.drivers
         online = _nz(dr.phase != PH_OFFLINE)
         self._close_shift(online, self.t)
