@@ -366,3 +366,20 @@ def test_mdrp_bad_instances(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert len(find_instances(MDRP_DIR, "0o50t75*")) == 4
         with pytest.raises(InputError, match="matching 'zz"):
             find_instances(MDRP_DIR, "zz*")
+
+
+def test_oracle_bounds_are_attached_and_hold(tmp_path: Path) -> None:
+    """With the oracle among the policies, every run gets the certified bounds of its seed and stays within them."""
+    import csv
+
+    from training.evaluate import evaluate
+
+    out = tmp_path / "ev"
+    evaluate(["default"], ["nearest", "oracle"], [1000], out, workers=1, progress=False, plots=False)
+    rows = list(csv.DictReader((out / "episodes.csv").open()))
+    assert {r["policy"] for r in rows} == {"nearest", "oracle"}
+    for r in rows:
+        assert float(r["reward"]) <= float(r["bound_profit_upper"])
+        assert float(r["click_to_door_mean_min"]) >= float(r["bound_ctd_lower"])
+    report = (out / "report.md").read_text()
+    assert "Hindsight oracle: certified bounds" in report and "1/1" in report

@@ -291,6 +291,7 @@ class EpisodeResult:
     kpis: dict[str, float]
     latency_ms: np.ndarray
     hourly: dict[str, np.ndarray] = field(default_factory=dict)
+    bounds: dict[str, Any] | None = None  # the oracle's certified bounds for this scenario and seed
 
     @property
     def reward(self) -> float:
@@ -303,7 +304,48 @@ def _episode_task(task: tuple[str, str, str, str, int]) -> EpisodeResult:
     sim = cached_simulator(s_spec)
     policy = cached_policy(p_spec)
     kpis, lat = run_episode(sim, policy, seed)
-    return EpisodeResult(p_label, s_label, seed, kpis, lat.astype(np.float32), hourly_counts(sim))
+    bounds = getattr(policy, "bounds", None)
+    return EpisodeResult(p_label, s_label, seed, kpis, lat.astype(np.float32), hourly_counts(sim), bounds=bounds)
+
+
+def attach_bounds(results: list[EpisodeResult]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Where the oracle ran, add to every run on the same scenario and seed the certified bounds that
+    hold for that run (``bound_profit_upper`` >= its reward, ``bound_ctd_lower`` <= its click-to-door)."""
+    from agents.oracle import bounds_for_run
+
+    by_seed = {(r.scenario, r.seed): r.bounds for r in results if r.bounds}
+    for r in results:
+        b = by_seed.get((r.scenario, r.seed))
+        if b is not None:
+            run = bounds_for_run(b, r.kpis)
+            r.kpis["bound_profit_upper"] = run["profit_upper"]
+            r.kpis["bound_ctd_lower"] = run["click_to_door_lower"]
+    return by_seed
+
+
+def bound_rows(results: list[EpisodeResult], policies: list[str], scenarios: list[str]) -> list[dict[str, Any]]:
+    """Per policy and scenario: on how many seeds the run stayed within the oracle's certified bounds."""
+    rows = []
+    for s in scenarios:
+        for p in policies:
+            eps = [r for r in results if r.policy == p and r.scenario == s and "bound_profit_upper" in r.kpis]
+            if not eps:
+                continue
+            slack = np.array([r.kpis["bound_profit_upper"] - r.reward for r in eps])
+            ctd = np.array([r.kpis["click_to_door_mean_min"] - r.kpis["bound_ctd_lower"] for r in eps])
+            ctd = ctd[np.isfinite(ctd)]
+            rows.append(
+                {
+                    "policy": p,
+                    "scenario": s,
+                    "seeds": len(eps),
+                    "within_profit_bound": int((slack >= -1e-6).sum()),
+                    "min_profit_slack": float(slack.min()),
+                    "mean_bound": float(np.mean([r.kpis["bound_profit_upper"] for r in eps])),
+                    "within_ctd_bound": int((ctd >= -1e-6).sum()),
+                }
+            )
+    return rows
 
 
 # ---------------------------------------------------------------------------------- running tasks
@@ -394,6 +436,8 @@ def episode_rows(results: list[EpisodeResult]) -> tuple[list[str], list[dict[str
     from envs.core.kpis import KPI_DOC
 
     cols = ["policy", "scenario", "seed", "reward", *KPI_DOC, "decision_calls", "decision_ms_mean", "decision_ms_p50", "decision_ms_p99"]
+    if any("bound_profit_upper" in r.kpis for r in results):
+        cols += ["bound_profit_upper", "bound_ctd_lower"]
     rows = []
     for r in results:
         lat = r.latency_ms.astype(np.float64)
@@ -608,6 +652,7 @@ def write_report(
     wall_s: float,
     workers: int,
     plots: list[str],
+    bounds_table: list[dict[str, Any]] | None = None,
 ) -> None:
     from training.io import atomic_write_text
 
@@ -670,6 +715,37 @@ def write_report(
                 ]
             )
         out.append(md_table(["A vs B", "seeds", "mean A - B (EUR)", "95 % CI", "excludes 0", "verdict"], table))
+    if bounds_table:
+        out += [
+            "",
+            "## Hindsight oracle: certified bounds",
+            "",
+            "With every order of the day known in advance, the oracle computes a certified upper bound on the "
+            "day's platform margin and a lower bound on click-to-door (an LP relaxation, see docs/oracle.md). "
+            "Each run is checked against the bound that holds for it (looked up by its orders left in flight and "
+            "orders delivered). `within` counts the seeds where the run stayed within the bound: it must be all "
+            "of them. The bound is certified, not tight.",
+        ]
+        for s in scenarios:
+            rows = [b for b in bounds_table if b["scenario"] == s]
+            if not rows:
+                continue
+            out += ["", f"### {s}", ""]
+            table = [
+                [
+                    b["policy"],
+                    f"{b['within_profit_bound']}/{b['seeds']}",
+                    fmt(b["min_profit_slack"], 2),
+                    fmt(b["mean_bound"], 2),
+                    f"{b['within_ctd_bound']}/{b['seeds']}",
+                ]
+                for b in rows
+            ]
+            out.append(
+                md_table(
+                    ["policy", "reward <= profit bound", "min slack (EUR)", "mean profit bound (EUR)", "click-to-door >= bound"], table
+                )
+            )
     if plots:
         out += ["", "## Plots", ""]
         out += [f"![{p}]({p})" for p in plots]
@@ -810,6 +886,8 @@ def evaluate(
     wall = time.perf_counter() - t0
 
     s_labels = [lab for lab, _ in scens]
+    attach_bounds(results)
+    bounds_table = bound_rows(results, labels, s_labels)
     summary = summarise(results, labels, s_labels)
     cols, eps = episode_rows(results)
     hourly = hourly_rows(results, labels, s_labels)
@@ -829,7 +907,9 @@ def evaluate(
                 name = f"hourly_{slug(s)}.png"
                 plot_hourly(out / name, s, [r for r in hourly if r["scenario"] == s], labels)
                 written.append(name)
-    write_report(out / "report.md", summary, comps, s_labels, baseline, command, seed_list, wall, min(n_workers, len(tasks)), written)
+    write_report(
+        out / "report.md", summary, comps, s_labels, baseline, command, seed_list, wall, min(n_workers, len(tasks)), written, bounds_table
+    )
     return summary
 
 
