@@ -13,6 +13,7 @@ POLICIES: dict[str, str] = {
     "random": "agents.heuristics:RandomPolicy",
     "nearest": "agents.nearest:NearestPolicy",
     "hungarian": "agents.heuristics:HungarianPolicy",
+    "hungarian-eta": "agents.heuristics:HungarianEtaPolicy",
     "batching": "agents.heuristics:BatchingPolicy",
     "sla-priority": "agents.heuristics:SlaPriorityPolicy",
     "auction": "agents.heuristics:AuctionPolicy",
