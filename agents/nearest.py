@@ -17,6 +17,7 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
     """
     n, k = ids.shape
     out = np.full(n, -1, np.int64)
+    first = np.full(taken.shape[0], n, np.int64)  # scratch: the first row proposing each driver
     for c in range(k):
         free = out < 0
         cand = ids[:, c]
@@ -28,9 +29,9 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
                 break  # nobody left to match
             continue
         c_r = cand[rows]
-        first = np.full(taken.shape[0], n, np.int64)
         np.minimum.at(first, c_r, rows)  # rows are oldest first: the first proposer of a driver wins
         win = rows[first[c_r] == rows]
+        first[c_r] = n  # reset only what was touched
         out[win] = cand[win]
         taken[cand[win]] = True
     return out

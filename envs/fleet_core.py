@@ -82,6 +82,7 @@ class FleetCore:
         xy = city.node_xy
         self._lo = xy.min(axis=0)
         self._inv_span = 1.0 / np.maximum(xy.max(axis=0) - self._lo, 1.0)
+        self._node_xy01 = (xy - self._lo) * self._inv_span  # (N, 2) node positions scaled to 0..1
         self._zone9 = np.concatenate([np.arange(city.n_zones)[:, None], city.zone_neighbors], axis=1)  # (Z, 9)
         self._zone9_ok = self._zone9 >= 0
         self._zone9_idx = np.where(self._zone9_ok, self._zone9, 0)
@@ -179,12 +180,16 @@ class FleetCore:
         tod = (sim.t % 86400.0) / 86400.0 * 2 * np.pi
         ob[12] = np.sin(tod)
         ob[13] = np.cos(tod)
-        ob[14:16] = ((sim.driver_xy() - self._lo) * self._inv_span).T
+        # position in the city (0..1), interpolated along the leg for driving drivers
+        ob[14:16] = self._node_xy01[dr.node].T
+        drv = (dr.phase == PH_DRIVING).nonzero()[0]
+        if drv.size:
+            frac = 1.0 - dr.leg_left[drv] / np.maximum(dr.leg_ff[drv], 1e-9)
+            ob[14:16, drv] += ((self._node_xy01[dr.leg_to[drv]] - self._node_xy01[dr.node[drv]]) * frac[:, None]).T
         ob[16] = zone == dr.pref_zone
         ob[17] = dr.performance()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            online_h = (sim.t - dr.t_online_since) * (1.0 / 3600.0)  # nan while offline: zeroed below
-            ob[18] = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * online_h), 0.0)
+        online_h = np.where(active, sim.t - dr.t_online_since, 0.0) * (1.0 / 3600.0)  # t_online_since is nan offline
+        ob[18] = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * np.maximum(online_h, 0.05)), 0.0)
         ob[19:22] = self._vehicle_1hot.T
         ob[22] = np.minimum(np.maximum((dr.shift_end - sim.t) * (1.0 / (4 * 3600.0)), 0.0), 1.0)
         # own zone + 8 neighbours: per-zone tables (Z rows), then one gather per driver
@@ -192,6 +197,6 @@ class FleetCore:
         ob[32:41] = np.where(self._zone9_ok, sim.zone_supply[self._zone9_idx] * 0.1, 0.0)[zone].T
         np.minimum(ob, CLIP, out=ob)
         np.maximum(ob, -CLIP, out=ob)
-        ob[:, ~active] = 0.0  # off shift, suspended, not yet verified: zeroed observation, only the no-op
+        ob *= active  # off shift, suspended, not yet verified: zeroed observation, only the no-op
         obs = np.ascontiguousarray(ob.T)
         return obs, mask
