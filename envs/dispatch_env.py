@@ -12,6 +12,7 @@ from envs.core.config import GridScenario
 from envs.core.kpis import compute_kpis
 from envs.core.scenario import Scenario
 from envs.core.sim import Decision, Simulator
+from envs.render import RenderMixin
 from envs.scenarios.loader import load_scenario
 
 ORDER_FEATURES = (
@@ -44,7 +45,7 @@ def features_doc() -> str:
     )
 
 
-class DispatchEnv(gym.Env):
+class DispatchEnv(RenderMixin, gym.Env):
     """The platform's dispatch problem as a Gymnasium environment.
 
     ## Description
@@ -105,6 +106,7 @@ class DispatchEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
+    _render_title = "Dispatch-v0"
 
     def __init__(
         self,
@@ -206,21 +208,10 @@ class DispatchEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
-            return None
-        from envs.render import CityRenderer
+        return RenderMixin.render(self)
 
-        if self._viewer is None:
-            self._viewer = CityRenderer(self.sim, title="Dispatch-v0")
-        frame = self._viewer.draw()
-        if self.render_mode == "human":
-            self._viewer.show()
-            return None
-        return frame
-
-    def close(self) -> None:
-        if self._viewer is not None:
-            self._viewer.close()
-            self._viewer = None
+    def _render_sim(self) -> Simulator:
+        return self.sim
 
     # ------------------------------------------------------------------------------------ internals
     def _advance(self, decision: Decision | None) -> dict[str, Any]:

@@ -12,10 +12,12 @@ from pettingzoo import ParallelEnv
 from envs.core.config import GridScenario
 from envs.core.kpis import compute_kpis
 from envs.core.scenario import Scenario
+from envs.core.sim import Simulator
 from envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, OBS_FIELDS, FleetCore
+from envs.render import RenderMixin
 
 
-class FleetParallelEnv(ParallelEnv):
+class FleetParallelEnv(RenderMixin, ParallelEnv):
     """Drivers decide whether to accept offers and where to wait; the platform dispatches.
 
     ## Description
@@ -60,6 +62,7 @@ class FleetParallelEnv(ParallelEnv):
     * v0: initial version.
     """
 
+    _render_title = "fleet"
     metadata = {"name": "gigdispatch_fleet_v0", "render_modes": ["rgb_array", "human"], "render_fps": 4, "is_parallelizable": True}
 
     def __init__(
@@ -143,20 +146,5 @@ class FleetParallelEnv(ParallelEnv):
         m8 = mask.astype(np.int8)
         return {ag: {"observation": obs[i], "action_mask": m8[i]} for i, ag in enumerate(self.possible_agents)}
 
-    def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            return None
-        from envs.render import CityRenderer
-
-        if self._viewer is None:
-            self._viewer = CityRenderer(self.core.sim, title="fleet")
-        frame = self._viewer.draw()
-        if self.render_mode == "human":
-            self._viewer.show()
-            return None
-        return frame
-
-    def close(self) -> None:
-        if self._viewer is not None:
-            self._viewer.close()
-            self._viewer = None
+    def _render_sim(self) -> Simulator:
+        return self.core.sim

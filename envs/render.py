@@ -102,6 +102,34 @@ class CityRenderer:
         self._plt.close(self.fig)
 
 
+class RenderMixin:
+    """``render()`` and ``close()`` for an environment whose simulator is ``_render_sim()``."""
+
+    render_mode: str | None
+    _viewer: CityRenderer | None = None
+    _render_title = "gigdispatch"
+
+    def _render_sim(self) -> Simulator:
+        raise NotImplementedError
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame (``"rgb_array"``), or draw on screen (``"human"``, returns None)."""
+        if self.render_mode is None:
+            return None
+        if self._viewer is None:
+            self._viewer = CityRenderer(self._render_sim(), title=self._render_title)
+        frame = self._viewer.draw()
+        if self.render_mode == "human":
+            self._viewer.show()
+            return None
+        return frame
+
+    def close(self) -> None:
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
+
+
 def _has_display() -> bool:
     import os
 

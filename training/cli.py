@@ -12,6 +12,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from training.argtypes import whole_number
+
 EXIT_USAGE = 2
 
 
@@ -19,14 +21,7 @@ class CliError(Exception):
     """An error to show the user as one line (no traceback)."""
 
 
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+_seed = whole_number(0)
 
 
 def _progress(enabled: bool | None, total: int, desc: str) -> Callable[[object], None] | None:

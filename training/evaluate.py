@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from training.argtypes import whole_number
 from training.stats import mean_ci, paired_diff
 
 DEFAULT_SEEDS = "0-19"  # the evaluation seeds; never tune on them
@@ -921,14 +922,7 @@ def _seeds_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--seeds {text!r}: ").removeprefix("--seeds: ")) from None
 
 
-def _workers_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+_workers_arg = whole_number(1)
 
 
 def add_progress_flags(p: argparse.ArgumentParser) -> None:
