@@ -56,9 +56,9 @@ def test_maskable_ppo_on_dispatch_env() -> None:
 
     torch.set_num_threads(1)
     env = gym.make("gigdispatch/Dispatch-v0", scenario="default", max_orders=8, k=4)
-    model = MaskablePPO("MultiInputPolicy", env, n_steps=256, batch_size=64, n_epochs=1, seed=0, device="cpu")
-    model.learn(total_timesteps=1024)
-    assert model.num_timesteps >= 1024
+    model = MaskablePPO("MultiInputPolicy", env, n_steps=512, batch_size=128, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=2048)
+    assert model.num_timesteps >= 2048
     obs, _ = env.reset(seed=123)
     masks = env.unwrapped.action_masks()
     action, _ = model.predict(obs, action_masks=masks, deterministic=True)
