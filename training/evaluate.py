@@ -794,8 +794,11 @@ def plot_kpis(path: Path, scenario: str, rows: list[dict[str, Any]]) -> None:
     pols = [r["policy"] for r in rows]
     x = np.arange(len(pols))
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(pols))]
-    fig, axes = plt.subplots(2, 5, figsize=(max(16, 1.1 * len(pols) * 5), 7))
-    for ax, (key, ci, title) in zip(axes.ravel(), PLOT_KPIS, strict=True):
+    # 4 x 3 panels, wide enough for the policy names (at most ~2,400 px wide)
+    fig, axes = plt.subplots(4, 3, figsize=(min(24, max(12, 0.55 * len(pols) * 3)), 13))
+    for ax in axes.ravel()[len(PLOT_KPIS) :]:
+        ax.axis("off")
+    for ax, (key, ci, title) in zip(axes.ravel(), PLOT_KPIS, strict=False):
         vals = np.array([np.nan if r[key] is None else float(r[key]) for r in rows])
         err = np.array([np.nan if (ci is None or r[ci] is None) else float(r[ci]) for r in rows])
         ax.bar(x, np.nan_to_num(vals), yerr=None if ci is None else np.nan_to_num(err), color=colors, capsize=4)
