@@ -169,6 +169,9 @@ class Simulator:
         vs = sorted(c.fleet.vehicles.values(), key=lambda v: v.size_class)
         self._size_caps = np.array([v.capacity_litres for v in vs])
         self._size_cls = np.array([v.size_class for v in vs])
+        fee = c.pricing.fee
+        self._speed_fee = np.array([fee.express, fee.standard, fee.same_day])  # by service level
+        self._size_fee = np.array(fee.size)  # by vehicle size class
         self.t = self.t_start
         self._ready = False
 
@@ -1120,7 +1123,7 @@ class Simulator:
         if t < self.t_end and f.flex_login_per_hour > 0:
             pool = _nz(dr.flex & (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & ~np.isfinite(dr.shift_start))
             if pool.size:
-                mean_surge = float(self.surge.mean())
+                mean_surge = float(self.surge.sum()) / len(self.surge)
                 ref = max(f.flex_reference_hourly, 1e-9)
                 pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(self._recent_eph / ref - 1.0, 0.0)
                 p = 1.0 - np.exp(-f.flex_login_per_hour * pull * self.dt / 3600.0)
@@ -1183,30 +1186,31 @@ class Simulator:
         fee, od = self.cfg.pricing.fee, self.orders
         km = self.city.dist_m(od.pickup[orders], od.dropoff[orders]) / 1000.0
         cls = self._size_cls[np.minimum(np.searchsorted(self._size_caps, od.volume[orders]), len(self._size_cls) - 1)]
-        speed = np.array([fee.express, fee.standard, fee.same_day])[od.level[orders]]
-        eur = (fee.base + fee.per_km * km + np.array(fee.size)[cls] + speed) * self.surge[self.city.zone_of[od.pickup[orders]]]
+        speed = self._speed_fee[od.level[orders]]
+        eur = (fee.base + fee.per_km * km + self._size_fee[cls] + speed) * self.surge[self.city.zone_of[od.pickup[orders]]]
         return np.round(eur * 100.0).astype(np.int64)
 
     def _place_orders(self, t0: float, t1: float) -> None:
         od = self.orders
-        hi = max(int(np.searchsorted(od.t_place, min(t1, self.t_end), side="left")), self._next)
-        new = np.arange(self._next, hi)
+        lo = self._next
+        hi = max(int(np.searchsorted(od.t_place, min(t1, self.t_end), side="left")), lo)
         self._next = hi
-        if new.size == 0:
+        if hi == lo:
             return
+        new = slice(lo, hi)  # orders are sorted by placement: the new ones are one contiguous block
         if self.cfg.pricing.enabled:
             fee = self.quote_cents(new)
             ref = self.cfg.pricing.fee.reference
             p_conv = np.exp(-self.cfg.demand.conversion_elasticity * np.maximum(fee / 100.0 / ref - 1.0, 0.0))
         else:
-            fee = np.zeros(new.size, np.int64)
-            p_conv = np.ones(new.size)
+            fee = np.zeros(hi - lo, np.int64)
+            p_conv = np.ones(hi - lo)
         conv = od.u_convert[new] < p_conv
         od.status[new] = np.where(conv, ORDER_OPEN, ORDER_LOST)
         od.surge[new] = self.surge[self.city.zone_of[od.pickup[new]]]
-        c = new[conv]
+        c = lo + conv.nonzero()[0]
         od.fee[c] = fee[conv]
-        od.tip[new[~conv]] = 0
+        od.tip[lo + (~conv).nonzero()[0]] = 0
         charge = od.fee[c] + od.tip[c]
         m = charge > 0
         if m.any():
