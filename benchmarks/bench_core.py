@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.common import emit
+
 ORDERS_PER_DRIVER = 26.0
 
 
@@ -99,13 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": cases,
         "scaling": scaling,
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        from training.io import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
-    print(text)
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ figures are the environments' cost, not the sampler's.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 import warnings
 
 import numpy as np
+
+from benchmarks.common import emit
 
 
 def bench_mpe(seconds: float) -> dict[str, float]:
@@ -150,13 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {"batched_vs_mpe": 100.0, "parallel_vs_mpe": 20.0},
         },
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        from training.io import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
-    print(text)
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

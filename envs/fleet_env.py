@@ -76,12 +76,7 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.core = FleetCore(scenario, platform_policy, reward)
-        n = (
-            self.core.scenario.cfg.fleet.drivers
-            if self.core.scenario.fixed_drivers is None
-            else len(self.core.scenario.fixed_drivers["vehicle"])
-        )
-        self.possible_agents = [f"driver_{i}" for i in range(n)]
+        self.possible_agents = [f"driver_{i}" for i in range(self.core.scenario.n_drivers)]
         self.agents: list[str] = []
         self.render_mode = render_mode
         self.max_cycles = max_cycles

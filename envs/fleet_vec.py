@@ -32,8 +32,7 @@ class FleetVecEnv(VecEnv):
         seed: int | None = None,
     ) -> None:
         self.core = FleetCore(scenario, platform_policy, reward)
-        sc = self.core.scenario
-        n = sc.cfg.fleet.drivers if sc.fixed_drivers is None else len(sc.fixed_drivers["vehicle"])
+        n = self.core.scenario.n_drivers
         super().__init__(n, spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32), spaces.Discrete(N_ACTIONS))
         self._seed_rng = np.random.default_rng(seed)
         self._actions: np.ndarray | None = None

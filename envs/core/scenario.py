@@ -21,6 +21,11 @@ class Scenario:
     fixed_drivers: dict[str, np.ndarray] | None = None
     meta: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def n_drivers(self) -> int:
+        """Drivers in every episode of this scenario (the fixed set of a replay, or ``fleet.drivers``)."""
+        return self.cfg.fleet.drivers if self.fixed_drivers is None else len(self.fixed_drivers["vehicle"])
+
     @classmethod
     def from_config(cls, cfg: GridScenario, source: str = "<builtin>") -> Scenario:
         c = cfg.city

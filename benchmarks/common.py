@@ -1,0 +1,16 @@
+"""Shared output of the benchmark scripts: JSON on stdout, and atomically to ``--out`` when given."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def emit(result: dict[str, Any], out: str | None) -> int:
+    text = json.dumps(result, indent=2)
+    if out:
+        from training.io import atomic_write_text
+
+        atomic_write_text(out, text + "\n")
+    print(text)
+    return 0
