@@ -1,7 +1,7 @@
 """Environment throughput, measured in one run (JSON on stdout):
 
-* PettingZoo MPE ``simple_spread_v3`` (package ``mpe2``, N=10, random actions) -- agent-steps per second
-  through its parallel API;
+* PettingZoo MPE ``simple_spread_v3`` (package ``mpe2``, N=10, its default ``max_cycles=25``, random
+  actions) -- agent-steps per second through its parallel API, episode resets included;
 * the gigdispatch fleet env on ``city-1000`` (1,000 drivers, random *valid* actions drawn from the
   masks) -- agent-steps per second through the batched adapter (``FleetVecEnv``) and through the
   PettingZoo parallel API;
@@ -30,7 +30,7 @@ from benchmarks.common import emit
 def bench_mpe(seconds: float) -> dict[str, float]:
     from mpe2 import simple_spread_v3
 
-    env = simple_spread_v3.parallel_env(N=10, max_cycles=100)
+    env = simple_spread_v3.parallel_env(N=10)  # the library's defaults otherwise (max_cycles=25); resets count
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
     agents = list(env.possible_agents)
