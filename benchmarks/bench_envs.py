@@ -27,73 +27,89 @@ import numpy as np
 from benchmarks.common import emit
 
 
-def bench_mpe(seconds: float) -> dict[str, float]:
-    from mpe2 import simple_spread_v3
+class Runner:
+    """An environment kept alive across measurement rounds: ``run(seconds)`` steps it for that long and
+    returns ``(agent_steps, wall_seconds)``; episodes restart as they end (reset time counts)."""
 
-    env = simple_spread_v3.parallel_env(N=10)  # the library's defaults otherwise (max_cycles=25); resets count
-    rng = np.random.default_rng(0)
-    obs, _ = env.reset(seed=0)
-    agents = list(env.possible_agents)
-    n_act = env.action_space(agents[0]).n
-    steps = agent_steps = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        acts = rng.integers(0, n_act, size=len(agents))
-        actions = {a: int(x) for a, x in zip(env.agents, acts, strict=False)}
-        obs, rew, term, trunc, info = env.step(actions)
-        steps += 1
-        agent_steps += len(actions)
-        if not env.agents:
-            env.reset()
-    wall = time.perf_counter() - t0
-    return {"agents": len(agents), "env_steps": steps, "agent_steps": agent_steps, "seconds": wall, "agent_steps_per_s": agent_steps / wall}
+    agents = 0
+
+    def run(self, seconds: float) -> tuple[int, float]:
+        raise NotImplementedError
+
+
+class MpeRunner(Runner):
+    def __init__(self) -> None:
+        from mpe2 import simple_spread_v3
+
+        self.env = simple_spread_v3.parallel_env(N=10)  # the library's defaults otherwise (max_cycles=25)
+        self.rng = np.random.default_rng(0)
+        self.env.reset(seed=0)
+        self.agents = len(self.env.possible_agents)
+        self.n_act = self.env.action_space(self.env.possible_agents[0]).n
+
+    def run(self, seconds: float) -> tuple[int, float]:
+        env, rng = self.env, self.rng
+        agent_steps = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            acts = rng.integers(0, self.n_act, size=self.agents)
+            actions = {a: int(x) for a, x in zip(env.agents, acts, strict=False)}
+            env.step(actions)
+            agent_steps += len(actions)
+            if not env.agents:
+                env.reset()
+        return agent_steps, time.perf_counter() - t0
 
 
 def _random_valid(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.argmax(mask * rng.random(mask.shape), axis=1)
 
 
-def bench_fleet_batched(scenario: str, seconds: float) -> dict[str, float]:
-    from envs import FleetVecEnv
+class FleetBatchedRunner(Runner):
+    def __init__(self, scenario: str) -> None:
+        from envs import FleetVecEnv
 
-    v = FleetVecEnv(scenario=scenario, seed=0)
-    v.reset()
-    rng = np.random.default_rng(0)
-    steps = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        v.step(_random_valid(v.action_masks(), rng))
-        steps += 1
-    wall = time.perf_counter() - t0
-    return {
-        "agents": v.num_envs,
-        "env_steps": steps,
-        "agent_steps": steps * v.num_envs,
-        "seconds": wall,
-        "agent_steps_per_s": steps * v.num_envs / wall,
-    }
+        self.v = FleetVecEnv(scenario=scenario, seed=0)
+        self.v.reset()
+        self.rng = np.random.default_rng(0)
+        self.agents = self.v.num_envs
+
+    def run(self, seconds: float) -> tuple[int, float]:
+        v, rng = self.v, self.rng
+        steps = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            v.step(_random_valid(v.action_masks(), rng))
+            steps += 1
+        return steps * self.agents, time.perf_counter() - t0
 
 
-def bench_fleet_parallel(scenario: str, seconds: float) -> dict[str, float]:
-    import envs
+class FleetParallelRunner(Runner):
+    def __init__(self, scenario: str) -> None:
+        import envs
 
-    env = envs.parallel_env(scenario=scenario)
-    obs, _ = env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    agents = env.possible_agents
-    steps = agent_steps = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        mask = env.core.action_masks()  # the same masks as obs[agent]["action_mask"], read in one array
-        acts = _random_valid(mask, rng)
-        actions = dict(zip(agents, acts.tolist(), strict=True))
-        obs, *_ = env.step(actions)
-        steps += 1
-        agent_steps += len(actions)
-        if not env.agents:
-            env.reset()
-    wall = time.perf_counter() - t0
-    return {"agents": len(agents), "env_steps": steps, "agent_steps": agent_steps, "seconds": wall, "agent_steps_per_s": agent_steps / wall}
+        self.env = envs.parallel_env(scenario=scenario)
+        self.env.reset(seed=0)
+        self.rng = np.random.default_rng(0)
+        self.agents = len(self.env.possible_agents)
+
+    def run(self, seconds: float) -> tuple[int, float]:
+        env, rng = self.env, self.rng
+        names = env.possible_agents
+        agent_steps = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            mask = env.core.action_masks()  # the same masks as obs[agent]["action_mask"], read in one array
+            actions = dict(zip(names, _random_valid(mask, rng).tolist(), strict=True))
+            env.step(actions)
+            agent_steps += len(actions)
+            if not env.agents:
+                env.reset()
+        return agent_steps, time.perf_counter() - t0
+
+
+def _rate(agent_steps: int, wall: float) -> float:
+    return agent_steps / wall
 
 
 def bench_dispatch(scenario: str, seconds: float) -> dict[str, float]:
@@ -127,27 +143,55 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Environment throughput: MPE simple_spread vs the gigdispatch fleet env; Dispatch-v0. Prints JSON."
     )
-    ap.add_argument("--seconds", type=float, default=20.0, help="wall time per measurement [default: %(default)s]")
+    ap.add_argument("--seconds", type=float, default=20.0, help="wall time per environment, over all rounds [default: %(default)s]")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds (MPE, batched, parallel, MPE, ...): the ratios are taken per round, so drift of the "
+        "machine's speed cancels; the median is reported [default: %(default)s]",
+    )
     ap.add_argument("--fleet-scenario", default="city-1000", help="scenario of the fleet env [default: %(default)s]")
     ap.add_argument("--dispatch-scenario", default="default", help="scenario of Dispatch-v0 [default: %(default)s]")
     ap.add_argument("--out", help="also write the JSON here (atomically)")
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        ap.error("--rounds must be >= 1 and --seconds > 0")
     warnings.filterwarnings("ignore")
-    mpe = bench_mpe(args.seconds)
-    batched = bench_fleet_batched(args.fleet_scenario, args.seconds)
-    par = bench_fleet_parallel(args.fleet_scenario, args.seconds)
-    disp = bench_dispatch(args.dispatch_scenario, args.seconds)
+    runners = {
+        "mpe_simple_spread_v3_N10": MpeRunner(),
+        "fleet_batched_adapter": FleetBatchedRunner(args.fleet_scenario),
+        "fleet_pettingzoo_parallel": FleetParallelRunner(args.fleet_scenario),
+    }
+    per_round = args.seconds / args.rounds
+    rounds = []
+    totals = {k: [0, 0.0] for k in runners}
+    for _ in range(args.rounds):
+        rates = {}
+        for name, r in runners.items():
+            steps, wall = r.run(per_round)
+            totals[name][0] += steps
+            totals[name][1] += wall
+            rates[name] = _rate(steps, wall)
+        rounds.append(rates)
+    ratio_b = [r["fleet_batched_adapter"] / r["mpe_simple_spread_v3_N10"] for r in rounds]
+    ratio_p = [r["fleet_pettingzoo_parallel"] / r["mpe_simple_spread_v3_N10"] for r in rounds]
+    summary = {
+        name: {"agents": r.agents, "agent_steps": totals[name][0], "seconds": totals[name][1], "agent_steps_per_s": _rate(*totals[name])}
+        for name, r in runners.items()
+    }
+    disp = bench_dispatch(args.dispatch_scenario, min(args.seconds, 10.0))
     result = {
         "benchmark": "environment throughput",
         "command": "python -m benchmarks.bench_envs " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
-        "mpe_simple_spread_v3_N10": mpe,
-        "fleet_batched_adapter": batched,
-        "fleet_pettingzoo_parallel": par,
+        **summary,
         "dispatch_v0": disp,
         "ratios": {
-            "batched_vs_mpe_agent_steps": batched["agent_steps_per_s"] / mpe["agent_steps_per_s"],
-            "parallel_vs_mpe_agent_steps": par["agent_steps_per_s"] / mpe["agent_steps_per_s"],
+            "batched_vs_mpe_agent_steps": float(np.median(ratio_b)),
+            "parallel_vs_mpe_agent_steps": float(np.median(ratio_p)),
+            "batched_vs_mpe_per_round": [round(x, 1) for x in ratio_b],
+            "parallel_vs_mpe_per_round": [round(x, 1) for x in ratio_p],
             "targets": {"batched_vs_mpe": 100.0, "parallel_vs_mpe": 20.0},
         },
     }
