@@ -35,9 +35,17 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
     """A policy by registry name, or from a checkpoint folder path (learned policies, later)."""
     spec = POLICIES.get(name)
     if spec is None:
-        if Path(name).is_dir():
-            raise UnknownPolicyError(f"{name!r} is a folder, but loading policies from checkpoint folders is not available yet")
-        raise UnknownPolicyError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+        path = Path(name)
+        if path.is_dir() or (path.suffix == ".zip" and path.is_file()):
+            from agents.learned import LearnedDispatchPolicy  # a training run folder or a checkpoint file
+
+            try:
+                return LearnedDispatchPolicy(name, **kwargs)
+            except ValueError as exc:
+                raise UnknownPolicyError(str(exc)) from None
+        raise UnknownPolicyError(
+            f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}, or give a training run folder or checkpoint .zip"
+        )
     module, cls = spec.split(":")
     try:
         mod = importlib.import_module(module)

@@ -158,6 +158,24 @@ class DispatchEnv(RenderMixin, gym.Env):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.sim.done:
             raise RuntimeError("the episode is over: call reset()")
+        dec, bad, conflicts = self.decode(action)
+        info = self._advance(dec)
+        info["invalid_actions"] = bad
+        info["conflicts"] = conflicts
+        reward = (info["profit"] + self._carry) * self.reward_scale
+        self._carry = 0.0
+        terminated = bool(self.sim.done)
+        if terminated:
+            info["kpis"] = compute_kpis(self.sim)
+        obs = self._observe()
+        if self.render_mode == "human":
+            self.render()
+        return obs, float(reward), terminated, False, info
+
+    def decode(self, action: np.ndarray) -> tuple[Decision, int, int]:
+        """The ``Decision`` an action stands for at the current epoch, with the number of invalid choices
+        (treated as *hold*) and of conflicts (two orders choosing one driver: the older order gets it).
+        Reads the epoch's slots and candidates; changes nothing."""
         a = np.asarray(action)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
@@ -176,21 +194,17 @@ class DispatchEnv(RenderMixin, gym.Env):
         _, first = np.unique(drivers, return_index=True)  # the older order wins a contested driver
         keep = np.zeros(len(rows), bool)
         keep[first] = True
-        conflicts = int((~keep).sum())
         rows = rows[keep]
         dec = Decision(order=self._slots[rows], driver=cand[rows], level=level[rows])
-        info = self._advance(dec)
-        info["invalid_actions"] = int(bad.sum())
-        info["conflicts"] = conflicts
-        reward = (info["profit"] + self._carry) * self.reward_scale
-        self._carry = 0.0
-        terminated = bool(self.sim.done)
-        if terminated:
-            info["kpis"] = compute_kpis(self.sim)
-        obs = self._observe()
-        if self.render_mode == "human":
-            self.render()
-        return obs, float(reward), terminated, False, info
+        return dec, int(bad.sum()), int((~keep).sum())
+
+    def prepare(self) -> bool:
+        """Choose this epoch's slot orders and their candidates; True when some order has a candidate."""
+        return self._prepare()
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation of the current epoch (after ``prepare``)."""
+        return self._observe()
 
     def action_masks(self) -> np.ndarray:
         """Flat boolean mask over the MultiDiscrete action (MaskablePPO's convention)."""

@@ -1,0 +1,251 @@
+"""The typed training configuration (``gigdispatch train --config FILE [key=value ...]``).
+
+A config is a YAML mapping validated by pydantic (``TrainConfig``): unknown keys are rejected, every
+value is type-checked, and every error is raised as one ``ConfigError`` (a ``ValueError``) whose
+message names the field (dotted path) and the reason. ``key=value`` overrides use dotted keys
+(``ppo.learning_rate=1e-4``, ``dispatch.k=4``, ``eval.seeds=[5000,5001]``); the value is parsed as a
+YAML scalar/flow value, and an override of a key the schema does not have is rejected.
+
+Seeds: ``train_seeds`` (the episode seeds used for training) and ``eval.seeds`` (held-out seeds of the
+periodic evaluation) must all be >= 1000 -- seeds 0-19 are the evaluation seeds of
+``gigdispatch evaluate`` and nothing may be tuned on them -- and the two sets must not overlap. Both
+accept a list of whole numbers or a range string as ``gigdispatch evaluate --seeds`` does (``"1000-1999"``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MIN_TRAIN_SEED = 1000
+
+
+class ConfigError(ValueError):
+    """A bad training config or override; the message names the field and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+
+
+def _seed_list(value: Any) -> Any:
+    """A list of seeds or a range string (``"1000-1099"``, ``"1000,1005"``) -> list of ints."""
+    if isinstance(value, str):
+        from training.evaluate import parse_seeds
+
+        return parse_seeds(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
+class DispatchEnvConfig(_Strict):
+    """Keyword arguments of ``gigdispatch/Dispatch-v0`` (``envs.dispatch_env.DispatchEnv``)."""
+
+    max_orders: int = Field(32, ge=1, le=1024)
+    k: int = Field(8, ge=1, le=64)
+    reward_scale: float = Field(1.0, gt=0)
+    idle_only: bool = False
+
+
+class FleetEnvConfig(_Strict):
+    """Keyword arguments of ``envs.FleetVecEnv`` (the drivers are the vector dimension)."""
+
+    reward: Literal["own", "platform"] = "own"
+    platform_policy: str = "nearest"
+
+
+class PPOConfig(_Strict):
+    """PPO / MaskablePPO hyperparameters (stable-baselines3 names and meanings)."""
+
+    n_steps: int = Field(512, ge=1)
+    batch_size: int = Field(128, ge=2)
+    learning_rate: float = Field(3e-4, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    n_epochs: int = Field(10, ge=1)
+    ent_coef: float = Field(0.0, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    clip_range: float = Field(0.2, gt=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+
+    @field_validator("net_arch")
+    @classmethod
+    def _arch(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 for n in v):
+            raise ValueError("must be a non-empty list of layer widths >= 1")
+        return v
+
+
+class EvalConfig(_Strict):
+    """Periodic evaluation on held-out seeds (a separate env instance, deterministic actions)."""
+
+    every_steps: int = Field(0, ge=0, description="0: no periodic evaluation")
+    seeds: list[int] = Field(default_factory=lambda: list(range(2000, 2005)))
+    episodes: int = Field(5, ge=1)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return _seed_list(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed")
+        low = [s for s in v if s < MIN_TRAIN_SEED]
+        if low:
+            raise ValueError(f"held-out seeds must be >= {MIN_TRAIN_SEED} (0-19 are the evaluation seeds), got {low[:5]}")
+        if len(set(v)) != len(v):
+            raise ValueError("a seed is given more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _episodes(self) -> EvalConfig:
+        if self.episodes > len(self.seeds):
+            raise ValueError(f"episodes: {self.episodes} episodes need at least as many seeds, got {len(self.seeds)}")
+        return self
+
+
+class TrainConfig(_Strict):
+    """One training run. See ``docs/training.md`` for every field."""
+
+    name: str = Field("train", pattern=r"^[A-Za-z0-9_.+-]+$")
+    env: Literal["dispatch", "fleet"] = "dispatch"
+    scenario: str = "default"
+    dispatch: DispatchEnvConfig = Field(default_factory=DispatchEnvConfig)
+    fleet: FleetEnvConfig = Field(default_factory=FleetEnvConfig)
+    algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    total_timesteps: int = Field(100_000, ge=1)
+    seed: int = Field(0, ge=0, description="seeds torch, numpy, SB3 and the order of the training seeds")
+    train_seeds: list[int] = Field(default_factory=lambda: list(range(1000, 2000)))
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint_every_steps: int = Field(10_000, ge=1)
+    torch_threads: int = Field(1, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+    @field_validator("train_seeds", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return _seed_list(v)
+
+    @field_validator("train_seeds")
+    @classmethod
+    def _train_seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed")
+        low = [s for s in v if s < MIN_TRAIN_SEED]
+        if low:
+            raise ValueError(f"training episode seeds must be >= {MIN_TRAIN_SEED} (0-19 are the evaluation seeds), got {low[:5]}")
+        return v
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TrainConfig:
+        both = sorted(set(self.train_seeds) & set(self.eval.seeds))
+        if both:
+            raise ValueError(f"eval.seeds: held-out seeds must not be training seeds, both contain {both[:5]}")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------- loading
+def _format(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required"
+        shown = repr(err.get("input"))
+        got = f" (got {shown})" if err["type"] not in ("extra_forbidden", "missing", "value_error") and len(shown) < 80 else ""
+        parts.append(f"{loc}: {msg}{got}" if err["loc"] else f"{msg}{got}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=VALUE"`` -> (["a", "b"], VALUE parsed as YAML); raises ConfigError on a malformed override."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE (e.g. ppo.learning_rate=1e-4)")
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override {text!r}: empty part in the key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a copy of ``data``; a key the schema does not have is rejected."""
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        model: type[BaseModel] | None = TrainConfig
+        node = out
+        for i, p in enumerate(parts):
+            if model is None or p not in model.model_fields:
+                where = ".".join(parts[:i]) or "the config"
+                raise ConfigError(f"override {'.'.join(parts)}: unknown key {p!r} in {where}")
+            ann = model.model_fields[p].annotation
+            sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if i == len(parts) - 1:
+                node[p] = value
+            else:
+                if sub is None:
+                    raise ConfigError(f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} has no sub-keys")
+                child = node.get(p)
+                if not isinstance(child, dict):
+                    child = node[p] = {}
+                node = child
+            model = sub
+    return out
+
+
+def build_config(data: Any, overrides: list[str] | None = None, source: str = "config", base_dir: Path | None = None) -> TrainConfig:
+    """Validate a mapping (+ overrides) into a ``TrainConfig``; ``ConfigError`` names the field and reason.
+
+    A ``scenario`` that is a relative path existing next to the config file (``base_dir``) is made absolute,
+    so the resolved config works from any folder.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+    if base_dir is not None:
+        p = Path(cfg.scenario)
+        if not p.is_absolute() and (base_dir / p).exists() and not p.exists():
+            cfg.scenario = str((base_dir / p).resolve())
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config; the default ``name`` is the file's stem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict) and "name" not in data:
+        data = {"name": path.stem, **data}
+    return build_config(data, overrides, source=str(path), base_dir=path.parent)

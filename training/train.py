@@ -1,0 +1,452 @@
+"""``gigdispatch train``: PPO / MaskablePPO on Dispatch-v0 or on the batched fleet env, with checkpoints and resume.
+
+``train(cfg, out_dir, resume=None) -> run_dir`` is the Python API; ``add_parser(sub)`` the subcommand.
+
+* Envs: ``env: dispatch`` trains on ``gigdispatch/Dispatch-v0`` (one env, ``MultiInputPolicy``);
+  ``env: fleet`` on ``envs.FleetVecEnv`` (``MlpPolicy``, one shared policy, the drivers are the batch).
+  Every training episode is seeded from ``train_seeds`` (all >= 1000), in an order drawn from ``seed``.
+* Seeding: one block at the start (``torch.manual_seed``, NumPy, SB3's ``set_random_seed``) and
+  ``torch.set_num_threads(torch_threads)`` (1 by default).
+* Checkpoints are written at rollout boundaries (after a PPO update, before the next rollout), so a
+  checkpoint's weights have been trained on exactly the ``num_timesteps`` it records, and a resumed run
+  collects the same rollouts-count as an uninterrupted one: a run killed at any moment (even SIGKILL)
+  and resumed ends with the same ``num_timesteps``. Every file is written atomically
+  (``training.io.atomic_write_bytes``: temp file in the same folder, fsync, ``os.replace``).
+* PPO collects whole rollouts of ``n_steps x n_envs`` steps, so the final ``num_timesteps`` is
+  ``total_timesteps`` rounded up to a whole number of rollouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import ConfigError, TrainConfig, load_config
+from training.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+# KPI -> TensorBoard tag (stable names; dashboards rely on them)
+KPI_TAGS = {
+    "platform_margin": "dispatch/profit",
+    "on_time_rate": "dispatch/on_time_rate",
+    "click_to_door_mean_min": "dispatch/click_to_door_mean_min",
+    "acceptance_rate": "dispatch/acceptance_rate",
+    "orders_cancelled": "dispatch/cancellations",
+}
+LATEST = "latest.zip"
+BEST = "best.zip"
+
+
+class TrainError(ValueError):
+    """Bad input to ``train`` (run folder, resume folder); one line, naming what is wrong."""
+
+
+# ------------------------------------------------------------------------------------------- envs
+class _SeedCycle:
+    """Yields the training episode seeds in a permuted, repeating order (quacks like ``Generator.integers``)."""
+
+    def __init__(self, seeds: list[int], seed: int) -> None:
+        self.seeds = np.random.default_rng(seed).permutation(np.asarray(seeds, dtype=np.int64))
+        self.i = 0
+
+    def next(self) -> int:
+        s = int(self.seeds[self.i % len(self.seeds)])
+        self.i += 1
+        return s
+
+    def integers(self, *args: Any, **kwargs: Any) -> int:  # FleetVecEnv draws its day seeds with this
+        return self.next()
+
+
+def _dispatch_env(cfg: TrainConfig, seeds: list[int] | None, order_seed: int) -> Any:
+    """A Dispatch-v0 env whose every reset uses the next seed of ``seeds`` (ignoring the seed SB3 passes)."""
+    import gymnasium as gym
+
+    from envs.dispatch_env import DispatchEnv
+
+    class SeededEpisodes(gym.Wrapper):
+        def __init__(self, env: gym.Env, cycle: _SeedCycle) -> None:
+            super().__init__(env)
+            self.cycle = cycle
+
+        def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+            return self.env.reset(seed=self.cycle.next(), options=options)
+
+        def action_masks(self) -> np.ndarray:
+            return self.env.unwrapped.action_masks()
+
+    d = cfg.dispatch
+    env = DispatchEnv(cfg.scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
+    return SeededEpisodes(env, _SeedCycle(seeds or cfg.train_seeds, order_seed))
+
+
+def _fleet_env(cfg: TrainConfig, seeds: list[int] | None, order_seed: int) -> Any:
+    """A ``FleetVecEnv`` whose days are seeded from ``seeds`` (its internal seed generator is replaced)."""
+    from envs.fleet_vec import FleetVecEnv
+
+    class SeededFleet(FleetVecEnv):
+        def reset(self) -> np.ndarray:
+            self._reset_seeds()
+            self._seeds = [None] * self.num_envs  # seeds come from the cycle, never from SB3's seed()
+            return super().reset()
+
+    with warnings.catch_warnings():  # FleetVecEnv has no render_mode attribute; SB3 warns about it
+        warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
+        venv = SeededFleet(cfg.scenario, platform_policy=cfg.fleet.platform_policy, reward=cfg.fleet.reward)
+    venv._seed_rng = _SeedCycle(seeds or cfg.train_seeds, order_seed)  # type: ignore[assignment]
+    return venv
+
+
+def make_train_env(cfg: TrainConfig) -> Any:
+    """The SB3 VecEnv used for training (``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv, or the fleet)."""
+    if cfg.env == "fleet":
+        return _fleet_env(cfg, None, cfg.seed)
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    return DummyVecEnv([lambda: Monitor(_dispatch_env(cfg, None, cfg.seed))])
+
+
+def _algo_class(algo: str) -> Any:
+    if algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    from stable_baselines3 import PPO
+
+    return PPO
+
+
+# ------------------------------------------------------------------------------------- evaluation
+def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
+    """Deterministic episodes on the first ``eval.episodes`` held-out seeds, on a separate env instance.
+
+    Dispatch: ``reward_mean`` is the mean episode return (= the day's platform margin x reward_scale).
+    Fleet: ``reward_mean`` is the mean over days of the mean driver return. ``profit_mean`` etc. are KPI means.
+    """
+    seeds = cfg.eval.seeds[: cfg.eval.episodes]
+    masked = cfg.algo == "maskable_ppo"
+    returns, kpis = [], []
+    if cfg.env == "dispatch":
+        env = _dispatch_env(cfg, seeds, 0)
+        env.cycle.seeds = np.asarray(seeds)  # in the given order
+        for _ in seeds:
+            obs, _ = env.reset()
+            done, total = False, 0.0
+            while not done:
+                kw = {"action_masks": env.action_masks()} if masked else {}
+                action, _ = model.predict(obs, deterministic=True, **kw)
+                obs, r, done, _, info = env.step(action)
+                total += r
+            returns.append(total)
+            kpis.append(info["kpis"])
+    else:
+        venv = _fleet_env(cfg, seeds, 0)
+        venv._seed_rng.seeds = np.asarray(seeds)
+        for _ in seeds:
+            obs = venv.reset()
+            while True:
+                kw = {"action_masks": venv.action_masks()} if masked else {}
+                action, _ = model.predict(obs, deterministic=True, **kw)
+                obs, _, dones, infos = venv.step(action)
+                if dones.all():
+                    break
+            returns.append(float(np.mean([i["episode"]["r"] for i in infos])))
+            kpis.append(venv.last_kpis or {})
+    out = {"reward_mean": float(np.mean(returns)), "reward_std": float(np.std(returns)), "episodes": float(len(returns))}
+    for key, tag in KPI_TAGS.items():
+        vals = [float(k[key]) for k in kpis if key in k and k[key] == k[key]]
+        if vals:
+            out[tag.split("/", 1)[1] + "_mean"] = float(np.mean(vals))
+    return out
+
+
+# -------------------------------------------------------------------------------------- callbacks
+def _save_model(model: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    model.save(buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool) -> list[Any]:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    ckpt_dir = run_dir / "checkpoints"
+
+    class KpiCallback(BaseCallback):
+        """Logs the day's KPIs under ``dispatch/`` whenever a training episode (a day) ends."""
+
+        def _on_step(self) -> bool:
+            dones = self.locals.get("dones")
+            if dones is None or not np.any(dones):
+                return True
+            if cfg.env == "fleet":
+                env = self.training_env
+                while not hasattr(env, "last_kpis") and hasattr(env, "venv"):  # through any VecEnv wrappers
+                    env = env.venv
+                self._record(getattr(env, "last_kpis", None) or {})
+            else:
+                for info, done in zip(self.locals.get("infos", []), dones, strict=False):
+                    if done and "kpis" in info:
+                        self._record(info["kpis"])
+            return True
+
+        def _record(self, kpis: dict[str, float]) -> None:
+            for key, tag in KPI_TAGS.items():
+                v = kpis.get(key)
+                if v is not None and v == v:
+                    self.logger.record_mean(tag, float(v))
+
+    class CheckpointEvalCallback(BaseCallback):
+        """At rollout boundaries: evaluate every ``eval.every_steps``, checkpoint every ``checkpoint_every_steps``."""
+
+        def __init__(self, state: dict[str, Any]) -> None:
+            super().__init__()
+            self.state = state
+
+        def _on_training_start(self) -> None:
+            self.state.setdefault("last_ckpt", self.model.num_timesteps)
+            self.state.setdefault("last_eval", self.model.num_timesteps)
+
+        def _on_rollout_start(self) -> None:
+            n = self.model.num_timesteps
+            if cfg.eval.every_steps and n - self.state["last_eval"] >= cfg.eval.every_steps:
+                self.evaluate()
+            if n - self.state["last_ckpt"] >= cfg.checkpoint_every_steps:
+                self.checkpoint()
+
+        def _on_step(self) -> bool:
+            return True
+
+        def evaluate(self) -> None:
+            res = evaluate_model(self.model, cfg)
+            for k, v in res.items():
+                self.logger.record(f"eval/{k}", v)
+            self.state["last_eval"] = self.model.num_timesteps
+            best = self.state.get("best_reward")
+            if best is None or res["reward_mean"] > best:
+                self.state["best_reward"] = res["reward_mean"]
+                self.state["best_timesteps"] = self.model.num_timesteps
+                _save_model(self.model, ckpt_dir / BEST)
+
+        def checkpoint(self) -> None:
+            _save_model(self.model, ckpt_dir / LATEST)
+            self.state["last_ckpt"] = self.model.num_timesteps
+            write_progress(run_dir, self.model.num_timesteps, total, self.state, done=False)
+
+    class TqdmCallback(BaseCallback):
+        def _on_training_start(self) -> None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=self.model.num_timesteps, desc=cfg.name, unit="step", leave=False)
+
+        def _on_step(self) -> bool:
+            self.bar.n = self.model.num_timesteps
+            if self.n_calls % 64 == 0:
+                self.bar.refresh()
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.n = self.model.num_timesteps
+            self.bar.close()
+
+    state = json.loads((run_dir / "progress.json").read_text())["state"] if (run_dir / "progress.json").is_file() else {}
+    cbs: list[Any] = [KpiCallback(), CheckpointEvalCallback(state)]
+    if progress:
+        cbs.append(TqdmCallback())
+    return cbs
+
+
+def write_progress(run_dir: Path, timesteps: int, total: int, state: dict[str, Any], done: bool) -> None:
+    atomic_write_json(
+        run_dir / "progress.json",
+        {"num_timesteps": int(timesteps), "total_timesteps": int(total), "done": done, "time": time.time(), "state": state},
+    )
+
+
+# ------------------------------------------------------------------------------------------- main
+def _git_revision() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """The one seeding block: torch, NumPy's legacy global RNG, Python's random, via SB3 ``set_random_seed``."""
+    import torch
+    from stable_baselines3.common.utils import set_random_seed
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    set_random_seed(seed)
+
+
+def new_run_dir(cfg: TrainConfig, out_dir: str | Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(out_dir) / f"{cfg.name}-{stamp}"
+    run_dir, i = base, 1
+    while run_dir.exists():
+        i += 1
+        run_dir = base.with_name(f"{base.name}-{i}")
+    return run_dir
+
+
+def train(
+    cfg: TrainConfig | None,
+    out_dir: str | Path = "runs",
+    resume: str | Path | None = None,
+    progress: bool = False,
+    command: str | None = None,
+    run_dir: str | Path | None = None,
+) -> Path:
+    """Train (or resume) one run; returns the run folder.
+
+    ``resume``: an existing run folder; its ``config.yaml`` is used (``cfg`` must be None or equal to it)
+    and training continues from ``checkpoints/latest.zip`` with ``reset_num_timesteps=False``.
+    ``run_dir``: an exact folder for a new run (else ``out_dir/<name>-<timestamp>``).
+    """
+    from training.config import build_config
+
+    if resume is not None:
+        rdir = Path(resume)
+        if not (rdir / "config.yaml").is_file():
+            raise TrainError(f"--resume {rdir}: not a run folder (no config.yaml)")
+        import yaml
+
+        saved = build_config(yaml.safe_load((rdir / "config.yaml").read_text()), source=str(rdir / "config.yaml"))
+        if cfg is not None and cfg.model_dump() != saved.model_dump():
+            raise TrainError(f"--resume {rdir}: the given config differs from the run's config.yaml; resume without --config")
+        cfg = saved
+    elif cfg is None:
+        raise TrainError("train: a config is needed to start a new run")
+    else:
+        rdir = Path(run_dir) if run_dir is not None else new_run_dir(cfg, out_dir)
+        if rdir.exists() and any(rdir.iterdir()):
+            raise TrainError(f"--out {rdir}: the run folder exists and is not empty (use --resume to continue it)")
+    seed_everything(cfg.seed, cfg.torch_threads)
+    env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
+    ckpt = rdir / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        atomic_write_text(rdir / "config.yaml", cfg.to_yaml())
+        atomic_write_text(rdir / "command.txt", (command or shlex.join(sys.argv)) + "\n")
+        atomic_write_text(rdir / "git_revision.txt", _git_revision() + "\n")
+        atomic_write_text(rdir / "seed", f"{cfg.seed}\n")
+    else:
+        with open(rdir / "command.txt", "a", encoding="utf-8") as f:
+            f.write((command or shlex.join(sys.argv)) + "\n")
+
+    Algo = _algo_class(cfg.algo)
+    p = cfg.ppo
+    latest = ckpt / LATEST
+    if resume is not None and latest.is_file():
+        model = Algo.load(latest, env=env, device=cfg.device, tensorboard_log=str(rdir / "tb"))
+        model.set_random_seed(cfg.seed + int(model.num_timesteps))
+    else:
+        n_envs = env.num_envs
+        batch = min(p.batch_size, p.n_steps * n_envs)
+        model = Algo(
+            "MultiInputPolicy" if cfg.env == "dispatch" else "MlpPolicy",
+            env,
+            n_steps=p.n_steps,
+            batch_size=batch,
+            learning_rate=p.learning_rate,
+            gamma=p.gamma,
+            gae_lambda=p.gae_lambda,
+            n_epochs=p.n_epochs,
+            ent_coef=p.ent_coef,
+            vf_coef=p.vf_coef,
+            clip_range=p.clip_range,
+            max_grad_norm=p.max_grad_norm,
+            policy_kwargs={"net_arch": list(p.net_arch)},
+            tensorboard_log=str(rdir / "tb"),
+            seed=cfg.seed,
+            device=cfg.device,
+            verbose=0,
+        )
+        _save_model(model, latest)  # a loadable checkpoint from the first moment on
+        write_progress(rdir, 0, cfg.total_timesteps, {"last_ckpt": 0, "last_eval": 0}, done=False)
+    done_steps = int(model.num_timesteps)
+    callbacks = _make_callbacks(cfg, rdir, cfg.total_timesteps, progress)
+    if done_steps < cfg.total_timesteps:
+        model.learn(
+            total_timesteps=cfg.total_timesteps - done_steps,
+            callback=callbacks,
+            reset_num_timesteps=False,
+            tb_log_name="run",
+            progress_bar=False,
+        )
+    ce = callbacks[1]
+    if cfg.eval.every_steps and ce.state.get("last_eval") != model.num_timesteps:
+        ce.evaluate()
+    model.logger.dump(model.num_timesteps)
+    _save_model(model, latest)
+    if not (ckpt / BEST).is_file():
+        _save_model(model, ckpt / BEST)
+    write_progress(rdir, model.num_timesteps, cfg.total_timesteps, {**ce.state, "last_ckpt": model.num_timesteps}, done=True)
+    env.close()
+    return rdir
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    command = shlex.join(["gigdispatch", *sys.argv[1:]])
+    try:
+        if args.resume:
+            if args.config or args.overrides:
+                raise TrainError("--resume continues a run with its own config.yaml; do not give --config or overrides")
+            run_dir = train(None, resume=args.resume, progress=progress, command=command)
+        else:
+            if not args.config:
+                raise TrainError("--config is required (or --resume RUN_DIR)")
+            cfg = load_config(args.config, args.overrides)
+            out = Path(args.out) if args.out else Path("runs")
+            run_dir = train(cfg, out, progress=progress, command=command)
+    except (ConfigError, TrainError) as exc:  # ValueErrors naming the field: one line, exit status 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prog = json.loads((run_dir / "progress.json").read_text())
+    print(f"trained {prog['num_timesteps']:,} steps; run folder: {run_dir}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train PPO / MaskablePPO on Dispatch-v0 or the fleet env (checkpoints, TensorBoard, resume)",
+        description=(
+            "Train a policy from a YAML config (see configs/train/ and docs/training.md). KEY=VALUE overrides set "
+            "config fields by dotted key (ppo.learning_rate=1e-4, dispatch.k=4). Writes a run folder with the resolved "
+            "config, checkpoints/latest.zip and best.zip, progress.json and TensorBoard logs (tb/)."
+        ),
+        epilog="Example: gigdispatch train --config configs/train/dispatch-default.yaml total_timesteps=50000 --out runs/",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys, YAML values")
+    p.add_argument("--config", help="YAML training config (e.g. configs/train/dispatch-default.yaml)")
+    p.add_argument("--out", help="parent folder of the new run folder <name>-<timestamp> [default: runs/]")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+if __name__ == "__main__":  # python -m training.train ... (same as gigdispatch train ...)
+    from training.cli import main
+
+    raise SystemExit(main(["train", *sys.argv[1:]]))
