@@ -1,0 +1,426 @@
+"""The HTTP inference service (``agents/serve.py``, ``gigdispatch serve``).
+
+In-process through FastAPI's ``TestClient`` (with ``raise_server_exceptions=False`` so that a 5xx
+would show as a status, not hide behind an exception), plus one test that starts a real uvicorn
+process on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from agents.serve import DispatchRequest, DriverIn, QuoteRequest, ServeState, create_app  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = 12 * 3600.0  # noon: inside the default scenario's day
+
+
+def make_request(n_drivers: int = 30, n_orders: int = 12, seed: int = 1000) -> dict:
+    """A dispatch request on the default city (400 nodes): idle, busy and offline drivers, node and x/y positions."""
+    rng = np.random.default_rng(seed)
+    drivers = []
+    for i in range(n_drivers):
+        d: dict = {"id": f"d{i}", "vehicle": ["bike", "car", "van"][i % 3]}
+        if i % 4 == 0:
+            d["x"], d["y"] = float(rng.uniform(0, 5000)), float(rng.uniform(0, 5000))
+        else:
+            d["node"] = int(rng.integers(0, 400))
+        if i % 7 == 3:
+            d["status"] = "busy"
+            d["route"] = [{"node": int(rng.integers(0, 400)), "kind": "pickup"}, {"node": int(rng.integers(0, 400))}]
+            d["load"] = 5.0
+        elif i % 11 == 5:
+            d["status"] = "offline"
+        drivers.append(d)
+    orders = []
+    for j in range(n_orders):
+        placed = NOW - float(rng.uniform(0, 1200))
+        orders.append(
+            {
+                "id": f"o{j}",
+                "pickup": {"node": int(rng.integers(0, 400))},
+                "dropoff": {"x": float(rng.uniform(0, 5000)), "y": float(rng.uniform(0, 5000))},
+                "placed": placed,
+                "ready": placed + 300.0,
+                "deadline": placed + 3600.0,
+                "volume": float(rng.uniform(1, 20)),
+                "tip": int(rng.integers(0, 300)),
+            }
+        )
+    return {"now": NOW, "drivers": drivers, "orders": orders}
+
+
+@pytest.fixture(scope="module")
+def guard():
+    return create_app("default", "nearest")
+
+
+@pytest.fixture(scope="module")
+def client(guard):
+    with TestClient(guard, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _msgs(r) -> str:
+    return " | ".join(f"{e['loc']} {e['msg']}" for e in r.json()["detail"])
+
+
+# ------------------------------------------------------------------------------------------ happy paths
+def test_healthz_and_openapi(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok" and r.json()["policy"] == "nearest" and r.json()["nodes"] == 400
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/dispatch", "/v1/reposition", "/v1/quote"):
+        assert path in spec["paths"]
+    assert "DispatchRequest" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_dispatch_equals_policy_act_on_the_same_state(client):
+    req = make_request()
+    r = client.post("/v1/dispatch", json=req)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["policy"] == "nearest"
+    # an independent service state, loaded with the same request, and the policy called directly
+    ref = ServeState("default", "nearest")
+    parsed = DispatchRequest.model_validate(req)
+    ld = ref.load(parsed.now, parsed.drivers, parsed.orders)
+    dec = ref.policy.act(ref.sim)
+    expected = [(ld.order_ids[o], ld.driver_ids[d], int(lv)) for o, d, lv in zip(dec.order, dec.driver, dec.level, strict=True)]
+    got = [(a["order_id"], a["driver_id"], a["level"]) for a in body["assignments"]]
+    assert got == expected
+    assert len(got) > 0
+    assert sorted(body["held"] + [a["order_id"] for a in body["assignments"]]) == sorted(o["id"] for o in req["orders"])
+    # the state the policy saw is the request's: positions, statuses, orders
+    sim = ref.sim
+    by_id = {d["id"]: d for d in req["drivers"]}
+    for i, did in enumerate(ld.driver_ids):
+        if "node" in by_id[did]:
+            assert sim.drivers.node[i] == by_id[did]["node"]
+    xy = np.array([[d["x"], d["y"]] for d in req["drivers"] if "x" in d])
+    snapped = sim.drivers.node[[i for i, d in enumerate(req["drivers"]) if "x" in d]]
+    assert (snapped == sim.city.nearest_node(xy)).all()
+    assert set(sim.open_orders().tolist()) == set(range(len(req["orders"])))
+    # only online, unassigned-offer drivers are used; payouts are the simulator's
+    status = {d["id"]: d.get("status", "idle") for d in req["drivers"]}
+    assert all(status[a["driver_id"]] != "offline" for a in body["assignments"])
+    o_idx = np.array([ld.order_ids.index(a["order_id"]) for a in body["assignments"]])
+    d_idx = np.array([ld.driver_ids.index(a["driver_id"]) for a in body["assignments"]])
+    assert [a["payout"] for a in body["assignments"]] == sim.payout_cents(o_idx, d_idx, dec.level).tolist()
+    assert all(a["pickup_eta_s"] >= 0 for a in body["assignments"])
+    # same request, same answer
+    assert client.post("/v1/dispatch", json=req).json() == body
+
+
+def test_dispatch_empty_and_no_drivers(client):
+    r = client.post("/v1/dispatch", json={"now": NOW, "drivers": [], "orders": []})
+    assert r.status_code == 200 and r.json()["assignments"] == [] and r.json()["held"] == []
+    req = make_request(n_drivers=0, n_orders=3)
+    r = client.post("/v1/dispatch", json=req)
+    assert r.status_code == 200 and r.json()["assignments"] == [] and sorted(r.json()["held"]) == ["o0", "o1", "o2"]
+
+
+def test_dispatch_respects_capacity_and_shift(client):
+    base = {
+        "now": NOW,
+        "orders": [
+            {"id": "o", "pickup": {"node": 10}, "dropoff": {"node": 20}, "placed": NOW - 60, "deadline": NOW + 3600, "volume": 50.0}
+        ],
+    }
+    small = {**base, "drivers": [{"id": "bike", "node": 10, "vehicle": "bike", "capacity": 10.0}]}
+    assert client.post("/v1/dispatch", json=small).json()["held"] == ["o"]
+    gone = {**base, "drivers": [{"id": "late", "node": 10, "vehicle": "van", "shift_end": NOW - 1}]}
+    assert client.post("/v1/dispatch", json=gone).json()["held"] == ["o"]
+    ok = {**base, "drivers": [{"id": "van", "node": 10, "vehicle": "van"}]}
+    a = client.post("/v1/dispatch", json=ok).json()["assignments"]
+    assert [(x["order_id"], x["driver_id"]) for x in a] == [("o", "van")]
+
+
+def test_reposition_moves_idle_drivers_towards_demand(client):
+    # every idle driver stands at node 0; all the orders are picked up in a neighbouring zone
+    city = ServeState("default", "nearest").sim.city
+    home_zone = int(city.zone_of[0])
+    target = int(next(z for z in city.zone_neighbors[home_zone] if z >= 0))
+    pick = int(np.flatnonzero(city.zone_of == target)[0])
+    drivers = [{"id": f"d{i}", "node": 0} for i in range(12)] + [{"id": "busy", "node": 0, "status": "busy", "pending_stops": 2}]
+    orders = [
+        {"id": f"o{j}", "pickup": {"node": pick}, "dropoff": {"node": 0}, "placed": NOW - 600 + j, "deadline": NOW + 3600} for j in range(8)
+    ]
+    r = client.post("/v1/reposition", json={"now": NOW, "drivers": drivers, "orders": orders})
+    assert r.status_code == 200, r.text
+    moves = r.json()["moves"]
+    assert moves, r.json()
+    assert all(m["driver_id"].startswith("d") for m in moves)  # idle drivers only, each once
+    assert len({m["driver_id"] for m in moves}) == len(moves)
+    assert all(m["zone"] == target for m in moves)
+    assert all(city.zone_of[m["node"]] == m["zone"] for m in moves)
+    assert all(np.allclose(city.node_xy[m["node"]], [m["x"], m["y"]]) for m in moves)
+    # no demand: no moves
+    r = client.post("/v1/reposition", json={"now": NOW, "drivers": drivers, "orders": []})
+    assert r.status_code == 200 and r.json()["moves"] == []
+
+
+def test_quote_matches_simulator_pricing(client):
+    order = {"id": "q", "pickup": {"node": 5}, "dropoff": {"node": 300}, "placed": NOW, "deadline": NOW + 3600, "volume": 3.0, "tip": 150}
+    r = client.post("/v1/quote", json={"now": NOW, "order": order})
+    assert r.status_code == 200, r.text
+    q = r.json()
+    ref = ServeState("default", "nearest")
+    parsed = QuoteRequest.model_validate({"now": NOW, "order": order})
+    ref.load(NOW, [DriverIn(id="x", node=5)], [parsed.order])
+    assert q["fee"] == int(ref.sim.quote_cents(np.array([0]))[0]) > 0
+    assert q["payout"] == int(ref.sim.payout_cents(np.array([0]), np.array([0]), 0)[0]) > 0
+    assert q["tip"] == 150 and q["margin"] == q["fee"] - q["payout"]
+    # escalation raises the payout; surge raises the fee; an owned driver is paid 0; a given fee is echoed
+    assert client.post("/v1/quote", json={"now": NOW, "order": order, "level": 2}).json()["payout"] > q["payout"]
+    assert client.post("/v1/quote", json={"now": NOW, "order": order, "surge": 2.0}).json()["fee"] > q["fee"]
+    owned = {"id": "own", "node": 5, "owned": True}
+    assert client.post("/v1/quote", json={"now": NOW, "order": order, "driver": owned}).json()["payout"] == 0
+    assert client.post("/v1/quote", json={"now": NOW, "order": {**order, "fee": 999}}).json()["fee"] == 999
+    r = client.post("/v1/quote", json={"now": NOW, "order": order, "level": 999})
+    assert r.status_code == 422 and "level" in _msgs(r)
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _drv(**kw):
+    return {"id": "d", "node": 1, **kw}
+
+
+def _ord(**kw):
+    return {"id": "o", "pickup": {"node": 2}, "dropoff": {"node": 3}, "placed": NOW, "deadline": NOW + 600, **kw}
+
+
+BAD = [
+    ({"drivers": [], "orders": []}, "now"),  # missing now
+    ({"now": NOW, "orders": []}, "drivers"),
+    ({"now": "noon", "drivers": [], "orders": []}, "now"),
+    ({"now": NOW, "drivers": [_drv(node=10**6)], "orders": []}, "node"),
+    ({"now": NOW, "drivers": [_drv(node=-1)], "orders": []}, "node"),
+    ({"now": NOW, "drivers": [_drv(node="7")], "orders": []}, "node"),
+    ({"now": NOW, "drivers": [{"id": "d"}], "orders": []}, "node"),
+    ({"now": NOW, "drivers": [{"id": "d", "x": 5.0}], "orders": []}, "x and y"),
+    ({"now": NOW, "drivers": [_drv(x=1.0, y=2.0)], "orders": []}, "not both"),
+    ({"now": NOW, "drivers": [_drv(status="asleep")], "orders": []}, "status"),
+    ({"now": NOW, "drivers": [_drv(vehicle="rocket")], "orders": []}, "vehicle"),
+    ({"now": NOW, "drivers": [_drv(capacity=-1.0)], "orders": []}, "capacity"),
+    ({"now": NOW, "drivers": [_drv(load=-1.0)], "orders": []}, "load"),
+    ({"now": NOW, "drivers": [_drv(), _drv()], "orders": []}, "duplicate driver id"),
+    ({"now": NOW, "drivers": [_drv(id="")], "orders": []}, "id"),
+    ({"now": NOW, "drivers": [_drv(colour="red")], "orders": []}, "colour"),
+    ({"now": NOW, "drivers": [_drv(status="busy", route=[{"node": 1}] * 9)], "orders": []}, "route"),
+    ({"now": NOW, "drivers": [_drv(status="busy", route=[{"node": 99999}])], "orders": []}, "route"),
+    ({"now": NOW, "drivers": [_drv(status="busy", pending_stops=40)], "orders": []}, "pending_stops"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(), _ord()]}, "duplicate order id"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(pickup={"node": 400})]}, "pickup"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(dropoff={})]}, "dropoff"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(deadline=None)]}, "deadline"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(volume="big")]}, "volume"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(tip=1.5)]}, "tip"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(service_level="warp")]}, "service_level"),
+    ({"now": NOW, "drivers": [], "orders": [{"id": "o"}]}, "pickup"),
+    ({"now": NOW, "drivers": {"id": "d"}, "orders": []}, "drivers"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD, ids=[f"{i}-{f}" for i, (_, f) in enumerate(BAD)])
+@pytest.mark.parametrize("path", ["/v1/dispatch", "/v1/reposition"])
+def test_bad_requests_get_422_naming_the_field(client, path, body, field):
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert field in _msgs(r)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"{", "JSON"),
+        (b"", "body"),
+        (b"[]", "body"),
+        (b'{"now": NaN, "drivers": [], "orders": []}', "now"),
+        (b'{"now": Infinity, "drivers": [], "orders": []}', "now"),
+        (b'{"now": 1e999, "drivers": [], "orders": []}', "now"),
+        (b'{"now": 43200, "drivers": [{"id": "d", "x": NaN, "y": 1}], "orders": []}', "x"),
+        (
+            b'{"now": 43200, "drivers": [], "orders": [{"id": "o", "pickup": {"node": 1}, "dropoff": {"node": 2}, "placed": 1, "deadline": -Infinity}]}',
+            "deadline",
+        ),
+    ],
+)
+def test_malformed_and_non_finite_json(client, raw, field):
+    r = client.post("/v1/dispatch", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert field in _msgs(r)
+
+
+def test_count_limits():
+    from agents.serve import MAX_DRIVERS
+
+    body = {"now": NOW, "drivers": [_drv(id=f"d{i}") for i in range(MAX_DRIVERS + 1)], "orders": []}
+    with pytest.raises(Exception, match="drivers"):
+        DispatchRequest.model_validate(body)
+
+
+def test_oversize_body_gets_413():
+    with TestClient(create_app("default", "nearest", max_body_bytes=2048), raise_server_exceptions=False) as c:
+        big = make_request(n_drivers=60, n_orders=10)
+        r = c.post("/v1/dispatch", json=big)
+        assert r.status_code == 413 and "2048" in r.text
+        # without Content-Length (chunked): the same limit while reading
+        data = json.dumps(big).encode()
+        r = c.post("/v1/dispatch", content=iter([data[:1000], data[1000:]]), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/v1/dispatch", json={"now": NOW, "drivers": [], "orders": []}).status_code == 200
+        assert 'status="413"' in c.get("/metrics").text
+
+
+def test_never_a_5xx_on_mutated_requests(client):
+    """Many randomly broken requests (seeded): every answer is 200 or 4xx, never 5xx."""
+    rng = np.random.default_rng(1234)
+    base = make_request(n_drivers=8, n_orders=5)
+    junk = [None, -1, 0, 10**12, -(10**12), 1e308, "", "x", [], {}, True, 3.5, {"node": 1}, [{"node": 1}]]
+    statuses = set()
+    for _ in range(150):
+        body = json.loads(json.dumps(base))
+        for _ in range(int(rng.integers(1, 4))):
+            kind = rng.integers(0, 3)
+            if kind == 0:
+                body["now"] = junk[rng.integers(len(junk))]
+            else:
+                items = body["drivers"] if kind == 1 else body["orders"]
+                it = items[rng.integers(len(items))]
+                key = list(it)[rng.integers(len(it))]
+                it[key] = junk[rng.integers(len(junk))]
+        path = ["/v1/dispatch", "/v1/reposition"][int(rng.integers(2))]
+        r = client.post(path, json=body)
+        statuses.add(r.status_code)
+        assert r.status_code < 500, (path, body, r.text)
+    assert 422 in statuses
+    assert client.app.metrics_obj.policy_errors == 0  # no request reached the last-resort catch
+
+
+def test_a_failing_policy_is_a_422_not_a_500(guard):
+    with TestClient(guard, raise_server_exceptions=False) as c:
+        state = guard.fastapi.state.serve
+        real = state.policy.act
+
+        def boom(sim):
+            raise IndexError("simulated policy bug")
+
+        state.policy.act = boom
+        before = guard.metrics_obj.policy_errors
+        try:
+            r = c.post("/v1/dispatch", json=make_request(n_drivers=3, n_orders=2))
+        finally:
+            state.policy.act = real
+        assert r.status_code == 422 and "simulated policy bug" in r.text
+        assert guard.metrics_obj.policy_errors == before + 1
+        assert f"gigdispatch_policy_errors_total {before + 1}" in c.get("/metrics").text
+        assert c.post("/v1/dispatch", json=make_request(n_drivers=3, n_orders=2)).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------ auth, metrics
+def test_bearer_token_required_when_set():
+    with TestClient(create_app("default", "nearest", token="s3cret"), raise_server_exceptions=False) as c:
+        body = {"now": NOW, "drivers": [], "orders": []}
+        assert c.post("/v1/dispatch", json=body).status_code == 401
+        assert c.post("/v1/dispatch", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/v1/quote", json=body, headers={"Authorization": "Basic s3cret"}).status_code == 401
+        assert c.post("/v1/dispatch", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200
+        assert 'endpoint="/v1/dispatch",status="401"' in c.get("/metrics").text
+
+
+def test_metrics_count_requests():
+    with TestClient(create_app("default", "nearest"), raise_server_exceptions=False) as c:
+        for _ in range(3):
+            c.post("/v1/dispatch", json={"now": NOW, "drivers": [], "orders": []})
+        c.post("/v1/dispatch", json={"now": "x"})
+        c.get("/nowhere")
+        text = c.get("/metrics").text
+    assert 'gigdispatch_requests_total{endpoint="/v1/dispatch",status="200"} 3' in text
+    assert 'gigdispatch_requests_total{endpoint="/v1/dispatch",status="422"} 1' in text
+    assert 'gigdispatch_requests_total{endpoint="other",status="404"} 1' in text
+    assert "gigdispatch_errors_total 2" in text
+    assert 'gigdispatch_request_seconds_count{endpoint="/v1/dispatch"} 4' in text
+    assert 'gigdispatch_request_seconds_bucket{endpoint="/v1/dispatch",le="+Inf"} 4' in text
+    assert "# TYPE gigdispatch_request_seconds histogram" in text
+
+
+def test_cli_rejects_bad_names_in_one_line():
+    from training.cli import main
+
+    assert main(["serve", "--scenario", "no-such-city"]) == 2
+    assert main(["serve", "--policy", "no-such-policy"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ a real server
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_uvicorn_process():
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "serve",
+        "--policy",
+        "nearest",
+        "--scenario",
+        "default",
+        "--port",
+        str(port),
+        "--token",
+        "tok",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30.0
+        with httpx.Client(base_url=base, timeout=5.0) as c:
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"server exited early: {proc.stderr.read().decode()[-2000:]}")
+                try:
+                    if c.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail("server did not answer /healthz within 30 s")
+                time.sleep(0.1)
+            h = {"Authorization": "Bearer tok"}
+            req = make_request()
+            r = c.post("/v1/dispatch", json=req, headers=h)
+            assert r.status_code == 200 and r.json()["assignments"]
+            assert c.post("/v1/dispatch", json=req).status_code == 401
+            assert c.post("/v1/dispatch", content=b"{oops", headers={**h, "content-type": "application/json"}).status_code == 422
+            assert 'endpoint="/v1/dispatch",status="200"} 1' in c.get("/metrics").text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()

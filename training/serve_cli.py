@@ -1,0 +1,77 @@
+"""``gigdispatch serve``: the HTTP inference service (FastAPI on uvicorn), see ``agents/serve.py``.
+
+The scenario and the policy are loaded once when the server starts; a bad scenario or policy name,
+port or limit ends with a one-line ``error: ...`` before anything listens. The service binds to
+127.0.0.1 unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from training.argtypes import whole_number
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {n}")
+    return n
+
+
+def _body_limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"max body bytes must be a whole number, got {text!r}") from None
+    if n < 1024:
+        raise argparse.ArgumentTypeError(f"max body bytes must be at least 1024, got {n}")
+    return n
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from training.cli import CliError
+
+    try:
+        import uvicorn
+
+        from agents.serve import ServeState, create_app
+    except ModuleNotFoundError as exc:
+        raise CliError(
+            f"serving needs the 'serve' extra (fastapi, uvicorn): {exc.name} is not installed; pip install 'gigdispatch[serve]'"
+        ) from None
+    if args.token is not None and not args.token.strip():
+        raise CliError("--token: must not be empty")
+    state = ServeState(args.scenario, args.policy, seed=args.seed)  # ScenarioError / UnknownPolicyError -> one line
+    app = create_app(args.scenario, args.policy, token=args.token, max_body_bytes=args.max_body_bytes, state=state)
+    print(f"gigdispatch serve: policy={state.policy_name} scenario={state.scenario.name} on http://{args.host}:{args.port}", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
+        if exc.code:
+            raise CliError(f"--port: could not serve on {args.host}:{args.port} (address in use or not allowed)") from None
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a policy over HTTP (dispatch, reposition, quote, healthz, metrics)",
+        description=(
+            "Serve POLICY for the city of SCENARIO over HTTP: POST /v1/dispatch, /v1/reposition, /v1/quote; "
+            "GET /healthz, /metrics, /docs. See docs/serving.md."
+        ),
+        epilog="Example: gigdispatch serve --policy nearest --scenario default --port 8000 --token s3cret",
+    )
+    p.add_argument("--policy", default="nearest", help="policy name or training run folder [default: %(default)s]")
+    p.add_argument("--scenario", default="default", help="built-in name, YAML file or MDRP folder: the city served [default: %(default)s]")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind [default: %(default)s]")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port [default: %(default)s]")
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on the /v1 endpoints")
+    p.add_argument("--max-body-bytes", type=_body_limit, default=16 * 1024 * 1024, help="larger bodies get 413 [default: %(default)s]")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the start-up reset (policy RNG stream) [default: %(default)s]")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
+    p.set_defaults(func=cmd_serve)
