@@ -36,6 +36,13 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
     spec = POLICIES.get(name)
     if spec is None:
         path = Path(name)
+        if path.suffix == ".onnx" and path.is_file():
+            from agents.onnx_policy import OnnxDispatchPolicy  # an exported policy (gigdispatch export)
+
+            try:
+                return OnnxDispatchPolicy(name, **kwargs)
+            except ValueError as exc:
+                raise UnknownPolicyError(str(exc)) from None
         if path.is_dir() or (path.suffix == ".zip" and path.is_file()):
             from agents.learned import LearnedDispatchPolicy  # a training run folder or a checkpoint file
 
@@ -44,7 +51,7 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         raise UnknownPolicyError(
-            f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}, or give a training run folder or checkpoint .zip"
+            f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}, or give a training run folder, a checkpoint .zip or an exported .onnx"
         )
     module, cls = spec.split(":")
     try:

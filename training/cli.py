@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scenarios", help="list the built-in scenarios", description="List the built-in scenarios with their descriptions.")
     sc.set_defaults(func=cmd_scenarios)
     # further commands live in their own modules, each with add_parser(sub) setting func
-    for module in ("training.evaluate", "training.mdrp", "training.train", "training.serve_cli"):
+    for module in ("training.evaluate", "training.mdrp", "training.train", "training.serve_cli", "training.export"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ModuleNotFoundError as exc:

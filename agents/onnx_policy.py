@@ -1,0 +1,95 @@
+"""A Dispatch-v0 policy exported by ``gigdispatch export``, run with onnxruntime: no torch, no SB3.
+
+``OnnxDispatchPolicy("dispatch.onnx")`` reads the sidecar ``dispatch.onnx.json`` (the run's Dispatch-v0
+arguments ``max_orders``, ``k``, ``reward_scale``, ``idle_only``, the input shapes and the action's
+``nvec``) and creates ONE onnxruntime session (``CPUExecutionProvider``, ``threads`` intra-op threads)
+in ``__init__``. It acts in the simulator exactly as ``agents.learned.LearnedDispatchPolicy`` does,
+with the ONNX graph in place of the torch model: it wraps the simulator in a ``DispatchEnv`` built with
+the run's arguments and, at each step, calls ``prepare`` (no order with a candidate: empty ``Decision``),
+``observe``, ``action_masks`` and ``decode`` (masked-out choices hold; a driver chosen by two orders goes
+to the older one). The graph holds SB3's preprocessing, the masking (MaskablePPO runs) and the argmax, so
+its action is the model's deterministic action; ``gigdispatch export`` verifies that on recorded states.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents.base import Policy
+from envs.core.sim import Decision, Simulator
+
+OBS_KEYS = ("orders", "candidates", "globals")
+
+
+class OnnxDispatchPolicy(Policy):
+    """An exported Dispatch-v0 policy (``FILE.onnx`` + ``FILE.onnx.json``) acting through onnxruntime."""
+
+    name: ClassVar[str] = "onnx"
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        p = Path(path)
+        side = p.with_name(p.name + ".json")
+        if p.suffix != ".onnx" or not p.is_file():
+            raise ValueError(f"policy {str(path)!r}: no such .onnx file")
+        if not side.is_file():
+            raise ValueError(f"policy {str(path)!r}: its sidecar {side.name!r} is missing (written by gigdispatch export)")
+        try:
+            self.meta = json.loads(side.read_text(encoding="utf-8"))
+            d = self.meta["dispatch"]
+            self.max_orders, self.k = int(d["max_orders"]), int(d["k"])
+            self.reward_scale, self.idle_only = float(d["reward_scale"]), bool(d["idle_only"])
+            self.nvec = [int(n) for n in self.meta["action_nvec"]]
+            self.shapes = {key: tuple(int(s) for s in self.meta["inputs"][key]["shape"][1:]) for key in OBS_KEYS}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"policy {str(path)!r}: the sidecar {side.name!r} is not valid ({type(exc).__name__}: {exc})") from None
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError:
+            raise ValueError(f"policy {str(path)!r}: onnxruntime is not installed (pip install 'gigdispatch[serve]')") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise ValueError(f"policy {str(path)!r}: not a loadable ONNX model ({type(exc).__name__})") from None
+        names = [i.name for i in self.session.get_inputs()]
+        if names != [*OBS_KEYS, "action_mask"]:
+            raise ValueError(f"policy {str(path)!r}: the graph's inputs {names} are not (orders, candidates, globals, action_mask)")
+        self.path = p
+        self._env: Any = None
+        self._scenario: Any = None
+
+    def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
+        """Wrap ``sim`` in a DispatchEnv with the run's arguments (built once per scenario) and check the shapes."""
+        if self._env is None or self._scenario is not sim.scenario:
+            from envs.dispatch_env import DispatchEnv
+
+            env = DispatchEnv(sim.scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only)
+            if any(env.observation_space[key].shape != self.shapes[key] for key in OBS_KEYS):
+                raise ValueError(f"policy {str(self.path)!r}: the model's observation shapes do not fit this scenario")
+            if list(env.action_space.nvec) != self.nvec:
+                raise ValueError(
+                    f"policy {str(self.path)!r}: exported with action dims {self.nvec}, this scenario needs "
+                    f"{list(env.action_space.nvec)} (pricing on/off differs)"
+                )
+            self._env, self._scenario = env, sim.scenario
+        self._env.sim = sim  # the env reads this simulator; it never steps it here
+
+    def act(self, sim: Simulator) -> Decision:
+        env = self._env
+        if env is None or env.sim is not sim:
+            raise RuntimeError("OnnxDispatchPolicy.act before reset(sim, rng)")
+        if not env.prepare():
+            return Decision()
+        obs = env.observe()
+        feed = {key: np.asarray(obs[key], np.float32)[None] for key in OBS_KEYS}
+        feed["action_mask"] = np.asarray(env.action_masks(), bool)[None]
+        action = self.session.run(["action"], feed)[0][0]
+        return env.decode(action)[0]

@@ -1,0 +1,367 @@
+"""``gigdispatch export``: a trained Dispatch-v0 policy as ONE ONNX graph, verified against the torch policy.
+
+``export_policy(checkpoint, out, check=1000) -> dict`` is the Python API; ``add_parser(sub)`` the subcommand.
+
+The graph (``DispatchPolicyGraph``) holds everything between the env's observation and the action:
+
+* inputs ``orders``, ``candidates``, ``globals`` (float32, batch first, the flat layouts of
+  ``DispatchEnv.observation_space``) and ``action_mask`` (bool, batch x ``sum(nvec)``, the layout of
+  ``DispatchEnv.action_masks()``);
+* SB3's ``MultiInputPolicy`` preprocessing (``preprocess_obs``: Boxes cast to float; ``CombinedExtractor``:
+  each key flattened, concatenated in the observation space's key order), the actor MLP and ``action_net``
+  (the logits of all MultiDiscrete dimensions, concatenated);
+* MaskablePPO runs: invalid logits set to ``-inf`` (SB3 uses -1e8; the argmax is the same, since every
+  dimension keeps a valid choice: *hold* and level 0 always are);
+  PPO runs: the mask is accepted and ignored, as ``LearnedDispatchPolicy`` predicts without masks;
+* the per-dimension argmax (first index on ties, as ``torch.argmax``); output ``action`` (int64,
+  batch x n_dims) -- SB3's deterministic action.
+
+Export uses ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset 17, with a dynamic
+batch axis. Verification (``--check N``, default 1000): N observations and masks are recorded from
+Dispatch-v0 rollouts on held-out seeds (the run's ``eval.seeds``, then the seeds after every training and
+evaluation seed; all >= 1000), driven by the torch policy itself, and the ONNX decisions (onnxruntime,
+``CPUExecutionProvider``, the whole batch in one call) must equal ``model.predict(obs, action_masks=mask,
+deterministic=True)`` on every one. The ``.onnx`` file and its sidecar ``FILE.onnx.json`` are written
+(atomically) only after the check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.io import atomic_write_bytes, atomic_write_json
+
+OPSET = 17
+OBS_KEYS = ("orders", "candidates", "globals")
+INPUT_NAMES = [*OBS_KEYS, "action_mask"]
+OUTPUT_NAME = "action"
+
+
+class ExportError(ValueError):
+    """Bad input to ``export_policy`` (checkpoint, output path); one line, naming what is wrong."""
+
+
+class CheckError(RuntimeError):
+    """The exported graph's decisions differ from the torch policy's."""
+
+
+def sidecar_path(onnx_path: str | Path) -> Path:
+    """The JSON sidecar of an exported model: ``FILE.onnx`` -> ``FILE.onnx.json``."""
+    p = Path(onnx_path)
+    return p.with_name(p.name + ".json")
+
+
+def _segments(nvec: list[int]) -> list[tuple[int, int]]:
+    """Runs of equal consecutive sizes in ``nvec`` as (count, size): [3,3,3,2,2] -> [(3, 3), (2, 2)]."""
+    runs: list[tuple[int, int]] = []
+    for n in nvec:
+        if runs and runs[-1][1] == n:
+            runs[-1] = (runs[-1][0] + 1, n)
+        else:
+            runs.append((1, int(n)))
+    return runs
+
+
+def build_graph_module(model: Any, masked: bool) -> Any:
+    """A ``torch.nn.Module`` mapping (orders, candidates, globals, action_mask) to the deterministic action."""
+    import torch
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    policy = model.policy
+    nvec = [int(n) for n in model.action_space.nvec]
+    segments = _segments(nvec)
+    obs_space = policy.observation_space
+    keys = list(obs_space.spaces)  # SB3's CombinedExtractor concatenates in this order
+    if sorted(keys) != sorted(OBS_KEYS):
+        raise ExportError(f"the model's observation keys {keys} are not Dispatch-v0's {list(OBS_KEYS)}")
+
+    class DispatchPolicyGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, orders: Any, candidates: Any, globals_: Any, action_mask: Any) -> Any:
+            obs = {"orders": orders, "candidates": candidates, "globals": globals_}
+            x = preprocess_obs({k: obs[k] for k in keys}, obs_space, normalize_images=policy.normalize_images)
+            features = policy.pi_features_extractor(x)
+            latent = policy.mlp_extractor.forward_actor(features)
+            logits = policy.action_net(latent)
+            if masked:
+                logits = torch.where(action_mask, logits, torch.full_like(logits, float("-inf")))
+            else:  # keep the mask an input of the graph (one interface), without letting it change anything
+                logits = logits + action_mask[:, :1].to(logits.dtype) * 0.0
+            out, start = [], 0
+            for count, size in segments:
+                block = logits[:, start : start + count * size].reshape(-1, count, size)
+                out.append(torch.argmax(block, dim=-1))
+                start += count * size
+            return torch.cat(out, dim=1).to(torch.int64)
+
+    return DispatchPolicyGraph().eval()
+
+
+def export_bytes(model: Any, masked: bool, obs_shapes: dict[str, tuple[int, ...]], mask_len: int) -> bytes:
+    """The ONNX model (bytes) of ``build_graph_module`` with a dynamic batch axis."""
+    import torch
+
+    module = build_graph_module(model, masked)
+    example = (*tuple(torch.zeros((1, *obs_shapes[k]), dtype=torch.float32) for k in OBS_KEYS), torch.ones((1, mask_len), dtype=torch.bool))
+    buf = io.BytesIO()
+    dyn = {name: {0: "batch"} for name in [*INPUT_NAMES, OUTPUT_NAME]}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # "legacy TorchScript-based exporter": chosen on purpose
+        torch.onnx.export(
+            module,
+            example,
+            buf,
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dyn,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def ort_session(model: bytes | str | Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session (``threads`` intra-op threads, sequential execution)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def ort_inputs(obs: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The feed of the graph: observations as float32 batches, the mask as a bool batch (a single obs gets a batch of 1)."""
+    feed = {k: np.asarray(obs[k], dtype=np.float32) for k in OBS_KEYS}
+    m = np.asarray(mask, dtype=bool)
+    if feed["globals"].ndim == 1:
+        feed = {k: v[None] for k, v in feed.items()}
+        m = m[None]
+    return {**feed, "action_mask": m}
+
+
+# ----------------------------------------------------------------------------------- verification
+def held_out_seeds(cfg: Any, count: int) -> list[int]:
+    """``count`` held-out seeds: the run's ``eval.seeds``, then the seeds after every training and evaluation seed."""
+    seeds = [int(s) for s in cfg.eval.seeds if int(s) not in set(cfg.train_seeds)]
+    nxt = max([*cfg.train_seeds, *cfg.eval.seeds, 999]) + 1
+    while len(seeds) < count:
+        seeds.append(nxt)
+        nxt += 1
+    return seeds[:count]
+
+
+def record_rollouts(learned: Any, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[int]]:
+    """``n`` Dispatch-v0 observations, masks and the torch policy's deterministic actions, from rollouts on
+    held-out seeds driven by that policy (``predict(..., action_masks=mask, deterministic=True)``; no mask
+    for PPO). Returns (obs batch, mask batch, action batch, seeds used)."""
+    from training.train import _dispatch_env
+
+    cfg, model = learned.cfg, learned.model
+    seeds = held_out_seeds(cfg, 10_000)
+    env = _dispatch_env(cfg, seeds, 0)
+    env.cycle.seeds = np.asarray(seeds)  # in this order
+    obs_rows: dict[str, list[np.ndarray]] = {k: [] for k in OBS_KEYS}
+    masks, actions, used = [], [], []
+    while len(actions) < n:
+        if len(used) >= len(seeds):
+            raise CheckError(f"could not record {n} decision epochs in {len(seeds)} days")
+        obs, _ = env.reset()
+        used.append(int(seeds[len(used)]))
+        done = False
+        while not done and len(actions) < n:
+            mask = env.action_masks()
+            kw = {"action_masks": mask} if learned.masked else {}
+            action, _ = model.predict(obs, deterministic=True, **kw)
+            for k in OBS_KEYS:
+                obs_rows[k].append(np.asarray(obs[k], np.float32).copy())
+            masks.append(mask.copy())
+            actions.append(np.asarray(action, np.int64).copy())
+            obs, _, done, _, _ = env.step(action)
+    env.close()
+    return {k: np.stack(v) for k, v in obs_rows.items()}, np.stack(masks), np.stack(actions), used
+
+
+def check_decisions(onnx_model: bytes | str | Path, learned: Any, n: int) -> dict[str, Any]:
+    """Record ``n`` realistic observations (``record_rollouts``) and compare the ONNX actions with torch's.
+
+    Raises ``CheckError`` naming how many differ and the first one; returns the check's record."""
+    obs, masks, torch_actions, seeds = record_rollouts(learned, n)
+    sess = ort_session(onnx_model)
+    onnx_actions = sess.run([OUTPUT_NAME], ort_inputs(obs, masks))[0]
+    if onnx_actions.shape != torch_actions.shape:
+        raise CheckError(f"the ONNX actions have shape {onnx_actions.shape}, the torch policy's {torch_actions.shape}")
+    differ = np.flatnonzero((onnx_actions != torch_actions).any(axis=1))
+    if differ.size:
+        i = int(differ[0])
+        raise CheckError(
+            f"the ONNX decisions differ from the torch policy's on {differ.size} of {n} observations "
+            f"(first: #{i}, onnx {onnx_actions[i].tolist()} vs torch {torch_actions[i].tolist()})"
+        )
+    single = sess.run([OUTPUT_NAME], ort_inputs({k: v[0] for k, v in obs.items()}, masks[0]))[0]  # batch of one works too
+    if not np.array_equal(single[0], torch_actions[0]):
+        raise CheckError("the ONNX decision for a batch of one differs from the torch policy's")
+    return {
+        "observations": int(n),
+        "identical": int(n),
+        "seeds": seeds,
+        "held_actions_share": float(np.mean(torch_actions[:, : learned.cfg.dispatch.max_orders] == learned.cfg.dispatch.k)),
+    }
+
+
+# ------------------------------------------------------------------------------------------- export
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("torch", "onnx", "onnxruntime", "stable-baselines3", "sb3-contrib", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def load_learned(checkpoint: str | Path) -> Any:
+    """``LearnedDispatchPolicy`` for a run folder or checkpoint; ``ExportError`` for anything that is not one."""
+    from agents.learned import LearnedDispatchPolicy
+
+    p = Path(checkpoint)
+    try:
+        return LearnedDispatchPolicy(p)
+    except ValueError as exc:
+        if str(exc).startswith("policy "):  # the run folder / config checks of LearnedDispatchPolicy
+            raise ExportError(f"--checkpoint {str(p)!r}: {exc}") from None
+        raise ExportError(f"--checkpoint {str(p)!r}: not a loadable SB3 checkpoint ({exc})".splitlines()[0]) from None
+    except Exception as exc:  # a corrupted or foreign .zip: zipfile, pickle, torch errors
+        raise ExportError(f"--checkpoint {str(p)!r}: not a loadable SB3 checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+
+
+def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000) -> dict[str, Any]:
+    """Export, verify on ``check`` recorded observations (0: no check), then write ``out`` and its sidecar.
+
+    Returns the sidecar's content. ``ExportError`` for bad input, ``CheckError`` when decisions differ
+    (nothing is written then)."""
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ExportError(f"--out {str(out)!r}: the file name must end with .onnx")
+    if out.is_dir():
+        raise ExportError(f"--out {str(out)!r}: is a folder")
+    if check < 0:
+        raise ExportError(f"--check: must be >= 0, got {check}")
+    learned = load_learned(checkpoint)
+    from envs.dispatch_env import DispatchEnv
+
+    cfg, model = learned.cfg, learned.model
+    d = cfg.dispatch
+    env = DispatchEnv(cfg.scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
+    shapes = {k: tuple(int(s) for s in model.observation_space[k].shape) for k in OBS_KEYS}
+    if any(env.observation_space[k].shape != shapes[k] for k in OBS_KEYS) or env.action_space.shape != model.action_space.shape:
+        raise ExportError(f"--checkpoint {str(checkpoint)!r}: the model's spaces do not fit its run's scenario and dispatch settings")
+    nvec = [int(n) for n in model.action_space.nvec]
+    mask_len = int(sum(nvec))
+    t0 = time.perf_counter()
+    data = export_bytes(model, learned.masked, shapes, mask_len)
+    t_export = time.perf_counter() - t0
+    verified = None
+    if check:
+        t0 = time.perf_counter()
+        verified = check_decisions(data, learned, check)
+        verified["seconds"] = round(time.perf_counter() - t0, 3)
+    run_dir = learned.checkpoint.parent.parent if learned.checkpoint.parent.name == "checkpoints" else learned.checkpoint.parent
+    meta = {
+        "format": "gigdispatch-dispatch-onnx/1",
+        "config": str((run_dir / "config.yaml").resolve()),
+        "checkpoint": str(learned.checkpoint.resolve()),
+        "algo": cfg.algo,
+        "masked": bool(learned.masked),
+        "scenario": str(cfg.scenario),
+        "dispatch": {"max_orders": d.max_orders, "k": d.k, "reward_scale": d.reward_scale, "idle_only": d.idle_only},
+        "inputs": {
+            **{k: {"shape": ["batch", *shapes[k]], "dtype": "float32"} for k in OBS_KEYS},
+            "action_mask": {"shape": ["batch", mask_len], "dtype": "bool"},
+        },
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(nvec)], "dtype": "int64"},
+        "action_nvec": nvec,
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "versions": _versions(),
+        "export_seconds": round(t_export, 3),
+        "verified": verified,
+        "bytes": len(data),
+    }
+    atomic_write_bytes(out, data)
+    atomic_write_json(sidecar_path(out), meta)
+    return meta
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ModuleNotFoundError as exc:
+        print(f"error: exporting needs onnx and onnxruntime (the 'serve' extra): {exc.name} is not installed", file=sys.stderr)
+        return 2
+    try:
+        meta = export_policy(args.checkpoint, args.out, check=args.check)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except CheckError as exc:
+        print(f"error: verification failed: {exc}; nothing written", file=sys.stderr)
+        return 1
+    print(f"exported {meta['checkpoint']} ({meta['algo']}, action dims {len(meta['action_nvec'])}) to {args.out} ({meta['bytes']:,} bytes)")
+    v = meta["verified"]
+    if v is None:
+        print("not verified (--check 0)")
+    else:
+        print(
+            f"verified: {v['identical']}/{v['observations']} ONNX decisions identical to the torch policy's "
+            f"(onnxruntime CPU; observations from {len(v['seeds'])} held-out days, seeds {v['seeds'][0]}..{v['seeds'][-1]}; {v['seconds']:.1f} s)"
+        )
+    print(f"sidecar: {sidecar_path(args.out)}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from training.argtypes import whole_number
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained Dispatch-v0 policy to ONNX (masking and argmax inside) and verify it",
+        description=(
+            "Export the policy of a training run (MaskablePPO/PPO on Dispatch-v0) as one ONNX graph: observation "
+            "preprocessing, action masking and the per-dimension argmax inside. Verifies the ONNX decisions against "
+            "the torch policy on N recorded observations before writing FILE.onnx and FILE.onnx.json. See docs/export.md."
+        ),
+        epilog="Example: gigdispatch export --checkpoint runs/dispatch-default-20261121-120000 --out dispatch.onnx",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, metavar="RUN_FOLDER_OR_ZIP", help="training run folder (best.zip, else latest.zip) or a .zip"
+    )
+    p.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (its sidecar is FILE.onnx.json)")
+    p.add_argument(
+        "--check", type=whole_number(0), default=1000, metavar="N", help="observations to verify (0: none) [default: %(default)s]"
+    )
+    p.set_defaults(func=cmd_export)
+
+
+if __name__ == "__main__":  # python -m training.export ... (same as gigdispatch export ...)
+    from training.cli import main
+
+    raise SystemExit(main(["export", *sys.argv[1:]]))
