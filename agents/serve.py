@@ -37,6 +37,7 @@ import hmac
 import json
 import math
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -47,7 +48,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from envs.core.sim import Decision, Simulator
 from envs.core.types import (
@@ -73,11 +74,59 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _ID = Annotated[str, Field(min_length=1, max_length=128, description="caller's id (unique within the request)")]
 _Time = Annotated[float, Field(ge=-86_400.0 * 7, le=86_400.0 * 7, description="seconds since midnight of the day")]
 _Coord = Annotated[float, Field(ge=-1e9, le=1e9, description="metres in the scenario's city frame")]
-_Node = Annotated[int, Field(ge=0, description="node id of the scenario's road network")]
+
+
+def _integral(v: object) -> object:
+    """JSON numbers like ``12.0`` are integers for JSON Schema: accept them as node ids (strict mode would not)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+_Node = Annotated[int, Field(ge=0, description="node id of the scenario's road network"), BeforeValidator(_integral)]
+
+
+def _int_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Names of the fields whose type is an integer (possibly optional): the ones JSON may send as ``2.0``."""
+
+    def base_types(t: object) -> set[object]:
+        if typing.get_origin(t) is Annotated:
+            return base_types(typing.get_args(t)[0])
+        args = typing.get_args(t)
+        return set().union(*(base_types(a) for a in args)) if args else {t}
+
+    out = set()
+    for name, f in cls.model_fields.items():
+        kinds = base_types(f.annotation)
+        if int in kinds and float not in kinds:
+            out.add(name)
+    return frozenset(out)
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        """JSON Schema counts ``2.0`` as an integer; strict validation would not: convert integral floats."""
+        if isinstance(data, dict):
+            ints = _int_fields(cls)
+            if any(k in ints and isinstance(v, float) and v.is_integer() for k, v in data.items()):
+                data = {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        return data
+
+
+# "node, or x and y, not both" in JSON Schema, so that the OpenAPI document states what validation enforces
+_NODE_GIVEN = {"required": ["node"], "properties": {"node": {"type": "integer"}}}
+_X_GIVEN = {"required": ["x"], "properties": {"x": {"type": "number"}}}
+_Y_GIVEN = {"required": ["y"], "properties": {"y": {"type": "number"}}}
+_POSITION_SCHEMA = {
+    "oneOf": [
+        {"allOf": [_NODE_GIVEN], "not": {"anyOf": [_X_GIVEN, _Y_GIVEN]}},
+        {"allOf": [_X_GIVEN, _Y_GIVEN], "not": _NODE_GIVEN},
+    ]
+}
 
 
 def _check_position(node: int | None, x: float | None, y: float | None) -> None:
@@ -91,6 +140,8 @@ def _check_position(node: int | None, x: float | None, y: float | None) -> None:
 
 class Location(_Model):
     """A place: a node id, or x/y metres (snapped to the nearest node). Exactly one of the two forms."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra=_POSITION_SCHEMA)
 
     node: _Node | None = None
     x: _Coord | None = None
@@ -108,8 +159,27 @@ class Stop(Location):
     kind: Literal["pickup", "dropoff"] = "dropoff"
 
 
+# only a busy driver has stops: otherwise route is null or empty and pending_stops null or 0
+_STOPS_ONLY_WHEN_BUSY = {
+    "anyOf": [
+        {"required": ["status"], "properties": {"status": {"const": "busy"}}},
+        {
+            "properties": {
+                "status": {"enum": ["idle", "offline"]},
+                "route": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]},
+                "pending_stops": {"anyOf": [{"type": "null"}, {"const": 0}]},
+            }
+        },
+    ]
+}
+
+
 class DriverIn(_Model):
     """A driver as the caller sees it. Position: ``node``, or ``x`` and ``y``."""
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={**_POSITION_SCHEMA, "allOf": [_STOPS_ONLY_WHEN_BUSY]}
+    )
 
     id: _ID
     node: _Node | None = None
@@ -202,7 +272,10 @@ class QuoteRequest(_Model):
     now: _Time
     order: OrderIn
     driver: DriverIn | None = Field(None, description="quote the payout for this driver (default: a gig car driver at the pickup)")
-    level: Annotated[int, Field(ge=0, le=1000)] = 0
+    level: Annotated[
+        int,
+        Field(ge=0, le=15, description="escalation level; above the scenario's top level the top level applies (as the payout cap does)"),
+    ] = 0
     surge: Annotated[float, Field(ge=1.0, le=100.0)] = 1.0
 
 
@@ -297,6 +370,9 @@ class ServeState:
         stop_pos: list[int] = []
         for i, d in enumerate(drivers):
             if d.status != "busy":
+                if d.route or d.pending_stops:
+                    field = "route" if d.route else "pending_stops"
+                    raise RequestError(("drivers", i, field), f"only a busy driver has stops to make (status is {d.status!r})")
                 continue
             if d.route:
                 if len(d.route) > S:
@@ -478,8 +554,7 @@ class ServeState:
         return int(members[np.argmin(((city.node_xy[members] - c) ** 2).sum(1))])
 
     def quote(self, req: QuoteRequest) -> QuoteResponse:
-        if req.level >= self.sim.n_levels:
-            raise RequestError(("level",), f"escalation level {req.level} is out of range 0..{self.sim.n_levels - 1}")
+        level = min(req.level, self.sim.n_levels - 1)  # the scenario's top level, as the escalation cap applies
         p = req.order.pickup
         drv = req.driver if req.driver is not None else DriverIn(id="quote", node=p.node, x=p.x, y=p.y)
         self.load(req.now, [drv], [req.order])
@@ -487,8 +562,8 @@ class ServeState:
         sim.surge = np.full(sim.city.n_zones, float(req.surge))
         sim.orders.surge[0] = req.surge
         fee = int(sim.quote_cents(np.array([0]))[0]) if req.order.fee is None else int(req.order.fee)
-        payout = int(sim.payout_cents(np.array([0]), np.array([0]), req.level)[0])
-        return QuoteResponse(fee=fee, payout=payout, tip=req.order.tip, margin=fee - payout, level=req.level)
+        payout = int(sim.payout_cents(np.array([0]), np.array([0]), level)[0])
+        return QuoteResponse(fee=fee, payout=payout, tip=req.order.tip, margin=fee - payout, level=level)
 
 
 class PolicyError(RuntimeError):
@@ -662,6 +737,30 @@ class _Escaped(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ the app
+def _bound_for_city(doc: Any, top_node: int, max_stops: int) -> None:
+    """Write the served scenario's limits into an OpenAPI document (in place): ``maximum`` of every integer
+    ``node`` property and of ``pending_stops``, ``maxItems`` of ``route`` arrays."""
+    if isinstance(doc, dict):
+        props = doc.get("properties")
+        if isinstance(props, dict):
+            for name, key, value in (
+                ("node", "maximum", top_node),
+                ("pending_stops", "maximum", max_stops),
+                ("route", "maxItems", max_stops),
+            ):
+                prop = props.get(name)
+                if not isinstance(prop, dict):
+                    continue
+                for sch in [prop, *prop.get("anyOf", [])]:
+                    if isinstance(sch, dict) and sch.get("type") in ("integer", "array"):
+                        sch[key] = min(sch.get(key, value), value)  # only ever tighten a limit
+        for v in doc.values():
+            _bound_for_city(v, top_node, max_stops)
+    elif isinstance(doc, list):
+        for v in doc:
+            _bound_for_city(v, top_node, max_stops)
+
+
 def create_app(
     scenario: str,
     policy: str,
@@ -689,6 +788,18 @@ def create_app(
         description="Dispatch, repositioning and pricing answers from a gigdispatch policy (the same code as evaluation).",
         lifespan=lifespan,
     )
+    base_openapi = app.openapi
+
+    def openapi_for_city() -> dict[str, Any]:
+        """The OpenAPI document, with the served city's node-id range and route length (known once the server has started)."""
+        doc = base_openapi()
+        serve = getattr(app.state, "serve", None)
+        if serve is not None and not doc.get("x-node-ids-bounded"):
+            _bound_for_city(doc, serve.n_nodes - 1, serve.sim.S)
+            doc["x-node-ids-bounded"] = True
+        return doc
+
+    app.openapi = openapi_for_city  # type: ignore[method-assign]
     bearer = HTTPBearer(auto_error=False)
 
     async def auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008 - FastAPI's idiom
@@ -718,17 +829,27 @@ def create_app(
     def st(request: Request) -> ServeState:
         return request.app.state.serve
 
-    @app.post("/v1/dispatch", response_model=DispatchResponse, dependencies=[Depends(auth)])
+    # the bearer requirement (and its OpenAPI security entry) exists only when a token is configured
+    guarded = [Depends(auth)] if token is not None else []
+    # every 4xx the guard layer and FastAPI can answer, so the OpenAPI document lists them
+    errors: dict[int | str, dict[str, str]] = {
+        400: {"description": "the body is not valid JSON"},
+        413: {"description": "the body is larger than --max-body-bytes"},
+    }
+    if token is not None:
+        errors[401] = {"description": "missing or wrong bearer token"}
+
+    @app.post("/v1/dispatch", response_model=DispatchResponse, dependencies=guarded, responses=errors)
     async def dispatch(req: DispatchRequest, request: Request) -> DispatchResponse:
         """Assign pending orders to drivers with the served policy (``policy.act`` on the request's state)."""
         return st(request).dispatch(req)
 
-    @app.post("/v1/reposition", response_model=RepositionResponse, dependencies=[Depends(auth)])
+    @app.post("/v1/reposition", response_model=RepositionResponse, dependencies=guarded, responses=errors)
     async def reposition(req: RepositionRequest, request: Request) -> RepositionResponse:
         """Move idle drivers towards zones short of drivers (``DemandRepositionPolicy``'s rule)."""
         return st(request).reposition(req)
 
-    @app.post("/v1/quote", response_model=QuoteResponse, dependencies=[Depends(auth)])
+    @app.post("/v1/quote", response_model=QuoteResponse, dependencies=guarded, responses=errors)
     async def quote(req: QuoteRequest, request: Request) -> QuoteResponse:
         """The customer fee (``Simulator.quote_cents``) and the driver payout (``Simulator.payout_cents``) of one order."""
         return st(request).quote(req)

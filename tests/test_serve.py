@@ -195,6 +195,13 @@ def test_quote_matches_simulator_pricing(client):
     assert client.post("/v1/quote", json={"now": NOW, "order": {**order, "fee": 999}}).json()["fee"] == 999
     r = client.post("/v1/quote", json={"now": NOW, "order": order, "level": 999})
     assert r.status_code == 422 and "level" in _msgs(r)
+    # above the scenario's top level (default: 4 levels) the top level applies, as the payout cap does
+    top = client.post("/v1/quote", json={"now": NOW, "order": order, "level": 3}).json()
+    above = client.post("/v1/quote", json={"now": NOW, "order": order, "level": 10}).json()
+    assert above["level"] == 3 and above["payout"] == top["payout"]
+    # JSON Schema counts 2.0 as an integer: integral floats are accepted for integer fields, others are not
+    assert client.post("/v1/quote", json={"now": NOW, "order": {**order, "tip": 150.0}}).json()["tip"] == 150
+    assert client.post("/v1/quote", json={"now": NOW, "order": {**order, "tip": 150.5}}).status_code == 422
 
 
 # ------------------------------------------------------------------------------------------ validation
