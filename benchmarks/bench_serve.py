@@ -21,17 +21,12 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import emit
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((100, 20), (1000, 200), (5000, 1000))
 
 
@@ -66,30 +61,6 @@ def make_request(n_nodes: int, n_drivers: int, n_orders: int, now: float, seed: 
 def _pct(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs) * 1000.0
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": len(xs)}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(scenario: str, policy: str, port: int) -> subprocess.Popen:
-    import httpx
-
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--scenario", scenario, "--policy", policy, "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not answer /healthz within 60 s")
 
 
 def latency_case(base: str, state, body: dict, iters: int) -> dict[str, object]:
@@ -177,23 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
     state = ServeState(args.scenario, args.policy)
     n_nodes, now = state.n_nodes, float(state.sim.t_start + 4 * 3600.0)
-    port = _free_port()
-    proc = start_server(args.scenario, args.policy, port)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    from training.serve_cli import serve_process
+
+    with serve_process(args.scenario, args.policy) as base:
         cases = []
         for n_d, n_o in SIZES:
             iters = args.iters if n_d <= 1000 else max(5, args.iters // 5)
             cases.append(latency_case(base, state, make_request(n_nodes, n_d, n_o, now), iters))
         data = json.dumps(make_request(n_nodes, 1000, 200, now)).encode()
         tp = asyncio.run(_throughput(base, data, args.clients, args.duration))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
     mid = next(c for c in cases if c["drivers"] == 1000)
     result = {
         "benchmark": "serve",

@@ -10,18 +10,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,42 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(st).exists():
         print('error: schemathesis is not installed: pip install -e ".[fuzz]"', file=sys.stderr)
         return 2
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--policy", args.policy, "--scenario", args.scenario, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    from training.serve_cli import serve_process
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("error: the server did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.5)
-        cmd = [
-            st,
-            "run",
-            f"http://127.0.0.1:{port}/openapi.json",
-            "--checks",
-            "all",
-            "--max-examples",
-            str(args.max_examples),
-            "--workers",
-            "1",
-        ]
-        print("$ " + " ".join(cmd), flush=True)
-        return subprocess.run(cmd, check=False).returncode
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        with serve_process(args.scenario, args.policy) as base:
+            cmd = [st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples), "--workers", "1"]
+            print("$ " + " ".join(cmd), flush=True)
+            return subprocess.run(cmd, check=False).returncode
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

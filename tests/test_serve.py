@@ -8,12 +8,6 @@ process on a free loopback port.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +19,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from agents.serve import DispatchRequest, DriverIn, QuoteRequest, ServeState, create_app  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = 12 * 3600.0  # noon: inside the default scenario's day
 
 
@@ -377,57 +370,15 @@ def test_cli_rejects_bad_names_in_one_line():
 
 
 # ------------------------------------------------------------------------------------------ a real server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_uvicorn_process():
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "training.cli",
-        "serve",
-        "--policy",
-        "nearest",
-        "--scenario",
-        "default",
-        "--port",
-        str(port),
-        "--token",
-        "tok",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30.0
-        with httpx.Client(base_url=base, timeout=5.0) as c:
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"server exited early: {proc.stderr.read().decode()[-2000:]}")
-                try:
-                    if c.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("server did not answer /healthz within 30 s")
-                time.sleep(0.1)
-            h = {"Authorization": "Bearer tok"}
-            req = make_request()
-            r = c.post("/v1/dispatch", json=req, headers=h)
-            assert r.status_code == 200 and r.json()["assignments"]
-            assert c.post("/v1/dispatch", json=req).status_code == 401
-            assert c.post("/v1/dispatch", content=b"{oops", headers={**h, "content-type": "application/json"}).status_code == 422
-            assert 'endpoint="/v1/dispatch",status="200"} 1' in c.get("/metrics").text
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stderr.close()
+    """The service as a real uvicorn process on a free loopback port (started and always stopped by the helper)."""
+    from training.serve_cli import serve_process
+
+    with serve_process("default", "nearest", "--token", "tok", wait_s=30.0) as base, httpx.Client(base_url=base, timeout=5.0) as c:
+        h = {"Authorization": "Bearer tok"}
+        req = make_request()
+        r = c.post("/v1/dispatch", json=req, headers=h)
+        assert r.status_code == 200 and r.json()["assignments"]
+        assert c.post("/v1/dispatch", json=req).status_code == 401
+        assert c.post("/v1/dispatch", content=b"{oops", headers={**h, "content-type": "application/json"}).status_code == 422
+        assert 'endpoint="/v1/dispatch",status="200"} 1' in c.get("/metrics").text

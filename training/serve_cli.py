@@ -8,8 +8,62 @@ port or limit ends with a one-line ``error: ...`` before anything listens. The s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 from training.argtypes import whole_number
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_process(scenario: str, policy: str, *extra_args: str, wait_s: float = 60.0) -> Iterator[str]:
+    """Run ``gigdispatch serve`` in a child process on a free loopback port; yield its base URL once
+    ``/healthz`` answers, and always stop it afterwards. The child's stderr goes to a temporary file
+    (a pipe nobody reads could fill up and stall the server); its tail is in the error if it fails to start."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--scenario", scenario, "--policy", policy, "--port", str(port), *extra_args]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            cmd, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=err
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise RuntimeError(f"the server exited: {err.read().decode(errors='replace')[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{base}/healthz", timeout=2.0) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer /healthz within {wait_s:g} s")
+                time.sleep(0.1)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 def _port(text: str) -> int:
