@@ -42,7 +42,43 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return run, ckpt
 
 
-class LearnedDispatchPolicy(Policy):
+class EnvDispatchPolicy(Policy):
+    """A dispatch policy that sees the simulator through Dispatch-v0's own observation code.
+
+    ``reset`` wraps the simulator in a ``DispatchEnv`` (built by ``_make_env`` once per scenario, which
+    also checks that the model fits it); ``act`` calls the env's ``prepare`` (no order with a candidate:
+    empty ``Decision``), ``observe`` and ``action_masks``, asks ``_choose`` for a Dispatch-v0 action and
+    ``decode``s it. Neither touches the simulator's state.
+    """
+
+    _env: Any = None
+    _scenario: Any = None
+
+    def _make_env(self, scenario: Any) -> Any:
+        """A ``DispatchEnv`` for ``scenario`` with this model's arguments; ``ValueError`` if the model does not fit."""
+        raise NotImplementedError
+
+    def _choose(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        """The model's deterministic Dispatch-v0 action for one observation and its action mask."""
+        raise NotImplementedError
+
+    def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
+        if self._env is None or self._scenario is not sim.scenario:
+            self._env = self._make_env(sim.scenario)
+            self._scenario = sim.scenario
+        self._env.sim = sim  # the env reads this simulator; it never steps it here
+
+    def act(self, sim: Simulator) -> Decision:
+        env = self._env
+        if env is None or env.sim is not sim:
+            raise RuntimeError(f"{type(self).__name__}.act before reset(sim, rng)")
+        if not env.prepare():
+            return Decision()
+        action = self._choose(env.observe(), env.action_masks())
+        return env.decode(np.asarray(action))[0]
+
+
+class LearnedDispatchPolicy(EnvDispatchPolicy):
     """A MaskablePPO / PPO model trained on Dispatch-v0 (``env: dispatch``), loaded from a run folder."""
 
     name: ClassVar[str] = "learned"
@@ -69,34 +105,23 @@ class LearnedDispatchPolicy(Policy):
         self.masked = self.cfg.algo == "maskable_ppo"
         self.model = _algo_class(self.cfg.algo).load(ckpt, device=device)
         self.checkpoint = ckpt
-        self._env: Any = None
-        self._scenario: Any = None
 
-    def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
-        """Wrap ``sim`` in a DispatchEnv with the run's env arguments (built once per scenario)."""
-        if self._env is None or self._scenario is not sim.scenario:
-            from envs.dispatch_env import DispatchEnv
+    def _make_env(self, scenario: Any) -> Any:
+        from envs.dispatch_env import DispatchEnv
 
-            d = self.cfg.dispatch
-            self._env = DispatchEnv(sim.scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
-            self._scenario = sim.scenario
-            expected = self.model.observation_space
-            if any(self._env.observation_space[key].shape != expected[key].shape for key in expected.spaces):
-                raise ValueError(f"policy {str(self.checkpoint)!r}: the model's observation shapes do not fit this scenario")
-            if self._env.action_space.shape != self.model.action_space.shape:
-                raise ValueError(
-                    f"policy {str(self.checkpoint)!r}: trained with action shape {self.model.action_space.shape}, "
-                    f"this scenario needs {self._env.action_space.shape} (pricing on/off differs)"
-                )
-        self._env.sim = sim  # the env reads this simulator; it never steps it here
+        d = self.cfg.dispatch
+        env = DispatchEnv(scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
+        expected = self.model.observation_space
+        if any(env.observation_space[key].shape != expected[key].shape for key in expected.spaces):
+            raise ValueError(f"policy {str(self.checkpoint)!r}: the model's observation shapes do not fit this scenario")
+        if env.action_space.shape != self.model.action_space.shape:
+            raise ValueError(
+                f"policy {str(self.checkpoint)!r}: trained with action shape {self.model.action_space.shape}, "
+                f"this scenario needs {env.action_space.shape} (pricing on/off differs)"
+            )
+        return env
 
-    def act(self, sim: Simulator) -> Decision:
-        env = self._env
-        if env is None or env.sim is not sim:
-            raise RuntimeError("LearnedDispatchPolicy.act before reset(sim, rng)")
-        if not env.prepare():
-            return Decision()
-        obs = env.observe()
-        kw = {"action_masks": env.action_masks()} if self.masked else {}
+    def _choose(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        kw = {"action_masks": mask} if self.masked else {}
         action, _ = self.model.predict(obs, deterministic=True, **kw)
-        return env.decode(np.asarray(action))[0]
+        return action

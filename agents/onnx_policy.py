@@ -19,13 +19,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import Policy
-from envs.core.sim import Decision, Simulator
+from agents.learned import EnvDispatchPolicy
 
 OBS_KEYS = ("orders", "candidates", "globals")
 
 
-class OnnxDispatchPolicy(Policy):
+class OnnxDispatchPolicy(EnvDispatchPolicy):
     """An exported Dispatch-v0 policy (``FILE.onnx`` + ``FILE.onnx.json``) acting through onnxruntime."""
 
     name: ClassVar[str] = "onnx"
@@ -63,33 +62,21 @@ class OnnxDispatchPolicy(Policy):
         if names != [*OBS_KEYS, "action_mask"]:
             raise ValueError(f"policy {str(path)!r}: the graph's inputs {names} are not (orders, candidates, globals, action_mask)")
         self.path = p
-        self._env: Any = None
-        self._scenario: Any = None
 
-    def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
-        """Wrap ``sim`` in a DispatchEnv with the run's arguments (built once per scenario) and check the shapes."""
-        if self._env is None or self._scenario is not sim.scenario:
-            from envs.dispatch_env import DispatchEnv
+    def _make_env(self, scenario: Any) -> Any:
+        from envs.dispatch_env import DispatchEnv
 
-            env = DispatchEnv(sim.scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only)
-            if any(env.observation_space[key].shape != self.shapes[key] for key in OBS_KEYS):
-                raise ValueError(f"policy {str(self.path)!r}: the model's observation shapes do not fit this scenario")
-            if list(env.action_space.nvec) != self.nvec:
-                raise ValueError(
-                    f"policy {str(self.path)!r}: exported with action dims {self.nvec}, this scenario needs "
-                    f"{list(env.action_space.nvec)} (pricing on/off differs)"
-                )
-            self._env, self._scenario = env, sim.scenario
-        self._env.sim = sim  # the env reads this simulator; it never steps it here
+        env = DispatchEnv(scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only)
+        if any(env.observation_space[key].shape != self.shapes[key] for key in OBS_KEYS):
+            raise ValueError(f"policy {str(self.path)!r}: the model's observation shapes do not fit this scenario")
+        if list(env.action_space.nvec) != self.nvec:
+            raise ValueError(
+                f"policy {str(self.path)!r}: exported with action dims {self.nvec}, this scenario needs "
+                f"{list(env.action_space.nvec)} (pricing on/off differs)"
+            )
+        return env
 
-    def act(self, sim: Simulator) -> Decision:
-        env = self._env
-        if env is None or env.sim is not sim:
-            raise RuntimeError("OnnxDispatchPolicy.act before reset(sim, rng)")
-        if not env.prepare():
-            return Decision()
-        obs = env.observe()
+    def _choose(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         feed = {key: np.asarray(obs[key], np.float32)[None] for key in OBS_KEYS}
-        feed["action_mask"] = np.asarray(env.action_masks(), bool)[None]
-        action = self.session.run(["action"], feed)[0][0]
-        return env.decode(action)[0]
+        feed["action_mask"] = np.asarray(mask, bool)[None]
+        return self.session.run(["action"], feed)[0][0]
