@@ -37,7 +37,6 @@ import hmac
 import json
 import math
 import time
-import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -77,44 +76,19 @@ _Coord = Annotated[float, Field(ge=-1e9, le=1e9, description="metres in the scen
 
 
 def _integral(v: object) -> object:
-    """JSON numbers like ``12.0`` are integers for JSON Schema: accept them as node ids (strict mode would not)."""
+    """JSON numbers like ``12.0`` are integers for JSON Schema; strict validation would reject them."""
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
 
 
-_Node = Annotated[int, Field(ge=0, description="node id of the scenario's road network"), BeforeValidator(_integral)]
-
-
-def _int_fields(cls: type[BaseModel]) -> frozenset[str]:
-    """Names of the fields whose type is an integer (possibly optional): the ones JSON may send as ``2.0``."""
-
-    def base_types(t: object) -> set[object]:
-        if typing.get_origin(t) is Annotated:
-            return base_types(typing.get_args(t)[0])
-        args = typing.get_args(t)
-        return set().union(*(base_types(a) for a in args)) if args else {t}
-
-    out = set()
-    for name, f in cls.model_fields.items():
-        kinds = base_types(f.annotation)
-        if int in kinds and float not in kinds:
-            out.add(name)
-    return frozenset(out)
+# on the integer fields of requests (a per-field call, only where an integer is given)
+_INTEGRAL = BeforeValidator(_integral)
+_Node = Annotated[int, Field(ge=0, description="node id of the scenario's road network"), _INTEGRAL]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _integral_numbers(cls, data: Any) -> Any:
-        """JSON Schema counts ``2.0`` as an integer; strict validation would not: convert integral floats."""
-        if isinstance(data, dict):
-            ints = _int_fields(cls)
-            if any(k in ints and isinstance(v, float) and v.is_integer() for k, v in data.items()):
-                data = {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
-        return data
 
 
 # "node, or x and y, not both" in JSON Schema, so that the OpenAPI document states what validation enforces
@@ -192,7 +166,9 @@ class DriverIn(_Model):
     shift_end: _Time | None = Field(None, description="no pickups after this time (default: no limit)")
     owned: bool = Field(False, description="owned fleet: always accepts, paid by the hour (payout 0)")
     route: Annotated[list[Stop], Field(max_length=64)] | None = Field(None, description="remaining stops of a busy driver, next first")
-    pending_stops: Annotated[int, Field(ge=0, le=64)] | None = Field(None, description="remaining stops when the route is unknown")
+    pending_stops: Annotated[int, Field(ge=0, le=64), _INTEGRAL] | None = Field(
+        None, description="remaining stops when the route is unknown"
+    )
 
     @model_validator(mode="after")
     def _position(self) -> DriverIn:
@@ -211,9 +187,9 @@ class OrderIn(_Model):
     deadline: _Time
     volume: Annotated[float, Field(ge=0, le=1e6)] = Field(1.0, description="litres")
     service_level: Literal["express", "standard", "same_day"] = "standard"
-    fee: Annotated[int, Field(ge=0, le=10**9)] | None = Field(None, description="cents charged (default: the scenario's quote)")
-    tip: Annotated[int, Field(ge=0, le=10**9)] = Field(0, description="cents, passed to the driver")
-    declines: Annotated[int, Field(ge=0, le=1000)] = Field(0, description="offers declined so far (escalation)")
+    fee: Annotated[int, Field(ge=0, le=10**9), _INTEGRAL] | None = Field(None, description="cents charged (default: the scenario's quote)")
+    tip: Annotated[int, Field(ge=0, le=10**9), _INTEGRAL] = Field(0, description="cents, passed to the driver")
+    declines: Annotated[int, Field(ge=0, le=1000), _INTEGRAL] = Field(0, description="offers declined so far (escalation)")
 
 
 def _no_duplicates(items: list[Any], what: str) -> None:
@@ -275,6 +251,7 @@ class QuoteRequest(_Model):
     level: Annotated[
         int,
         Field(ge=0, le=15, description="escalation level; above the scenario's top level the top level applies (as the payout cap does)"),
+        _INTEGRAL,
     ] = 0
     surge: Annotated[float, Field(ge=1.0, le=100.0)] = 1.0
 
