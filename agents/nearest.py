@@ -17,23 +17,25 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
     """
     n, k = ids.shape
     out = np.full(n, -1, np.int64)
+    valid = ids >= 0
+    has = valid.any(axis=0)
+    last = int(has.nonzero()[0][-1]) + 1 if has.any() else 0  # columns past this one are all padding
     first = np.full(taken.shape[0], n, np.int64)  # scratch: the first row proposing each driver
-    for c in range(k):
-        free = out < 0
+    free = np.ones(n, bool)
+    for c in range(last):
         cand = ids[:, c]
-        ok = free & (cand >= 0)
-        ok[ok] &= ~taken[cand[ok]]
+        ok = free & valid[:, c]
+        ok &= ~taken[cand]  # cand is -1 only where ok is already False
         rows = ok.nonzero()[0]
         if rows.size == 0:
-            if not (free[:, None] & (ids[:, c + 1 :] >= 0)).any():
-                break  # nobody left to match
             continue
         c_r = cand[rows]
-        np.minimum.at(first, c_r, rows)  # rows are oldest first: the first proposer of a driver wins
+        first[c_r[::-1]] = rows[::-1]  # repeated indices keep the last write: the oldest proposer wins
         win = rows[first[c_r] == rows]
-        first[c_r] = n  # reset only what was touched
         out[win] = cand[win]
         taken[cand[win]] = True
+        free[win] = False
+    return out
     return out
 
 

@@ -915,7 +915,10 @@ class Simulator:
                 progressed = True
             if not progressed:
                 return
-            cand = np.unique(np.concatenate(touched))
+            seen = np.zeros(dr.n, bool)
+            for t_ in touched:
+                seen[t_] = True
+            cand = _nz(seen)  # sorted, distinct
         raise RuntimeError("simulator: too many stop transitions in one step (a zero-time loop?)")
 
     def _arrive(self, a: np.ndarray, ta: np.ndarray, clk: np.ndarray) -> None:
