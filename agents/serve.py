@@ -33,6 +33,7 @@ other unexpected exception is answered 422 by the outermost middleware and count
 from __future__ import annotations
 
 import copy
+import gc
 import hmac
 import json
 import math
@@ -757,7 +758,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.serve = state if state is not None else ServeState(scenario, policy, seed=seed)
+        # Everything loaded so far (the road network's graph, the policy, the framework) lives as long as
+        # the process: move it out of the collector's generations, so that a full collection triggered
+        # by a request's temporary objects does not rescan ~100k long-lived objects (a ~45 ms pause,
+        # which was the whole p99 tail at 1,000 x 200).
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
 
     app = FastAPI(
         title="gigdispatch inference service",
