@@ -186,3 +186,37 @@ def test_make_policy_accepts_an_exported_onnx_file(exported: Path, tmp_path: Pat
     broken.write_bytes(b"not a model")
     with pytest.raises(UnknownPolicyError):
         make_policy(str(broken))
+
+
+def test_served_onnx_answers_like_its_checkpoint_on_1000_recorded_requests(runs: dict[str, Path], exported: Path) -> None:
+    """Issue 6: the ONNX file served by the app gives the same /v1/dispatch answers as the checkpoint it came from."""
+    pytest.importorskip("fastapi")
+    from training.serve_check import check_served, record_requests
+
+    scenario = str(load_config(SMOKE).scenario)
+    requests = record_requests(scenario, 1000, first_seed=9000)
+    assert len(requests) == 1000 and all(r["orders"] for r in requests)
+    res = check_served(str(runs["masked"]), str(exported), scenario, requests)
+    assert res["differing"] == 0, res["first_difference"]
+    assert res["requests_with_assignments"] > 100  # a real comparison: the policy assigns, not only holds
+
+
+def test_check_served_reports_a_different_policy(runs: dict[str, Path]) -> None:
+    from training.serve_check import check_served, record_requests
+
+    scenario = str(load_config(SMOKE).scenario)
+    requests = record_requests(scenario, 60, first_seed=9000)
+    res = check_served(str(runs["masked"]), "random", scenario, requests)
+    assert res["differing"] > 0 and res["first_difference"]["request"] >= 0
+    with pytest.raises(ValueError, match="seeds below 1000"):
+        record_requests(scenario, 1, first_seed=5)
+
+
+def test_export_cli_checks_served_answers(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    out = tmp_path / "p.onnx"
+    assert main(["export", "--checkpoint", str(runs["masked"]), "--out", str(out), "--check", "50", "--check-served", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "served: 100/100 /v1/dispatch answers identical" in text
+    assert json.loads((tmp_path / "p.onnx.json").read_text())["verified_served"]["differing"] == 0

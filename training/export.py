@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 import warnings
@@ -251,8 +252,9 @@ def load_learned(checkpoint: str | Path) -> Any:
         raise ExportError(f"--checkpoint {str(p)!r}: not a loadable SB3 checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
 
-def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000) -> dict[str, Any]:
-    """Export, verify on ``check`` recorded observations (0: no check), then write ``out`` and its sidecar.
+def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, check_served: int = 0) -> dict[str, Any]:
+    """Export, verify on ``check`` recorded observations (0: no check) and, served, on ``check_served``
+    recorded dispatch requests (0: no check), then write ``out`` and its sidecar.
 
     Returns the sidecar's content. ``ExportError`` for bad input, ``CheckError`` when decisions differ
     (nothing is written then)."""
@@ -263,6 +265,8 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000) ->
         raise ExportError(f"--out {str(out)!r}: is a folder")
     if check < 0:
         raise ExportError(f"--check: must be >= 0, got {check}")
+    if check_served < 0:
+        raise ExportError(f"--check-served: must be >= 0, got {check_served}")
     learned = load_learned(checkpoint)
     from envs.dispatch_env import DispatchEnv
 
@@ -304,9 +308,34 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000) ->
         "verified": verified,
         "bytes": len(data),
     }
+    if check_served:
+        meta["verified_served"] = _check_served(learned, run_dir, data, meta, check_served)
     atomic_write_bytes(out, data)
     atomic_write_json(sidecar_path(out), meta)
     return meta
+
+
+def _check_served(learned: Any, run_dir: Path, data: bytes, meta: dict[str, Any], n: int) -> dict[str, Any]:
+    """Serve the checkpoint and the ONNX graph (from a scratch copy) and compare their answers on ``n``
+    requests recorded from held-out days (seeds >= 1000); ``CheckError`` when any answer differs."""
+    import tempfile
+
+    from training.serve_check import check_served, record_requests
+
+    t0 = time.perf_counter()
+    cfg = learned.cfg
+    fresh = max([*cfg.train_seeds, *cfg.eval.seeds, 999]) + 1  # days used neither in training nor in its evaluation
+    requests = record_requests(str(cfg.scenario), n, policy="nearest", first_seed=fresh)
+    with tempfile.TemporaryDirectory(prefix="gigdispatch-export-") as tmp:
+        scratch = Path(tmp) / "policy.onnx"
+        scratch.write_bytes(data)
+        sidecar_path(scratch).write_text(json.dumps(meta))
+        res = check_served(str(run_dir), str(scratch), str(learned.cfg.scenario), requests)
+    if res["differing"]:
+        f = res["first_difference"]
+        raise CheckError(f"{res['differing']} of {res['requests']} served answers differ (first: request #{f['request']})")
+    res["seconds"] = round(time.perf_counter() - t0, 3)
+    return res
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -318,7 +347,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: exporting needs onnx and onnxruntime (the 'serve' extra): {exc.name} is not installed", file=sys.stderr)
         return 2
     try:
-        meta = export_policy(args.checkpoint, args.out, check=args.check)
+        meta = export_policy(args.checkpoint, args.out, check=args.check, check_served=args.check_served)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -333,6 +362,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(
             f"verified: {v['identical']}/{v['observations']} ONNX decisions identical to the torch policy's "
             f"(onnxruntime CPU; observations from {len(v['seeds'])} held-out days, seeds {v['seeds'][0]}..{v['seeds'][-1]}; {v['seconds']:.1f} s)"
+        )
+    vs = meta.get("verified_served")
+    if vs:
+        print(
+            f"served: {vs['requests'] - vs['differing']}/{vs['requests']} /v1/dispatch answers identical, ONNX file vs checkpoint "
+            f"({vs['assignments']:,} assignments in {vs['requests_with_assignments']} requests; {vs['seconds']:.1f} s)"
         )
     print(f"sidecar: {sidecar_path(args.out)}")
     return 0
@@ -357,6 +392,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (its sidecar is FILE.onnx.json)")
     p.add_argument(
         "--check", type=whole_number(0), default=1000, metavar="N", help="observations to verify (0: none) [default: %(default)s]"
+    )
+    p.add_argument(
+        "--check-served",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="also serve the checkpoint and the ONNX file and compare their /v1/dispatch answers on N requests recorded "
+        "from held-out days (0: skip) [default: %(default)s]",
     )
     p.set_defaults(func=cmd_export)
 
