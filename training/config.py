@@ -113,6 +113,17 @@ class EvalConfig(_Strict):
         return self
 
 
+class RLlibConfig(_Strict):
+    """``gigdispatch train --backend rllib`` (the fleet env on Ray RLlib's PPO); ignored by the SB3 backend."""
+
+    iterations: int = Field(10, ge=1, description="PPO iterations (one sample + update each)")
+    num_env_runners: int = Field(0, ge=0, description="sampling actors (0: sample in the driver process)")
+    train_batch_size: int = Field(4000, ge=1, description="env steps sampled per iteration (each is one step of every driver)")
+    minibatch_size: int = Field(512, ge=1)
+    num_epochs: int = Field(5, ge=1)
+    max_cycles: int | None = Field(None, ge=1, description="truncate episodes after this many steps (default: the whole day)")
+
+
 class TrainConfig(_Strict):
     """One training run. See ``docs/training.md`` for every field."""
 
@@ -123,6 +134,7 @@ class TrainConfig(_Strict):
     fleet: FleetEnvConfig = Field(default_factory=FleetEnvConfig)
     algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    rllib: RLlibConfig = Field(default_factory=RLlibConfig)
     total_timesteps: int = Field(100_000, ge=1)
     seed: int = Field(0, ge=0, description="seeds torch, numpy, SB3 and the order of the training seeds")
     train_seeds: list[int] = Field(default_factory=lambda: list(range(1000, 2000)))

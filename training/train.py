@@ -126,6 +126,33 @@ def _algo_class(algo: str) -> Any:
     return PPO
 
 
+def build_model(cfg: TrainConfig, env: Any, tensorboard_log: str | None = None, algo: str | None = None, policy: str | None = None) -> Any:
+    """A new PPO / MaskablePPO model on ``env`` with the run's ``ppo`` settings (also used by the training
+    throughput benchmark, with ``algo``/``policy`` overridden for the CartPole reference)."""
+    Algo = _algo_class(algo or cfg.algo)
+    p = cfg.ppo
+    batch = min(p.batch_size, p.n_steps * env.num_envs)
+    return Algo(
+        policy or ("MultiInputPolicy" if cfg.env == "dispatch" else "MlpPolicy"),
+        env,
+        n_steps=p.n_steps,
+        batch_size=batch,
+        learning_rate=p.learning_rate,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        n_epochs=p.n_epochs,
+        ent_coef=p.ent_coef,
+        vf_coef=p.vf_coef,
+        clip_range=p.clip_range,
+        max_grad_norm=p.max_grad_norm,
+        policy_kwargs={"net_arch": list(p.net_arch)},
+        tensorboard_log=tensorboard_log,
+        seed=cfg.seed,
+        device=cfg.device,
+        verbose=0,
+    )
+
+
 # ------------------------------------------------------------------------------------- evaluation
 def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
     """Deterministic episodes on the first ``eval.episodes`` held-out seeds, on a separate env instance.
@@ -351,33 +378,12 @@ def train(
             f.write((command or shlex.join(sys.argv)) + "\n")
 
     Algo = _algo_class(cfg.algo)
-    p = cfg.ppo
     latest = ckpt / LATEST
     if resume is not None and latest.is_file():
         model = Algo.load(latest, env=env, device=cfg.device, tensorboard_log=str(rdir / "tb"))
         model.set_random_seed(cfg.seed + int(model.num_timesteps))
     else:
-        n_envs = env.num_envs
-        batch = min(p.batch_size, p.n_steps * n_envs)
-        model = Algo(
-            "MultiInputPolicy" if cfg.env == "dispatch" else "MlpPolicy",
-            env,
-            n_steps=p.n_steps,
-            batch_size=batch,
-            learning_rate=p.learning_rate,
-            gamma=p.gamma,
-            gae_lambda=p.gae_lambda,
-            n_epochs=p.n_epochs,
-            ent_coef=p.ent_coef,
-            vf_coef=p.vf_coef,
-            clip_range=p.clip_range,
-            max_grad_norm=p.max_grad_norm,
-            policy_kwargs={"net_arch": list(p.net_arch)},
-            tensorboard_log=str(rdir / "tb"),
-            seed=cfg.seed,
-            device=cfg.device,
-            verbose=0,
-        )
+        model = build_model(cfg, env, tensorboard_log=str(rdir / "tb"))
         _save_model(model, latest)  # a loadable checkpoint from the first moment on
         write_progress(rdir, 0, cfg.total_timesteps, {"last_ckpt": 0, "last_eval": 0}, done=False)
     done_steps = int(model.num_timesteps)
@@ -406,7 +412,12 @@ def train(
 def cmd_train(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     command = shlex.join(["gigdispatch", *sys.argv[1:]])
+    if args.address and args.backend != "rllib":
+        print("error: --address: a Ray cluster address is only used with --backend rllib", file=sys.stderr)
+        return 2
     try:
+        if args.backend == "rllib":
+            return _cmd_train_rllib(args, progress, command)
         if args.resume:
             if args.config or args.overrides:
                 raise TrainError("--resume continues a run with its own config.yaml; do not give --config or overrides")
@@ -425,6 +436,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> int:
+    from training.config import build_config
+    from training.rllib import RLlibError, train_rllib
+
+    try:
+        if args.resume:
+            if args.config or args.overrides:
+                raise TrainError("--resume continues a run with its own config.yaml; do not give --config or overrides")
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.yaml").is_file():
+                raise TrainError(f"--resume {run_dir}: not a run folder (no config.yaml)")
+            import yaml
+
+            cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()), source=str(run_dir / "config.yaml"))
+        else:
+            if not args.config:
+                raise TrainError("--config is required (or --resume RUN_DIR)")
+            cfg = load_config(args.config, args.overrides)
+            run_dir = new_run_dir(cfg, Path(args.out) if args.out else Path("runs"))
+        state = train_rllib(cfg, run_dir, resume=bool(args.resume), address=args.address, command=command, progress=progress)
+    except (ConfigError, TrainError, RLlibError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = state["history"][-1] if state["history"] else {}
+    ret = last.get("episode_return_mean")
+    print(
+        f"RLlib PPO: {state['iteration']} iterations, {state['env_steps']:,} env steps"
+        + (f", episode return mean {ret:.2f}" if ret is not None else "")
+        + f"; run folder: {run_dir}"
+    )
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -440,6 +484,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML training config (e.g. configs/train/dispatch-default.yaml)")
     p.add_argument("--out", help="parent folder of the new run folder <name>-<timestamp> [default: runs/]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument(
+        "--backend",
+        choices=("sb3", "rllib"),
+        default="sb3",
+        help="sb3: stable-baselines3 / sb3-contrib in this process; rllib: the fleet env on Ray RLlib (the 'rllib' extra) [default: %(default)s]",
+    )
+    p.add_argument(
+        "--address",
+        metavar="RAY_ADDRESS",
+        help="with --backend rllib: join this Ray cluster (auto, HOST:PORT or ray://HOST:10001) instead of starting a local Ray",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")

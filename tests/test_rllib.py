@@ -1,0 +1,89 @@
+"""Issue 5 (RLlib): ``gigdispatch train --backend rllib`` -- the fleet env through RLlib's PettingZoo
+wrapper, one shared action-masked policy, a local two-iteration run (``configs/train/rllib-smoke.yaml``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.rllib")
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs/train/rllib-smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.cli import main
+
+    out = tmp_path_factory.mktemp("rllib")
+    assert main(["train", "--backend", "rllib", "--config", str(SMOKE), "--out", str(out), "--no-progress"]) == 0
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_two_iterations_write_a_run_folder(run: Path) -> None:
+    prog = json.loads((run / "progress.json").read_text())
+    assert prog["backend"] == "rllib" and prog["done"] and prog["iteration"] == 2
+    assert [h["iteration"] for h in prog["history"]] == [1, 2]
+    assert prog["history"][1]["env_steps"] > prog["history"][0]["env_steps"] > 0
+    assert prog["history"][1]["episode_return_mean"] is not None  # whole (truncated) episodes ran
+    for name in ("config.yaml", "command.txt", "git_revision.txt", "seed"):
+        assert (run / name).is_file()
+    assert (run / "checkpoints/rllib/rllib_checkpoint.json").is_file()
+    assert not list((run / "checkpoints").glob("*.tmp")) and list((run / "tb").iterdir())
+
+
+def test_the_shared_policy_never_picks_a_masked_action(run: Path) -> None:
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module = RLModule.from_checkpoint(str(run / "checkpoints/rllib/learner_group/learner/rl_module/shared"))
+    rng = np.random.default_rng(0)
+    n = 512
+    mask = (rng.random((n, 10)) < 0.3).astype(np.int8)
+    mask[:, 0] = 1  # the no-op is always valid
+    mask[: n // 2, 1:] = 0  # half the rows: only the no-op
+    obs = {"observation": torch.as_tensor(rng.uniform(-1, 1, (n, 41)), dtype=torch.float32), "action_mask": torch.as_tensor(mask)}
+    with torch.no_grad():
+        logits = module.forward_inference({"obs": obs})["action_dist_inputs"].numpy()
+    greedy = logits.argmax(-1)
+    assert (greedy[: n // 2] == 0).all()
+    assert mask[np.arange(n), greedy].all()
+    sampled = torch.distributions.Categorical(logits=torch.as_tensor(logits)).sample((20,)).numpy()
+    assert mask[np.arange(n)[None, :], sampled].all()
+    assert (greedy[n // 2 :] != 0).any()  # the unmasked rows are free to choose: the check has teeth
+
+
+def test_resume_of_a_finished_run_keeps_its_iterations(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    assert main(["train", "--backend", "rllib", "--resume", str(run), "--no-progress"]) == 0
+    assert "2 iterations" in capsys.readouterr().out
+    assert json.loads((run / "progress.json").read_text())["iteration"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--config", str(ROOT / "configs/train/smoke.yaml")], "trains the fleet env (env: fleet), not env: dispatch"),
+        (["--config", str(SMOKE), "rllib.iterations=0"], "rllib.iterations"),
+        (["--config", str(SMOKE), "rllib.bogus=1"], "rllib.bogus"),
+    ],
+)
+def test_bad_rllib_requests_are_one_line(argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    assert main(["train", "--backend", "rllib", *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_address_needs_the_rllib_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    assert main(["train", "--config", str(SMOKE), "--address", "auto", "--out", str(tmp_path)]) == 2
+    assert "--address" in capsys.readouterr().err
