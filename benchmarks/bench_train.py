@@ -89,7 +89,9 @@ def bench_config(path: str, steps: int, rounds: int) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Training throughput on default vs SB3 PPO on CartPole-v1 with the same settings. Prints JSON.")
+    ap = argparse.ArgumentParser(
+        description="Training throughput on default vs SB3 PPO on CartPole-v1 with the same settings. Prints JSON."
+    )
     ap.add_argument("--config", action="append", help=f"training config (repeatable) [default: {', '.join(DEFAULT_CONFIGS)}]")
     ap.add_argument("--steps", type=int, default=20_000, help="timesteps per measurement round [default: %(default)s]")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds [default: %(default)s]")
@@ -102,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {
         "benchmark": "train_throughput",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "results": results,
     }
     return emit(out, args.out)

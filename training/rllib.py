@@ -227,7 +227,9 @@ def train_rllib(
     try:
         ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
     except Exception as exc:  # a wrong address or an unreachable cluster: one line, not a traceback
-        raise RLlibError(f"--address {address!r}: could not start or reach Ray ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise RLlibError(
+            f"--address {address!r}: could not start or reach Ray ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     try:
         register_env(ENV_NAME, make_env)
         algo = build_config(cfg).build_algo()
