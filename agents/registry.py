@@ -20,6 +20,7 @@ POLICIES: dict[str, str] = {
     "reposition": "agents.heuristics:DemandRepositionPolicy",
     "value-hungarian": "agents.value_hungarian:ValueHungarianPolicy",
     "oracle": "agents.oracle:OraclePolicy",
+    "scored-match": "agents.scored:ScoredMatchPolicy",  # untrained: value-hungarian's weights with the auction lever
 }
 
 
@@ -41,6 +42,13 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
 
             try:
                 return OnnxDispatchPolicy(name, **kwargs)
+            except ValueError as exc:
+                raise UnknownPolicyError(str(exc)) from None
+        if (path.is_dir() and (path / "policy.json").is_file()) or (path.name == "policy.json" and path.is_file()):
+            from agents.scored import ScoredMatchPolicy  # a scored-match policy (algo: cem)
+
+            try:
+                return ScoredMatchPolicy.from_file(path)
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         if path.is_dir() or (path.suffix == ".zip" and path.is_file()):

@@ -124,6 +124,25 @@ class RLlibConfig(_Strict):
     max_cycles: int | None = Field(None, ge=1, description="truncate episodes after this many steps (default: the whole day)")
 
 
+class CEMConfig(_Strict):
+    """``algo: cem``: the cross-entropy method over ``ScoredMatchPolicy``'s parameters (``training/cem.py``)."""
+
+    iterations: int = Field(10, ge=1)
+    population: int = Field(12, ge=2)
+    elite: int = Field(3, ge=1)
+    seeds_per_iteration: int = Field(6, ge=1, description="training days every candidate of an iteration is run on")
+    sigma: float = Field(0.5, gt=0, description="initial std of every search coordinate")
+    extra_noise: float = Field(0.1, ge=0, description="added to the refitted std, decaying to 0 over the iterations")
+    workers: int = Field(2, ge=1, description="rollout processes")
+    values: str | None = Field(None, description="value table (.npz); default: the scenario's shipped table")
+
+    @model_validator(mode="after")
+    def _elite(self) -> CEMConfig:
+        if self.elite > self.population:
+            raise ValueError(f"elite: {self.elite} elite of a population of {self.population}")
+        return self
+
+
 class TrainConfig(_Strict):
     """One training run. See ``docs/training.md`` for every field."""
 
@@ -132,9 +151,10 @@ class TrainConfig(_Strict):
     scenario: str = "default"
     dispatch: DispatchEnvConfig = Field(default_factory=DispatchEnvConfig)
     fleet: FleetEnvConfig = Field(default_factory=FleetEnvConfig)
-    algo: Literal["maskable_ppo", "ppo"] = "maskable_ppo"
+    algo: Literal["maskable_ppo", "ppo", "cem"] = "maskable_ppo"
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     rllib: RLlibConfig = Field(default_factory=RLlibConfig)
+    cem: CEMConfig = Field(default_factory=CEMConfig)
     total_timesteps: int = Field(100_000, ge=1)
     seed: int = Field(0, ge=0, description="seeds torch, numpy, SB3 and the order of the training seeds")
     train_seeds: list[int] = Field(default_factory=lambda: list(range(1000, 2000)))
@@ -157,6 +177,12 @@ class TrainConfig(_Strict):
         if low:
             raise ValueError(f"training episode seeds must be >= {MIN_TRAIN_SEED} (0-19 are the evaluation seeds), got {low[:5]}")
         return v
+
+    @model_validator(mode="after")
+    def _cem_env(self) -> TrainConfig:
+        if self.algo == "cem" and self.env != "dispatch":
+            raise ValueError("algo: cem searches a dispatch policy's parameters: use env: dispatch")
+        return self
 
     @model_validator(mode="after")
     def _disjoint(self) -> TrainConfig:

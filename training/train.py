@@ -365,7 +365,13 @@ def train(
         if rdir.exists() and any(rdir.iterdir()):
             raise TrainError(f"--out {rdir}: the run folder exists and is not empty (use --resume to continue it)")
     seed_everything(cfg.seed, cfg.torch_threads)
-    env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
+    if cfg.algo == "cem":
+        from envs import load_scenario
+
+        load_scenario(cfg.scenario)  # a bad scenario fails here, before the run folder is made
+        env = None
+    else:
+        env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
     ckpt = rdir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     if resume is None:
@@ -377,6 +383,15 @@ def train(
         with open(rdir / "command.txt", "a", encoding="utf-8") as f:
             f.write((command or shlex.join(sys.argv)) + "\n")
 
+    if cfg.algo == "cem":
+        from training.cem import train_cem
+
+        st = train_cem(cfg, rdir, resume=resume is not None, progress=progress)
+        days = st["iteration"] * cfg.cem.population * cfg.cem.seeds_per_iteration
+        write_progress(
+            rdir, days, cfg.cem.iterations * cfg.cem.population * cfg.cem.seeds_per_iteration, {"cem": st["history"][-1:]}, done=True
+        )
+        return rdir
     Algo = _algo_class(cfg.algo)
     latest = ckpt / LATEST
     if resume is not None and latest.is_file():
@@ -432,6 +447,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     prog = json.loads((run_dir / "progress.json").read_text())
+    if "cem" in prog.get("state", {}):
+        pol = json.loads((run_dir / "policy.json").read_text())["trained"]
+        print(
+            f"searched {pol['iterations']} CEM iterations ({prog['num_timesteps']:,} simulated days); held-out profit "
+            f"{pol['start_held_out_profit_mean']:,.1f} at the start, {pol['held_out_profit_mean']:,.1f} best; policy: {run_dir / 'policy.json'}"
+        )
+        return 0
     print(f"trained {prog['num_timesteps']:,} steps; run folder: {run_dir}")
     return 0
 

@@ -1,0 +1,158 @@
+"""Learned pair scoring for Hungarian dispatch: ``ScoredMatchPolicy``, trained by policy search (``training.cem``).
+
+The policy is the value-augmented Hungarian of ``agents.value_hungarian`` (learned spatio-temporal state
+values, expected immediate profit at the acceptance probability, time costs) with every weight of its pair
+score, a hold rule and the payout lever made parameters that are *learned* from simulated days:
+
+    w(o, d) = p * [ profit_weight * (fee - payout - E[late refund])
+                    + value_weight * (gamma^(dt/1h) V(drop-off zone, t_drop) - V(zone of d, now)) ]
+              - time_value / 3600 * ( ETA + slack_weight * lateness - age_weight * waited
+                                      + decline_cost_s * (1 - p) )
+
+Pairs with ``w < hold_below`` (euros) are not offered this epoch (the order waits for a better driver, or
+is left to cancel when serving it loses money); one ``linear_sum_assignment`` over the rest maximises the
+total score among the largest matchings. The payout level of each matched pair is the lowest level, from
+``min(declines, max_level)`` up to ``max_level``, at which the acceptance probability reaches
+``level_threshold`` (the auction lever; ``max_level`` 0 turns it off). ``window_factor`` sets how many of
+the oldest open orders enter each epoch's problem (``window_factor x idle drivers + 16``).
+
+The parameters live in a small JSON file (``policy.json``, format ``gigdispatch-scored-match/1``) that
+``training.cem`` writes into its run folder; ``make_policy("<run folder or policy.json>")`` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.heuristics import drop_decliners, match_min_cost, sorted_decision
+from agents.value_hungarian import ValueHungarianPolicy
+from envs.core.sim import Decision, Simulator
+
+FORMAT = "gigdispatch-scored-match/1"
+
+# parameter -> (default, kind): "pos" parameters are searched on a log scale, "real" ones linearly,
+# "prob" through a logistic; the defaults are value-hungarian's weights with the auction lever.
+PARAMS: dict[str, tuple[float, str]] = {
+    "time_value": (24.0, "pos"),
+    "profit_weight": (1.0, "pos"),
+    "value_weight": (1.0, "pos"),
+    "slack_weight": (1.0, "pos"),
+    "age_weight": (1.0, "pos"),
+    "decline_cost_s": (300.0, "pos"),
+    "window_factor": (2.0, "pos"),
+    "hold_below": (-5.0, "real"),
+    "level_threshold": (0.5, "prob"),
+}
+
+
+class ScoredMatchPolicyError(ValueError):
+    """A bad ``policy.json`` (missing, unreadable, another format, a bad parameter)."""
+
+
+def check_params(params: dict[str, Any], where: str = "params") -> dict[str, float]:
+    """Validated parameters (defaults for missing ones); errors name the field."""
+    unknown = sorted(set(params) - set(PARAMS) - {"max_level"})
+    if unknown:
+        raise ScoredMatchPolicyError(f"{where}.{unknown[0]}: unknown parameter (known: {', '.join([*PARAMS, 'max_level'])})")
+    out: dict[str, float] = {}
+    for name, (default, kind) in PARAMS.items():
+        v = params.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+            raise ScoredMatchPolicyError(f"{where}.{name}: must be a finite number, got {v!r}")
+        if kind == "pos" and v < 0:
+            raise ScoredMatchPolicyError(f"{where}.{name}: must be >= 0, got {v!r}")
+        if kind == "prob" and not 0.0 <= v <= 1.0:
+            raise ScoredMatchPolicyError(f"{where}.{name}: must be a probability in [0, 1], got {v!r}")
+        out[name] = float(v)
+    ml = params.get("max_level", 1)
+    if isinstance(ml, bool) or not isinstance(ml, int) or ml < 0:
+        raise ScoredMatchPolicyError(f"{where}.max_level: must be a whole number >= 0, got {ml!r}")
+    out["max_level"] = int(ml)
+    return out
+
+
+class ScoredMatchPolicy(ValueHungarianPolicy):
+    """Hungarian matching on a learned pair score, with a learned hold rule and payout lever (module docstring)."""
+
+    name = "scored-match"
+
+    def __init__(self, params: dict[str, Any] | None = None, values_path: str | os.PathLike | None = None, k: int = 8) -> None:
+        p = check_params(params or {})
+        super().__init__(
+            values_path=values_path,
+            k=k,
+            window_factor=p["window_factor"],
+            slack_weight=p["slack_weight"],
+            age_weight=p["age_weight"],
+            decline_cost_s=p["decline_cost_s"],
+            time_value=p["time_value"],
+            profit_weight=p["profit_weight"],
+            value_weight=p["value_weight"],
+        )
+        self.params = p
+        self.hold_below = p["hold_below"]
+        self.level_threshold = p["level_threshold"]
+        self.max_level = int(p["max_level"])
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> ScoredMatchPolicy:
+        """Load ``policy.json`` (or the one inside a run folder)."""
+        f = Path(path)
+        if f.is_dir():
+            f = f / "policy.json"
+        try:
+            doc = json.loads(f.read_text())
+        except FileNotFoundError:
+            raise ScoredMatchPolicyError(f"{str(f)!r}: no such file (a scored-match policy is a run folder with policy.json)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ScoredMatchPolicyError(f"{str(f)!r}: not a readable JSON policy file ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ScoredMatchPolicyError(
+                f"{str(f)!r}: format must be {FORMAT!r}, got {doc.get('format') if isinstance(doc, dict) else doc!r}"
+            )
+        if not isinstance(doc.get("params"), dict):
+            raise ScoredMatchPolicyError(f"{str(f)!r}: params: missing or not a mapping")
+        values = doc.get("values")
+        vpath = None
+        if values:
+            vpath = Path(values) if Path(values).is_absolute() else f.parent / values
+            if not vpath.is_file():
+                raise ScoredMatchPolicyError(f"{str(f)!r}: values: no such file {str(vpath)!r}")
+        pol = cls(check_params(doc["params"], where=f"{f}: params"), values_path=vpath)
+        pol.source_file = str(f)
+        return pol
+
+    def levels(self, sim: Simulator, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        L = sim.n_levels
+        if L <= 1 or o.size == 0:
+            return np.zeros(len(o), np.int64)
+        top = max(0, min(L - 1, self.max_level))
+        base = np.minimum(sim.orders.declines[o].astype(np.int64), top)
+        lv = np.arange(L)[None, :]
+        pay = sim.payout_cents(o[:, None], d[:, None], lv)
+        p = sim.accept_prob(np.broadcast_to(o[:, None], pay.shape), np.broadcast_to(d[:, None], pay.shape), pay)
+        enough = (p >= self.level_threshold) & (lv >= base[:, None]) & (lv <= top)
+        first = np.where(enough.any(axis=1), enough.argmax(axis=1), top)
+        return np.maximum(base, first).astype(np.int64)
+
+    def act(self, sim: Simulator) -> Decision:
+        if self.table is None:
+            self.table = self._table_for(sim)
+        orders = sim.open_orders()
+        idle = sim.eligible(idle_only=True)
+        free = int(idle.sum())
+        if orders.size == 0 or free == 0:
+            return Decision()
+        window = self.base.window(sim, orders, free)
+        ids, eta = sim.candidates(window, self.base.k, among=idle)
+        ids = drop_decliners(sim, window, ids)
+        w = self.pair_weight(sim, window, ids, eta)
+        keep = (ids >= 0) & (w >= self.hold_below)
+        rows, d = match_min_cost(np.where(keep, ids, -1), np.where(keep, -w, np.inf))
+        o = window[rows]
+        return sorted_decision(o, d, self.levels(sim, o, d))

@@ -1,0 +1,191 @@
+"""``algo: cem``: the cross-entropy method (policy search) for ``ScoredMatchPolicy``'s parameters.
+
+Dispatch is a matching problem each epoch; the literature's policies that work at scale score
+candidate pairs (with learned state values) and let an assignment solver pick the matching. Here the
+score's weights, the hold rule and the payout lever (``agents.scored``) are learned directly on the
+objective, the day's platform margin, by the cross-entropy method (a derivative-free policy-search
+algorithm; Rubinstein 1999, used for RL policies since Szita & Lorincz 2006):
+
+1. keep a Gaussian over the parameter vector ``x`` (mean 0 = the value-hungarian weights with the auction
+   lever; per-coordinate std ``cem.sigma``); ``x`` maps to the parameters through each one's kind
+   (log scale for non-negative weights, linear in euros for ``hold_below``, logistic for the threshold,
+   rounded for ``max_level``);
+2. each iteration draw ``cem.population`` vectors, run every one on the same ``cem.seeds_per_iteration``
+   training days (common random numbers: the days are drawn from ``train_seeds``, all >= 1000), and score
+   it by its mean margin;
+3. refit the Gaussian to the ``cem.elite`` best (plus ``cem.extra_noise``, decaying, against early
+   collapse), and evaluate the new mean on the held-out ``eval.seeds`` (>= 1000, disjoint from training);
+4. write ``policy.json`` with the parameters that scored best on the held-out days so far, and the search
+   state (``cem_state.json``) after every iteration, both atomically: ``--resume`` continues from the
+   last complete iteration and reproduces the uninterrupted run (the draws come from a generator seeded
+   by ``seed`` and the iteration number).
+
+The rollouts run in ``cem.workers`` processes. TensorBoard: ``cem/population_mean``, ``cem/elite_mean``,
+``cem/sigma_mean``, ``eval/profit_mean`` and the ``dispatch/*`` KPIs of the held-out days.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.scored import FORMAT, PARAMS
+from training.config import TrainConfig
+from training.io import atomic_write_json
+
+NAMES = [*PARAMS, "max_level"]
+
+
+def to_params(x: np.ndarray) -> dict[str, Any]:
+    """The parameters of ``ScoredMatchPolicy`` for a search vector (one coordinate per ``NAMES`` entry)."""
+    out: dict[str, Any] = {}
+    for v, name in zip(x.tolist(), NAMES, strict=True):
+        if name == "max_level":
+            out[name] = int(np.clip(np.rint(1.0 + v), 0, 3))
+            continue
+        default, kind = PARAMS[name]
+        if kind == "pos":
+            out[name] = float(default * np.exp(np.clip(v, -6.0, 6.0)))
+        elif kind == "prob":
+            z = np.log(default / (1.0 - default)) + v
+            out[name] = float(1.0 / (1.0 + np.exp(-z)))
+        else:  # real, in euros
+            out[name] = float(default + 5.0 * v)
+    return out
+
+
+_SCEN: dict[str, Any] = {}
+
+
+def _margin(task: tuple[str, dict[str, Any], int, str | None]) -> dict[str, float]:
+    """One simulated day of ``ScoredMatchPolicy(params)``: its KPIs (a worker process caches the scenario)."""
+    from agents.scored import ScoredMatchPolicy
+    from envs import Simulator, load_scenario
+
+    scenario, params, seed, values = task
+    if scenario not in _SCEN:
+        _SCEN[scenario] = load_scenario(scenario)
+    sim = Simulator(_SCEN[scenario])
+    kpis = sim.run(ScoredMatchPolicy(params, values_path=values), seed=seed)
+    return {k: float(v) for k, v in kpis.items() if isinstance(v, int | float)}
+
+
+def _evaluate(pool: Any, scenario: str, params_list: list[dict[str, Any]], seeds: list[int], values: str | None) -> list[list[dict]]:
+    tasks = [(scenario, p, s, values) for p in params_list for s in seeds]
+    res = pool.map(_margin, tasks) if pool is not None else [_margin(t) for t in tasks]
+    n = len(seeds)
+    return [res[i * n : (i + 1) * n] for i in range(len(params_list))]
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = False) -> dict[str, Any]:
+    """Run (or continue) the search; returns the final state. Writes ``policy.json`` and ``cem_state.json``."""
+    import multiprocessing as mp
+
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from training.train import KPI_TAGS
+
+    c = cfg.cem
+    n = len(NAMES)
+    state_file = run_dir / "cem_state.json"
+    if resume and state_file.is_file():
+        st = json.loads(state_file.read_text())
+    else:
+        st = {
+            "iteration": 0,
+            "mean": [0.0] * n,
+            "std": [c.sigma] * n,
+            "best_eval": None,
+            "best_params": None,
+            "history": [],
+        }
+    scenario = str(cfg.scenario)
+    values = c.values
+    train_seeds = list(cfg.train_seeds)
+    eval_seeds = list(cfg.eval.seeds)[: cfg.eval.episodes]
+    writer = SummaryWriter(str(run_dir / "tb"))
+    ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+    pool = ctx.Pool(c.workers) if c.workers > 1 else None
+    try:
+        if st["best_eval"] is None and st["iteration"] == 0:  # the starting point, on the held-out days
+            rows = _evaluate(pool, scenario, [to_params(np.zeros(n))], eval_seeds, values)[0]
+            st["start_eval"] = _mean(rows, "platform_margin")
+        bar = tqdm(total=c.iterations, initial=st["iteration"], unit="iter", disable=not progress, desc="cem")
+        while st["iteration"] < c.iterations:
+            it = st["iteration"]
+            rng = np.random.default_rng([cfg.seed, it])
+            mean, std = np.asarray(st["mean"]), np.asarray(st["std"])
+            xs = mean + std * rng.standard_normal((c.population, n))
+            xs[0] = mean  # the current mean is always a candidate
+            seeds = [int(s) for s in rng.choice(train_seeds, size=min(c.seeds_per_iteration, len(train_seeds)), replace=False)]
+            scores = np.array([_mean(r, "platform_margin") for r in _evaluate(pool, scenario, [to_params(x) for x in xs], seeds, values)])
+            elite = xs[np.argsort(-scores)[: c.elite]]
+            extra = c.extra_noise * max(0.0, 1.0 - it / max(1, c.iterations - 1))
+            st["mean"] = elite.mean(axis=0).tolist()
+            st["std"] = (elite.std(axis=0) + extra).tolist()
+            params = to_params(np.asarray(st["mean"]))
+            rows = _evaluate(pool, scenario, [params], eval_seeds, values)[0]
+            ev = _mean(rows, "platform_margin")
+            if st["best_eval"] is None or ev > st["best_eval"]:
+                st["best_eval"], st["best_params"] = ev, params
+            st["iteration"] = it + 1
+            rec = {
+                "iteration": it + 1,
+                "train_seeds": seeds,
+                "population_mean": float(np.mean(scores)),
+                "elite_mean": float(np.sort(scores)[-c.elite :].mean()),
+                "best_candidate": float(scores.max()),
+                "eval_profit_mean": ev,
+                "params": params,
+            }
+            st["history"].append(rec)
+            step = st["iteration"]
+            writer.add_scalar("cem/population_mean", rec["population_mean"], step)
+            writer.add_scalar("cem/elite_mean", rec["elite_mean"], step)
+            writer.add_scalar("cem/sigma_mean", float(np.mean(st["std"])), step)
+            writer.add_scalar("eval/profit_mean", ev, step)
+            for key, tag in KPI_TAGS.items():
+                v = _mean(rows, key)
+                if np.isfinite(v):
+                    writer.add_scalar(tag, v, step)
+            writer.flush()
+            _write_policy(run_dir, cfg, st)
+            atomic_write_json(state_file, st)
+            bar.update(1)
+            bar.set_postfix(eval=f"{ev:,.0f}", best=f"{st['best_eval']:,.0f}")
+        bar.close()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        writer.close()
+    _write_policy(run_dir, cfg, st)
+    return st
+
+
+def _write_policy(run_dir: Path, cfg: TrainConfig, st: dict[str, Any]) -> None:
+    params = st["best_params"] or to_params(np.zeros(len(NAMES)))
+    doc = {
+        "format": FORMAT,
+        "params": params,
+        "values": cfg.cem.values,
+        "scenario": str(cfg.scenario),
+        "trained": {
+            "algo": "cem",
+            "iterations": st["iteration"],
+            "held_out_profit_mean": st["best_eval"],
+            "start_held_out_profit_mean": st.get("start_eval"),
+            "eval_seeds": list(cfg.eval.seeds)[: cfg.eval.episodes],
+        },
+    }
+    atomic_write_json(run_dir / "policy.json", doc)
