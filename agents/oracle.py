@@ -168,7 +168,9 @@ def _surge_cap(sim: Simulator, conv: np.ndarray, grid: np.ndarray) -> np.ndarray
     """(O,) the largest surge an order can be quoted with.
 
     An order placed in the step from ``grid[k]`` is quoted with the surge computed at ``grid[k]`` (the
-    initial 1 for k = 0): ``1 + sensitivity * max(open / max(idle, 1) - 1, 0)``, capped. The orders open
+    initial 1 for k = 0): ``1 + sensitivity * max(demand / max(idle, 1) - 1, 0)``, capped. With the
+    surge basis ``requests`` (the default) the demand is the zone's requests of the last window, which no
+    policy changes: over one idle driver it is the cap. With the basis ``open`` it is the open orders: those
     then were placed before ``grid[k]`` and had not been cancelled; those whose patience ran out before
     ``grid[k - 1]`` were. Counting all other convertible orders of the zone over one idle driver gives a
     cap no policy can exceed (a loop over zones, vectorised over orders).
@@ -183,6 +185,18 @@ def _surge_cap(sim: Simulator, conv: np.ndarray, grid: np.ndarray) -> np.ndarray
     t_k, t_km1 = grid[k], grid[np.maximum(k - 1, 0)]
     pat = np.maximum(od.t_patience, od.t_place)
     cap = np.ones(n)
+    if sp.basis == "requests":
+        # demand = every order requested in the zone in (grid[k] - window, grid[k]), converted or not: it does
+        # not depend on the policy, so over one idle driver this count gives the cap exactly
+        for z in np.unique(zone).tolist():
+            sel = zone == z
+            tp = np.sort(od.t_place[sel])
+            hi = np.searchsorted(tp, t_k[sel], side="left")
+            lo = np.searchsorted(tp, t_k[sel] - sp.window_min * 60.0, side="right")
+            n_req = np.maximum(hi - lo, 0).astype(np.float64)
+            cap[sel] = np.clip(1.0 + sp.sensitivity * np.maximum(n_req - 1.0, 0.0), 1.0, sp.max)
+        cap[k == 0] = 1.0
+        return cap
     for z in np.unique(zone).tolist():
         mz = conv & (zone == z)
         tp, pz = np.sort(od.t_place[mz]), np.sort(pat[mz])

@@ -11,13 +11,18 @@ score, a hold rule and the payout lever made parameters that are *learned* from 
 
 Pairs with ``w < hold_below`` (euros) are not offered this epoch (the order waits for a better driver, or
 is left to cancel when serving it loses money); one ``linear_sum_assignment`` over the rest maximises the
-total score among the largest matchings. The payout level of each matched pair is the lowest level, from
+total score among the largest matchings. With ``batching`` on (a switch, > 0.5) the candidates are those of
+``batching``: busy drivers with room (their ETA after the route; a detour costs ``busy_penalty_s`` at the
+time value) and drivers already due at the same pickup (bundles; the wait they cause costs its seconds). The payout level of each matched pair is the lowest level, from
 ``min(declines, max_level)`` up to ``max_level``, at which the acceptance probability reaches
 ``level_threshold`` (the auction lever; ``max_level`` 0 turns it off). ``window_factor`` sets how many of
 the oldest open orders enter each epoch's problem (``window_factor x idle drivers + 16``).
 
 The parameters live in a small JSON file (``policy.json``, format ``gigdispatch-scored-match/1``) that
-``training.cem`` writes into its run folder; ``make_policy("<run folder or policy.json>")`` loads it.
+``training.cem`` writes into its run folder; ``make_policy("<run folder or policy.json>")`` loads it. A
+file may also hold ``scenarios``: parameters learned per scenario name (the shipped
+``checkpoints/dispatch/policy.json`` has ``default`` and ``city-1000``); ``reset`` picks the entry of the
+scenario being played, else ``params``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.heuristics import drop_decliners, match_min_cost, sorted_decision
+from agents.heuristics import BatchingPolicy, drop_decliners, match_min_cost, sorted_decision
 from agents.value_hungarian import ValueHungarianPolicy
 from envs.core.sim import Decision, Simulator
 
@@ -47,6 +52,8 @@ PARAMS: dict[str, tuple[float, str]] = {
     "window_factor": (2.0, "pos"),
     "hold_below": (-5.0, "real"),
     "level_threshold": (0.5, "prob"),
+    "busy_penalty_s": (120.0, "pos"),
+    "batching": (1.0, "switch"),
 }
 
 
@@ -66,7 +73,7 @@ def check_params(params: dict[str, Any], where: str = "params") -> dict[str, flo
             raise ScoredMatchPolicyError(f"{where}.{name}: must be a finite number, got {v!r}")
         if kind == "pos" and v < 0:
             raise ScoredMatchPolicyError(f"{where}.{name}: must be >= 0, got {v!r}")
-        if kind == "prob" and not 0.0 <= v <= 1.0:
+        if kind in ("prob", "switch") and not 0.0 <= v <= 1.0:
             raise ScoredMatchPolicyError(f"{where}.{name}: must be a probability in [0, 1], got {v!r}")
         out[name] = float(v)
     ml = params.get("max_level", 1)
@@ -83,6 +90,7 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
 
     def __init__(self, params: dict[str, Any] | None = None, values_path: str | os.PathLike | None = None, k: int = 8) -> None:
         p = check_params(params or {})
+        self.default_params = p
         super().__init__(
             values_path=values_path,
             k=k,
@@ -94,10 +102,30 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
             profit_weight=p["profit_weight"],
             value_weight=p["value_weight"],
         )
+        self.by_scenario: dict[str, dict[str, float]] = {}
+        self._bundles = BatchingPolicy(k=k, bundle_k=2)  # its same-pickup bundle candidates
+        self._use(p)
+
+    def _use(self, p: dict[str, float]) -> None:
+        b = self.base
+        b.window_factor, b.slack_weight, b.age_weight, b.decline_cost_s = (
+            p["window_factor"],
+            p["slack_weight"],
+            p["age_weight"],
+            p["decline_cost_s"],
+        )
+        self.time_value, self.profit_weight, self.value_weight = p["time_value"], p["profit_weight"], p["value_weight"]
         self.params = p
+        self.batching = p["batching"] >= 0.5
+        self.busy_penalty_s = p["busy_penalty_s"]
         self.hold_below = p["hold_below"]
         self.level_threshold = p["level_threshold"]
         self.max_level = int(p["max_level"])
+
+    def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
+        """Parameters learned for this scenario (``scenarios`` in ``policy.json``) if any, else the file's ``params``."""
+        self._use(self.by_scenario.get(sim.scenario.name, self.default_params))
+        super().reset(sim, rng)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ScoredMatchPolicy:
@@ -124,6 +152,13 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
             if not vpath.is_file():
                 raise ScoredMatchPolicyError(f"{str(f)!r}: values: no such file {str(vpath)!r}")
         pol = cls(check_params(doc["params"], where=f"{f}: params"), values_path=vpath)
+        scen = doc.get("scenarios", {})
+        if not isinstance(scen, dict):
+            raise ScoredMatchPolicyError(f"{str(f)!r}: scenarios: must map scenario names to params")
+        for name, ps in scen.items():
+            if not isinstance(ps, dict):
+                raise ScoredMatchPolicyError(f"{str(f)!r}: scenarios.{name}: must be a mapping of params")
+            pol.by_scenario[str(name)] = check_params(ps, where=f"{f}: scenarios.{name}")
         pol.source_file = str(f)
         return pol
 
@@ -145,13 +180,21 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
             self.table = self._table_for(sim)
         orders = sim.open_orders()
         idle = sim.eligible(idle_only=True)
-        free = int(idle.sum())
-        if orders.size == 0 or free == 0:
+        among = sim.eligible(idle_only=False) if self.batching else idle
+        if orders.size == 0 or not among.any():
             return Decision()
-        window = self.base.window(sim, orders, free)
-        ids, eta = sim.candidates(window, self.base.k, among=idle)
+        k = self.base.k
+        window = self.base.window(sim, orders, int(idle.sum()))
+        ids, eta = sim.candidates(window, k, among=among)
+        if self.batching:  # busy drivers with room (ETA after their route) and same-pickup bundles
+            bids, beta, hold = self._bundles.bundle_candidates(sim, window, among)
+            ids, eta = np.concatenate([ids, bids], axis=1), np.concatenate([eta, beta], axis=1)
         ids = drop_decliners(sim, window, ids)
         w = self.pair_weight(sim, window, ids, eta)
+        if self.batching:
+            extra = np.where(sim.drivers.route_len[np.maximum(ids, 0)] > 0, self.busy_penalty_s, 0.0)
+            extra[:, k:] = hold  # joining a planned pickup is no detour; the carried orders wait for this one
+            w = w - self.time_value / 3600.0 * extra
         keep = (ids >= 0) & (w >= self.hold_below)
         rows, d = match_min_cost(np.where(keep, ids, -1), np.where(keep, -w, np.inf))
         o = window[rows]

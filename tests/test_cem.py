@@ -44,14 +44,14 @@ def test_search_vector_maps_to_valid_params() -> None:
         assert check_params(p) == p  # every vector is a valid policy
 
 
-def test_default_scored_match_is_value_hungarian_plus_the_auction_lever() -> None:
-    """With max_level 0 and no hold the scored policy decides exactly like value-hungarian with level-0 offers."""
+def test_scored_match_without_its_levers_is_value_hungarian() -> None:
+    """With batching off, max_level 0 and no hold the scored policy decides exactly like value-hungarian (level-0 offers)."""
     from agents import make_policy
     from agents.scored import ScoredMatchPolicy
     from envs import Simulator, load_scenario
 
     sim = Simulator(load_scenario("default"))
-    sc = ScoredMatchPolicy({"max_level": 0, "hold_below": -1e9})
+    sc = ScoredMatchPolicy({"max_level": 0, "hold_below": -1e9, "batching": 0})
     vh = make_policy("value-hungarian")
     sim.reset(1001)
     sc.reset(sim, sim.rng["policy"])
@@ -137,3 +137,64 @@ def test_cem_config_errors() -> None:
         load_config(ROOT / "configs/train/match-default.yaml", ["env=fleet"])
     with pytest.raises(ConfigError, match="cem: elite: 50 elite of a population of 12"):
         load_config(ROOT / "configs/train/match-default.yaml", ["cem.elite=50"])
+
+
+def test_combine_runs_into_one_policy_per_scenario(tmp_path: Path) -> None:
+    from agents import make_policy
+    from envs import Simulator, load_scenario
+    from training.cem import main, train_cem
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = _cfg(tmp_path, "cem.iterations=1")
+    train_cem(cfg, run, resume=False)
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    out = tmp_path / "shipped"
+    assert main(["--run", str(run), "--out", str(out)]) == 0
+    doc = json.loads((out / "policy.json").read_text())
+    name = load_scenario(str(TINY)).name
+    assert list(doc["scenarios"]) == [name] and (out / f"config-{name}.yaml").is_file()
+    pol = make_policy(str(out))
+    sim = Simulator(load_scenario(str(TINY)))
+    sim.reset(5000)
+    pol.reset(sim, sim.rng["policy"])
+    assert pol.params == doc["scenarios"][name]
+    assert main(["--run", str(run), "--run", str(run), "--out", str(out)]) == 2  # two runs of one scenario
+    assert main(["--run", str(tmp_path), "--out", str(out)]) == 2  # not a run folder
+
+
+def test_scored_match_with_batching_offers_to_busy_drivers() -> None:
+    from agents.scored import ScoredMatchPolicy
+    from envs import Simulator, load_scenario
+
+    sim = Simulator(load_scenario("default"))
+    pol = ScoredMatchPolicy({"batching": 1, "hold_below": -1e9})
+    sim.reset(1002)
+    pol.reset(sim, sim.rng["policy"])
+    to_busy = 0
+    while not sim.done:
+        dec = pol.act(sim)
+        if len(dec.driver):
+            to_busy += int((sim.drivers.route_len[dec.driver] > 0).sum())
+        sim.step(dec)
+    assert to_busy > 0
+
+
+def test_shipped_dispatch_policy_loads_evaluates_and_serves() -> None:
+    """checkpoints/dispatch is accepted as a policy by evaluate (make_policy) and by the service."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from agents import make_policy
+    from agents.scored import ScoredMatchPolicy
+    from agents.serve import create_app
+    from training.serve_check import record_requests
+
+    shipped = ROOT / "checkpoints/dispatch"
+    pol = make_policy(str(shipped))
+    assert isinstance(pol, ScoredMatchPolicy) and {"default", "city-1000"} <= set(pol.by_scenario)
+    requests = record_requests("default", 5, first_seed=9100, every=20)
+    with TestClient(create_app("default", str(shipped))) as client:
+        answers = [client.post("/v1/dispatch", json=r) for r in requests]
+    assert all(a.status_code == 200 for a in answers)
+    assert sum(len(a.json()["assignments"]) for a in answers) > 0

@@ -50,6 +50,8 @@ def to_params(x: np.ndarray) -> dict[str, Any]:
         default, kind = PARAMS[name]
         if kind == "pos":
             out[name] = float(default * np.exp(np.clip(v, -6.0, 6.0)))
+        elif kind == "switch":
+            out[name] = 1.0 if v > -1.0 else 0.0  # on at the start (0); switched off below -1 sigma-ish
         elif kind == "prob":
             z = np.log(default / (1.0 - default)) + v
             out[name] = float(1.0 / (1.0 + np.exp(-z)))
@@ -189,3 +191,71 @@ def _write_policy(run_dir: Path, cfg: TrainConfig, st: dict[str, Any]) -> None:
         },
     }
     atomic_write_json(run_dir / "policy.json", doc)
+
+
+def combine(runs: list[Path], out: Path) -> dict[str, Any]:
+    """One shipped policy from several CEM runs (one per scenario): ``out/policy.json`` with each run's
+    parameters under ``scenarios`` (by the run's scenario name), the first run's as the fallback
+    ``params``, and each run's provenance; each run's ``config.yaml`` is copied as ``config-<scenario>.yaml``."""
+    import yaml
+
+    from envs import load_scenario
+    from training.io import atomic_write_text
+
+    if not runs:
+        raise ValueError("--run: give at least one CEM run folder")
+    scenarios: dict[str, Any] = {}
+    trained: dict[str, Any] = {}
+    first = None
+    for run in runs:
+        doc_path = run / "policy.json"
+        if not doc_path.is_file() or not (run / "config.yaml").is_file():
+            raise ValueError(f"--run {run}: not a CEM run folder (needs policy.json and config.yaml)")
+        doc = json.loads(doc_path.read_text())
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"--run {run}: policy.json has format {doc.get('format')!r}, not {FORMAT!r}")
+        name = load_scenario(doc["scenario"]).name
+        if name in scenarios:
+            raise ValueError(f"--run {run}: a second run for scenario {name!r}")
+        scenarios[name] = doc["params"]
+        rev = (run / "git_revision.txt").read_text().strip() if (run / "git_revision.txt").is_file() else "unknown"
+        cmd = (run / "command.txt").read_text().strip() if (run / "command.txt").is_file() else ""
+        trained[name] = {**doc["trained"], "run": run.name, "command": cmd, "git_revision": rev}
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        atomic_write_text(out / f"config-{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        first = first or doc["params"]
+    result = {"format": FORMAT, "params": first, "scenarios": scenarios, "values": None, "trained": trained}
+    atomic_write_json(out / "policy.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python -m training.cem",
+        description="Combine CEM runs (gigdispatch train with algo: cem), one per scenario, into one shipped scored-match policy folder.",
+    )
+    ap.add_argument(
+        "--run",
+        action="append",
+        type=Path,
+        required=True,
+        metavar="RUN_DIR",
+        help="a CEM run folder (repeatable; the first is the fallback)",
+    )
+    ap.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="the policy folder to write (policy.json + configs)")
+    args = ap.parse_args(argv)
+    try:
+        res = combine(args.run, args.out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out / 'policy.json'}: scenarios {', '.join(res['scenarios'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -223,7 +223,14 @@ class Fee(_Model):
 
 class Surge(_Model):
     enabled: bool = True
-    sensitivity: NonNeg = 0.5  # surge = 1 + s * max(0, open orders / idle drivers in the zone - 1)
+    # surge = 1 + sensitivity * max(0, demand / idle drivers in the zone - 1), capped at max. demand:
+    #   "requests": orders requested in the zone in the last window_min minutes (converted or not): the
+    #               request rate, which the platform's dispatch decisions do not change;
+    #   "open":     orders open (waiting for a driver) in the zone: a backlog the platform controls --
+    #               holding orders raises the fee (a learned policy finds this; see docs/simulator.md).
+    basis: Literal["requests", "open"] = "requests"
+    window_min: Annotated[float, Field(gt=0.0, le=240.0)] = 5.0
+    sensitivity: NonNeg = 0.5
     max: Annotated[float, Field(ge=1.0)] = 2.0
 
 

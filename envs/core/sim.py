@@ -1230,6 +1230,10 @@ class Simulator:
         sp = self.cfg.pricing.surge
         if not (self.cfg.pricing.enabled and sp.enabled):
             return
+        if sp.basis == "requests":  # requests of the last window (orders are sorted by placement time)
+            od = self.orders
+            lo = int(np.searchsorted(od.t_place, self.t + self.dt - sp.window_min * 60.0, side="right"))
+            demand = np.bincount(self.city.zone_of[od.pickup[lo : self._next]], minlength=Z).astype(np.float64)
         ratio = demand / np.maximum(supply, 1.0)
         self.surge = np.clip(1.0 + sp.sensitivity * np.maximum(ratio - 1.0, 0.0), 1.0, sp.max)
 
