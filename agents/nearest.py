@@ -62,6 +62,8 @@ class NearestPolicy(Policy):
         if orders.size == 0 or not idle.any():
             return Decision()
         taken = np.zeros(sim.drivers.n, bool)
+        idle_ids = idle.nonzero()[0]
+        free_at = (idle_ids, *sim.driver_free(idle_ids))  # the same for every round of this epoch
         out_o, out_d = [], []
         pending = orders
         for _ in range(self.rounds):
@@ -70,7 +72,7 @@ class NearestPolicy(Policy):
                 break  # every idle driver has an order, or every order a driver
             # FCFS: at most one order per free driver can be served, so only the oldest few need an ETA
             window = pending[: 2 * free + 16]
-            ids, _ = sim.candidates(window, self.k, exclude=taken, among=idle)
+            ids, _ = sim.candidates(window, self.k, exclude=taken, among=idle, free_at=free_at)
             ids = np.where(ids == sim.orders.last_decliner[window][:, None], -1, ids)
             match = fcfs_match(ids, taken)
             got = match >= 0

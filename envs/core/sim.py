@@ -394,6 +394,7 @@ class Simulator:
         idle_only: bool = False,
         exclude: np.ndarray | None = None,
         among: np.ndarray | None = None,
+        free_at: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` eligible drivers by pickup ETA for each order: ``(ids, eta)``, each (len(orders), k), -1/inf padded.
 
@@ -402,7 +403,9 @@ class Simulator:
         for callers that already hold it); ``exclude`` is an optional (D,) mask of
         drivers to leave out too. Exact over all pairs when that is cheap; otherwise the ``4k`` drivers
         nearest in straight line to each pickup (a KD-tree) are ranked by travel-time ETA, which keeps
-        the cost O((orders + drivers) log drivers) per call.
+        the cost O((orders + drivers) log drivers) per call. ``free_at = (drivers, node, t_free)``: a
+        caller's ``driver_free(drivers)`` for sorted ``drivers`` covering every eligible driver, reused
+        across calls within one epoch (the state does not change between them).
         """
         orders = np.asarray(orders, dtype=np.int64)
         elig_mask = self.eligible(idle_only) if among is None else among.copy()
@@ -414,7 +417,11 @@ class Simulator:
         eta = np.full((n_o, k), np.inf)
         if n_o == 0 or elig.size == 0:
             return ids, eta
-        node, t_free = self.driver_free(elig)  # aligned with elig
+        if free_at is None:
+            node, t_free = self.driver_free(elig)  # aligned with elig
+        else:
+            pos = np.searchsorted(free_at[0], elig)
+            node, t_free = free_at[1][pos], free_at[2][pos]
         exact = n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k
         if exact:
             local = np.arange(elig.size)[None, :]  # broadcasts against the orders
