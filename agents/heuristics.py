@@ -96,6 +96,23 @@ def sorted_decision(o: np.ndarray, d: np.ndarray, level: np.ndarray) -> Decision
     return Decision(order=o[idx].astype(np.int64), driver=d[idx].astype(np.int64), level=level[idx].astype(np.int64))
 
 
+def auction_levels(sim: Simulator, o: np.ndarray, d: np.ndarray, threshold: float, max_level: int | None) -> np.ndarray:
+    """The auction lever for matched pairs ``(o, d)``: from ``min(declines, top)`` up to ``top``
+    (``min(L - 1, max_level)``; ``None``: ``L - 1``), the lowest level at which ``sim.accept_prob`` at
+    that level's payout reaches ``threshold`` (``top`` if none does); level 0 without escalation."""
+    L = sim.n_levels
+    if L <= 1 or o.size == 0:
+        return np.zeros(len(o), np.int64)
+    top = L - 1 if max_level is None else max(0, min(L - 1, int(max_level)))
+    base = np.minimum(sim.orders.declines[o].astype(np.int64), top)
+    lv = np.arange(L)[None, :]
+    pay = sim.payout_cents(o[:, None], d[:, None], lv)
+    p = sim.accept_prob(np.broadcast_to(o[:, None], pay.shape), np.broadcast_to(d[:, None], pay.shape), pay)
+    enough = (p >= threshold) & (lv >= base[:, None]) & (lv <= top)
+    first = np.where(enough.any(axis=1), enough.argmax(axis=1), top)
+    return np.maximum(base, first).astype(np.int64)
+
+
 def trip_seconds(sim: Simulator, orders: np.ndarray, drivers: np.ndarray) -> np.ndarray:
     """Pickup-to-drop-off driving seconds of each (order, driver) pair under current traffic at the pickup."""
     od = sim.orders
@@ -484,17 +501,7 @@ class AuctionPolicy(HungarianPolicy):
         self.max_level = max_level
 
     def levels(self, sim: Simulator, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        L = sim.n_levels
-        if L <= 1 or o.size == 0:
-            return np.zeros(len(o), np.int64)
-        top = L - 1 if self.max_level is None else max(0, min(L - 1, int(self.max_level)))
-        base = np.minimum(sim.orders.declines[o].astype(np.int64), top)
-        lv = np.arange(L)[None, :]
-        pay = sim.payout_cents(o[:, None], d[:, None], lv)
-        p = sim.accept_prob(np.broadcast_to(o[:, None], pay.shape), np.broadcast_to(d[:, None], pay.shape), pay)
-        enough = (p >= self.threshold) & (lv >= base[:, None]) & (lv <= top)
-        first = np.where(enough.any(axis=1), enough.argmax(axis=1), top)
-        return np.maximum(base, first).astype(np.int64)
+        return auction_levels(sim, o, d, self.threshold, self.max_level)
 
 
 # ------------------------------------------------------------------------------------- reposition

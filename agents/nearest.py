@@ -36,7 +36,6 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
         taken[cand[win]] = True
         free[win] = False
     return out
-    return out
 
 
 class NearestPolicy(Policy):

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.heuristics import BatchingPolicy, drop_decliners, match_min_cost, sorted_decision
+from agents.heuristics import BatchingPolicy, auction_levels, drop_decliners, match_min_cost, sorted_decision
 from agents.value_hungarian import ValueHungarianPolicy
 from envs.core.sim import Decision, Simulator
 
@@ -91,17 +91,7 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
     def __init__(self, params: dict[str, Any] | None = None, values_path: str | os.PathLike | None = None, k: int = 8) -> None:
         p = check_params(params or {})
         self.default_params = p
-        super().__init__(
-            values_path=values_path,
-            k=k,
-            window_factor=p["window_factor"],
-            slack_weight=p["slack_weight"],
-            age_weight=p["age_weight"],
-            decline_cost_s=p["decline_cost_s"],
-            time_value=p["time_value"],
-            profit_weight=p["profit_weight"],
-            value_weight=p["value_weight"],
-        )
+        super().__init__(values_path=values_path, k=k)  # every weight is then set from p by _use
         self.by_scenario: dict[str, dict[str, float]] = {}
         self._bundles = BatchingPolicy(k=k, bundle_k=2)  # its same-pickup bundle candidates
         self._use(p)
@@ -163,17 +153,7 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
         return pol
 
     def levels(self, sim: Simulator, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        L = sim.n_levels
-        if L <= 1 or o.size == 0:
-            return np.zeros(len(o), np.int64)
-        top = max(0, min(L - 1, self.max_level))
-        base = np.minimum(sim.orders.declines[o].astype(np.int64), top)
-        lv = np.arange(L)[None, :]
-        pay = sim.payout_cents(o[:, None], d[:, None], lv)
-        p = sim.accept_prob(np.broadcast_to(o[:, None], pay.shape), np.broadcast_to(d[:, None], pay.shape), pay)
-        enough = (p >= self.level_threshold) & (lv >= base[:, None]) & (lv <= top)
-        first = np.where(enough.any(axis=1), enough.argmax(axis=1), top)
-        return np.maximum(base, first).astype(np.int64)
+        return auction_levels(sim, o, d, self.level_threshold, self.max_level)
 
     def act(self, sim: Simulator) -> Decision:
         if self.table is None:

@@ -171,8 +171,7 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             pool.close()
             pool.join()
         writer.close()
-    _write_policy(run_dir, cfg, st)
-    return st
+    return st  # policy.json was written with every iteration's state
 
 
 def _write_policy(run_dir: Path, cfg: TrainConfig, st: dict[str, Any]) -> None:

@@ -45,7 +45,7 @@ def plot(runs: list[Path], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.io import atomic_write_bytes
+    from training.evaluate import _png
 
     data = [(_series(r), r) for r in runs]
     fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 4), squeeze=False)
@@ -58,12 +58,8 @@ def plot(runs: list[Path], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    _png(fig, out, dpi=110)
     plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -776,11 +776,11 @@ PLOT_KPIS = (
 )
 
 
-def _png(fig: Any, path: Path) -> None:
+def _png(fig: Any, path: Path, dpi: int = 100) -> None:
     from training.io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.io import atomic_write_json, atomic_write_text
+from training.io import atomic_write_json
 
 ENV_NAME = "gigdispatch-fleet"
 POLICY_ID = "shared"
@@ -208,19 +208,12 @@ def train_rllib(
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from training.train import _git_revision
+    from training.train import write_run_files
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "checkpoints" / "rllib"
     ckpt.parent.mkdir(exist_ok=True)
-    if not resume:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        atomic_write_text(run_dir / "command.txt", command + "\n")
-        atomic_write_text(run_dir / "git_revision.txt", _git_revision() + "\n")
-        atomic_write_text(run_dir / "seed", f"{cfg.seed}\n")
-    else:
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
-            f.write(command + "\n")
+    write_run_files(run_dir, cfg, command, resumed=resume)
     state: dict[str, Any] = {"backend": "rllib", "iteration": 0, "iterations": cfg.rllib.iterations, "env_steps": 0, "history": []}
     if resume and (run_dir / "progress.json").is_file():
         state = json.loads((run_dir / "progress.json").read_text())

@@ -311,6 +311,30 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The config a run folder was started with (``config.yaml``); ``TrainError`` if it is not a run folder."""
+    from training.config import build_config
+
+    f = run_dir / "config.yaml"
+    if not f.is_file():
+        raise TrainError(f"--resume {run_dir}: not a run folder (no config.yaml)")
+    import yaml
+
+    return build_config(yaml.safe_load(f.read_text()), source=str(f))
+
+
+def write_run_files(run_dir: Path, cfg: TrainConfig, command: str, resumed: bool) -> None:
+    """A new run's record (config, command, git revision, seed), or the resuming command appended."""
+    if not resumed:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        atomic_write_text(run_dir / "command.txt", command + "\n")
+        atomic_write_text(run_dir / "git_revision.txt", _git_revision() + "\n")
+        atomic_write_text(run_dir / "seed", f"{cfg.seed}\n")
+    else:
+        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
+            f.write(command + "\n")
+
+
 def seed_everything(seed: int, threads: int) -> None:
     """The one seeding block: torch, NumPy's legacy global RNG, Python's random, via SB3 ``set_random_seed``."""
     import torch
@@ -346,15 +370,10 @@ def train(
     and training continues from ``checkpoints/latest.zip`` with ``reset_num_timesteps=False``.
     ``run_dir``: an exact folder for a new run (else ``out_dir/<name>-<timestamp>``).
     """
-    from training.config import build_config
 
     if resume is not None:
         rdir = Path(resume)
-        if not (rdir / "config.yaml").is_file():
-            raise TrainError(f"--resume {rdir}: not a run folder (no config.yaml)")
-        import yaml
-
-        saved = build_config(yaml.safe_load((rdir / "config.yaml").read_text()), source=str(rdir / "config.yaml"))
+        saved = load_run_config(rdir)
         if cfg is not None and cfg.model_dump() != saved.model_dump():
             raise TrainError(f"--resume {rdir}: the given config differs from the run's config.yaml; resume without --config")
         cfg = saved
@@ -374,14 +393,7 @@ def train(
         env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
     ckpt = rdir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        atomic_write_text(rdir / "config.yaml", cfg.to_yaml())
-        atomic_write_text(rdir / "command.txt", (command or shlex.join(sys.argv)) + "\n")
-        atomic_write_text(rdir / "git_revision.txt", _git_revision() + "\n")
-        atomic_write_text(rdir / "seed", f"{cfg.seed}\n")
-    else:
-        with open(rdir / "command.txt", "a", encoding="utf-8") as f:
-            f.write((command or shlex.join(sys.argv)) + "\n")
+    write_run_files(rdir, cfg, command or shlex.join(sys.argv), resumed=resume is not None)
 
     if cfg.algo == "cem":
         from training.cem import train_cem
@@ -459,7 +471,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> int:
-    from training.config import build_config
     from training.rllib import RLlibError, train_rllib
 
     try:
@@ -467,11 +478,7 @@ def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> 
             if args.config or args.overrides:
                 raise TrainError("--resume continues a run with its own config.yaml; do not give --config or overrides")
             run_dir = Path(args.resume)
-            if not (run_dir / "config.yaml").is_file():
-                raise TrainError(f"--resume {run_dir}: not a run folder (no config.yaml)")
-            import yaml
-
-            cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()), source=str(run_dir / "config.yaml"))
+            cfg = load_run_config(run_dir)
         else:
             if not args.config:
                 raise TrainError("--config is required (or --resume RUN_DIR)")
