@@ -35,6 +35,7 @@ from envs.core.types import (
     ORDER_FUTURE,
     ORDER_OPEN,
     ORDER_PICKED,
+    PH_DRIVING,
     PH_OFFLINE,
     PH_SERVICE,
     STOP_DROPOFF,
@@ -628,3 +629,25 @@ def test_bundle_rule_while_serving_a_drop_off(line_nodes):
     assert (od.status == ORDER_DELIVERED).all()
     assert od.t_pickup[2] > od.t_delivered[1]
     check_final(sim)  # includes the one-restaurant-on-board check over the events
+
+
+def test_repositioning_driver_diverts_to_an_accepted_pickup(line_nodes):
+    """A driver half-way along a repositioning leg who accepts an offer heads for the pickup from where it
+    is (snapped to the nearest node), not from the end of the leg it abandons."""
+    orders = [{"t_place": 30.0, "pickup": 0, "dropoff": 1}]
+    sc = fixed_scenario(line_nodes, orders, [{"node": 0, "always_accept": True, "response_s": 0.0}])
+    sim = Simulator(sc)
+    sim.reset(0)
+    assert sim.city.zone_node[0] == 2  # the single zone's centre is the middle node, two minutes away
+    sim.step(Decision(reposition_driver=np.array([0], I64), reposition_zone=np.array([0], I64)))
+    assert sim.drivers.phase[0] == PH_DRIVING and sim.drivers.leg_to[0] == 2
+    assert sim.open_orders().tolist() == [0]
+    sim.step(Decision(order=np.array([0], I64), driver=np.array([0], I64)))
+    while not sim.done:
+        sim.step(Decision())
+    od = sim.orders
+    assert od.status[0] == ORDER_DELIVERED
+    # diverted at node 1 (one minute out): back to node 0 by ~3 min; finishing the leg first would be ~6 min
+    assert od.t_pickup[0] < 4.5 * MIN, od.t_pickup[0]
+    driven = sim.drivers.driven_m[0]
+    assert 900.0 - 1e-6 <= driven <= 1200.0 + 1e-6, driven  # 300 out + 300 back + 300 to the drop-off (+ a partial hop)

@@ -77,7 +77,8 @@ class Decision:
     """What a policy does at one decision epoch. All fields are 1-D integer arrays.
 
     ``order[i]`` is offered to ``driver[i]`` at escalation ``level[i]`` (0 = base payout);
-    ``reposition_driver[j]`` (an idle driver) moves to ``reposition_zone[j]``; ``unassign`` lists
+    ``reposition_driver[j]`` (an idle driver) moves to ``reposition_zone[j]`` (its centre node; if it
+    accepts an offer on the way it diverts from where it is); ``unassign`` lists
     assigned-but-not-picked-up orders to take back (they re-open and may be offered again).
     """
 
@@ -676,6 +677,16 @@ class Simulator:
         dr.leg_dist[d] = dist
         dr.phase[d] = PH_DRIVING
 
+    def _divert(self, d: np.ndarray) -> None:
+        """Drivers ``d`` abandon their repositioning leg where they are: they stop, idle, at the road node
+        nearest their interpolated position (the metres driven so far are already counted)."""
+        dr = self.drivers
+        node = self.city.nearest_node(self.driver_xy()[d])
+        dr.node[d] = node
+        dr.leg_to[d] = node
+        dr.leg_ff[d] = dr.leg_left[d] = dr.leg_geo[d] = dr.leg_dist[d] = 0.0
+        dr.phase[d] = PH_IDLE
+
     def _insert(self, o: np.ndarray, d: np.ndarray) -> None:
         """Put accepted orders into their drivers' routes (each driver at most once per call)."""
         dr, od = self.drivers, self.orders
@@ -689,6 +700,9 @@ class Simulator:
             dr.route_order[fd, 0] = dr.route_order[fd, 1] = fo
             dr.route_kind[fd, 0], dr.route_kind[fd, 1] = STOP_PICKUP, STOP_DROPOFF
             dr.route_len[fd] = 2
+            moving = fd[dr.phase[fd] == PH_DRIVING]  # driving with an empty route: a repositioning leg
+            if moving.size:
+                self._divert(moving)
             idle = fd[dr.phase[fd] == PH_IDLE]
             if idle.size:
                 self._set_leg(idle, dr.route_node[idle, 0])
