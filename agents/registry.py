@@ -21,6 +21,7 @@ POLICIES: dict[str, str] = {
     "value-hungarian": "agents.value_hungarian:ValueHungarianPolicy",
     "oracle": "agents.oracle:OraclePolicy",
     "scored-match": "agents.scored:ScoredMatchPolicy",  # untrained: value-hungarian's weights with the auction lever
+    "learned-reposition": "agents.reposition:CoverageRepositionPolicy",  # untrained: its default parameters
 }
 
 
@@ -30,6 +31,26 @@ class UnknownPolicyError(ValueError):
 
 def policy_names() -> list[str]:
     return list(POLICIES)
+
+
+def _from_policy_json(path: Path) -> Policy:
+    """The policy a ``policy.json`` (or a folder holding one) describes, by its ``format``."""
+    import json
+
+    f = path / "policy.json" if path.is_dir() else path
+    try:
+        fmt = json.loads(f.read_text()).get("format")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        fmt = None  # the loader below reports what is wrong with the file
+    from agents.reposition import FORMAT as REPOSITION_FORMAT
+
+    if fmt == REPOSITION_FORMAT:
+        from agents.reposition import CoverageRepositionPolicy
+
+        return CoverageRepositionPolicy.from_file(path)
+    from agents.scored import ScoredMatchPolicy
+
+    return ScoredMatchPolicy.from_file(path)
 
 
 def make_policy(name: str, **kwargs: Any) -> Policy:
@@ -45,10 +66,8 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         if (path.is_dir() and (path / "policy.json").is_file()) or (path.name == "policy.json" and path.is_file()):
-            from agents.scored import ScoredMatchPolicy  # a scored-match policy (algo: cem)
-
             try:
-                return ScoredMatchPolicy.from_file(path)
+                return _from_policy_json(path)  # a scored-match or repositioning policy (algo: cem)
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         if path.is_dir() or (path.suffix == ".zip" and path.is_file()):

@@ -86,6 +86,9 @@ class FleetCore:
         self._zone9 = np.concatenate([np.arange(city.n_zones)[:, None], city.zone_neighbors], axis=1)  # (Z, 9)
         self._zone9_ok = self._zone9 >= 0
         self._zone9_idx = np.where(self._zone9_ok, self._zone9, 0)
+        ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1)
+        self._zone18_scale = np.where(ok18, 0.1, 0.0)  # 0.1 per order/driver; 0 for missing neighbours
+        self._zone_tbl = np.zeros((city.n_zones, 18))
         self.n = 0
         self._mask = np.zeros((0, N_ACTIONS), bool)
 
@@ -99,6 +102,7 @@ class FleetCore:
         self._vehicle_1hot = np.eye(3, dtype=np.float32)[sim.drivers.vehicle]  # (D, 3), fixed for the episode
         cap = sim.drivers.capacity
         self._inv_capacity = np.where(np.isfinite(cap), 1.0 / np.maximum(cap, 1e-9), 0.0)  # unlimited: load share 0
+        self._cost_m = self._cost_km[sim.drivers.vehicle] / 1000.0  # euros per metre, fixed for the episode
         self._earn = sim.drivers.earnings.copy()
         self._driven = sim.drivers.driven_m.copy()
         self.invalid_actions = 0
@@ -129,14 +133,14 @@ class FleetCore:
             order=dec.order, driver=dec.driver, level=dec.level, reposition_driver=movers, reposition_zone=zones, unassign=dec.unassign
         )
         terms = sim.step(dec)
-        if self.reward_mode == "own":
-            earn = (dr.earnings - self._earn) / 100.0
-            cost = (dr.driven_m - self._driven) / 1000.0 * self._cost_km[dr.vehicle]
+        if self.reward_mode == "own":  # euros earned minus the driving cost of the metres driven this step
+            earn = (dr.earnings - self._earn) * 0.01
+            cost = (dr.driven_m - self._driven) * self._cost_m
             reward = (earn - cost).astype(np.float32)
         else:
             reward = np.full(self.n, terms["profit"], np.float32)
-        self._earn = dr.earnings.copy()
-        self._driven = dr.driven_m.copy()
+        np.copyto(self._earn, dr.earnings)
+        np.copyto(self._driven, dr.driven_m)
         obs, mask = self._observe()
         info = {"invalid_actions": invalid, "platform_profit": terms["profit"], "sim_time": sim.t}
         return obs, mask, reward, bool(sim.done), info
@@ -192,11 +196,15 @@ class FleetCore:
         ob[18] = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * np.maximum(online_h, 0.05)), 0.0)
         ob[19:22] = self._vehicle_1hot.T
         ob[22] = np.minimum(np.maximum((dr.shift_end - sim.t) * (1.0 / (4 * 3600.0)), 0.0), 1.0)
-        # own zone + 8 neighbours: per-zone tables (Z rows), then one gather per driver
-        ob[23:32] = np.where(self._zone9_ok, sim.zone_demand[self._zone9_idx] * 0.1, 0.0)[zone].T
-        ob[32:41] = np.where(self._zone9_ok, sim.zone_supply[self._zone9_idx] * 0.1, 0.0)[zone].T
-        np.minimum(ob, CLIP, out=ob)
-        np.maximum(ob, -CLIP, out=ob)
+        # own zone + 8 neighbours: one per-zone table (Z rows: 9 demand, 9 supply), then one gather per driver
+        tbl = self._zone_tbl
+        tbl[:, :9] = sim.zone_demand[self._zone9_idx]
+        tbl[:, 9:] = sim.zone_supply[self._zone9_idx]
+        tbl *= self._zone18_scale
+        ob[23:41] = tbl[zone].T
+        # only these rows can leave [-1, 1]: the offer's money and distances, earnings, demand and supply
+        for rows in (ob[7:11], ob[18:19], ob[23:41]):
+            np.clip(rows, -CLIP, CLIP, out=rows)
         ob *= active  # off shift, suspended, not yet verified: zeroed observation, only the no-op
         obs = np.ascontiguousarray(ob.T)
         return obs, mask

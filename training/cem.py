@@ -1,4 +1,9 @@
-"""``algo: cem``: the cross-entropy method (policy search) for ``ScoredMatchPolicy``'s parameters.
+"""``algo: cem``: the cross-entropy method (policy search) for the parameters of a policy family.
+
+``cem.policy`` picks the family: ``scored-match`` (``agents.scored``, dispatch; the default) or
+``reposition`` (``agents.reposition``, nearest dispatch plus learned re-spreading of idle drivers);
+``cem.objective`` the day's KPI to maximise: ``platform_margin`` (the default) or ``on_time_rate``.
+The text below describes the dispatch family; the repositioning one is searched the same way.
 
 Dispatch is a matching problem each epoch; the literature's policies that work at scale score
 candidate pairs (with learned state values) and let an assignment solver pick the matching. Here the
@@ -33,21 +38,36 @@ from typing import Any
 
 import numpy as np
 
-from agents.scored import FORMAT, PARAMS
 from training.config import TrainConfig
 from training.io import atomic_write_json
 
-NAMES = [*PARAMS, "max_level"]
+
+def family(name: str) -> tuple[str, dict[str, tuple[float, str]], list[str]]:
+    """``(format, PARAMS, NAMES)`` of a searchable policy family (``cem.policy``)."""
+    if name == "scored-match":
+        from agents.scored import FORMAT, PARAMS
+
+        return FORMAT, PARAMS, [*PARAMS, "max_level"]
+    if name == "reposition":
+        from agents.reposition import FORMAT as RFORMAT
+        from agents.reposition import PARAMS as RPARAMS
+
+        return RFORMAT, RPARAMS, list(RPARAMS)
+    raise ValueError(f"cem.policy: unknown policy family {name!r} (scored-match or reposition)")
 
 
-def to_params(x: np.ndarray) -> dict[str, Any]:
-    """The parameters of ``ScoredMatchPolicy`` for a search vector (one coordinate per ``NAMES`` entry)."""
+NAMES = family("scored-match")[2]  # the scored-match search coordinates (kept for callers and tests)
+
+
+def to_params(x: np.ndarray, policy: str = "scored-match") -> dict[str, Any]:
+    """The parameters of a policy family for a search vector (one coordinate per name of ``family(policy)``)."""
+    _, params, names = family(policy)
     out: dict[str, Any] = {}
-    for v, name in zip(x.tolist(), NAMES, strict=True):
+    for v, name in zip(x.tolist(), names, strict=True):
         if name == "max_level":
             out[name] = int(np.clip(np.rint(1.0 + v), 0, 3))
             continue
-        default, kind = PARAMS[name]
+        default, kind = params[name]
         if kind == "pos":
             out[name] = float(default * np.exp(np.clip(v, -6.0, 6.0)))
         elif kind == "switch":
@@ -63,21 +83,33 @@ def to_params(x: np.ndarray) -> dict[str, Any]:
 _SCEN: dict[str, Any] = {}
 
 
-def _margin(task: tuple[str, dict[str, Any], int, str | None]) -> dict[str, float]:
-    """One simulated day of ``ScoredMatchPolicy(params)``: its KPIs (a worker process caches the scenario)."""
+def _make(policy: str, params: dict[str, Any], values: str | None) -> Any:
+    if policy == "reposition":
+        from agents.reposition import CoverageRepositionPolicy
+
+        return CoverageRepositionPolicy(params)
     from agents.scored import ScoredMatchPolicy
+
+    return ScoredMatchPolicy(params, values_path=values)
+
+
+def _margin(task: tuple[str, str, dict[str, Any], int, str | None]) -> dict[str, float]:
+    """One simulated day of a policy of the family with these parameters: its KPIs (a worker process
+    caches the scenario)."""
     from envs import Simulator, load_scenario
 
-    scenario, params, seed, values = task
+    scenario, policy, params, seed, values = task
     if scenario not in _SCEN:
         _SCEN[scenario] = load_scenario(scenario)
     sim = Simulator(_SCEN[scenario])
-    kpis = sim.run(ScoredMatchPolicy(params, values_path=values), seed=seed)
+    kpis = sim.run(_make(policy, params, values), seed=seed)
     return {k: float(v) for k, v in kpis.items() if isinstance(v, int | float)}
 
 
-def _evaluate(pool: Any, scenario: str, params_list: list[dict[str, Any]], seeds: list[int], values: str | None) -> list[list[dict]]:
-    tasks = [(scenario, p, s, values) for p in params_list for s in seeds]
+def _evaluate(
+    pool: Any, scenario: str, params_list: list[dict[str, Any]], seeds: list[int], values: str | None, policy: str = "scored-match"
+) -> list[list[dict]]:
+    tasks = [(scenario, policy, p, s, values) for p in params_list for s in seeds]
     res = pool.map(_margin, tasks) if pool is not None else [_margin(t) for t in tasks]
     n = len(seeds)
     return [res[i * n : (i + 1) * n] for i in range(len(params_list))]
@@ -98,7 +130,9 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     from training.train import KPI_TAGS
 
     c = cfg.cem
-    n = len(NAMES)
+    fmt, _, names = family(c.policy)
+    n = len(names)
+    obj = c.objective
     state_file = run_dir / "cem_state.json"
     if resume and state_file.is_file():
         st = json.loads(state_file.read_text())
@@ -120,8 +154,8 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     pool = ctx.Pool(c.workers) if c.workers > 1 else None
     try:
         if st["best_eval"] is None and st["iteration"] == 0:  # the starting point, on the held-out days
-            rows = _evaluate(pool, scenario, [to_params(np.zeros(n))], eval_seeds, values)[0]
-            st["start_eval"] = _mean(rows, "platform_margin")
+            rows = _evaluate(pool, scenario, [to_params(np.zeros(n), c.policy)], eval_seeds, values, c.policy)[0]
+            st["start_eval"] = _mean(rows, obj)
         bar = tqdm(total=c.iterations, initial=st["iteration"], unit="iter", disable=not progress, desc="cem")
         while st["iteration"] < c.iterations:
             it = st["iteration"]
@@ -130,14 +164,15 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             xs = mean + std * rng.standard_normal((c.population, n))
             xs[0] = mean  # the current mean is always a candidate
             seeds = [int(s) for s in rng.choice(train_seeds, size=min(c.seeds_per_iteration, len(train_seeds)), replace=False)]
-            scores = np.array([_mean(r, "platform_margin") for r in _evaluate(pool, scenario, [to_params(x) for x in xs], seeds, values)])
+            cands = [to_params(x, c.policy) for x in xs]
+            scores = np.array([_mean(r, obj) for r in _evaluate(pool, scenario, cands, seeds, values, c.policy)])
             elite = xs[np.argsort(-scores)[: c.elite]]
             extra = c.extra_noise * max(0.0, 1.0 - it / max(1, c.iterations - 1))
             st["mean"] = elite.mean(axis=0).tolist()
             st["std"] = (elite.std(axis=0) + extra).tolist()
-            params = to_params(np.asarray(st["mean"]))
-            rows = _evaluate(pool, scenario, [params], eval_seeds, values)[0]
-            ev = _mean(rows, "platform_margin")
+            params = to_params(np.asarray(st["mean"]), c.policy)
+            rows = _evaluate(pool, scenario, [params], eval_seeds, values, c.policy)[0]
+            ev = _mean(rows, obj)
             if st["best_eval"] is None or ev > st["best_eval"]:
                 st["best_eval"], st["best_params"] = ev, params
             st["iteration"] = it + 1
@@ -147,7 +182,8 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
                 "population_mean": float(np.mean(scores)),
                 "elite_mean": float(np.sort(scores)[-c.elite :].mean()),
                 "best_candidate": float(scores.max()),
-                "eval_profit_mean": ev,
+                "eval_objective_mean": ev,
+                "eval_profit_mean": _mean(rows, "platform_margin"),
                 "params": params,
             }
             st["history"].append(rec)
@@ -155,7 +191,8 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             writer.add_scalar("cem/population_mean", rec["population_mean"], step)
             writer.add_scalar("cem/elite_mean", rec["elite_mean"], step)
             writer.add_scalar("cem/sigma_mean", float(np.mean(st["std"])), step)
-            writer.add_scalar("eval/profit_mean", ev, step)
+            writer.add_scalar("eval/profit_mean", rec["eval_profit_mean"], step)
+            writer.add_scalar(f"eval/{obj}", ev, step)
             for key, tag in KPI_TAGS.items():
                 v = _mean(rows, key)
                 if np.isfinite(v):
@@ -164,7 +201,7 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             _write_policy(run_dir, cfg, st)
             atomic_write_json(state_file, st)
             bar.update(1)
-            bar.set_postfix(eval=f"{ev:,.0f}", best=f"{st['best_eval']:,.0f}")
+            bar.set_postfix(eval=f"{ev:,.4g}", best=f"{st['best_eval']:,.4g}")
         bar.close()
     finally:
         if pool is not None:
@@ -175,20 +212,23 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
 
 
 def _write_policy(run_dir: Path, cfg: TrainConfig, st: dict[str, Any]) -> None:
-    params = st["best_params"] or to_params(np.zeros(len(NAMES)))
-    doc = {
-        "format": FORMAT,
+    fmt, _, names = family(cfg.cem.policy)
+    params = st["best_params"] or to_params(np.zeros(len(names)), cfg.cem.policy)
+    doc: dict[str, Any] = {
+        "format": fmt,
         "params": params,
-        "values": cfg.cem.values,
         "scenario": str(cfg.scenario),
         "trained": {
             "algo": "cem",
             "iterations": st["iteration"],
-            "held_out_profit_mean": st["best_eval"],
-            "start_held_out_profit_mean": st.get("start_eval"),
+            "objective": cfg.cem.objective,
+            "held_out_objective_mean": st["best_eval"],
+            "start_held_out_objective_mean": st.get("start_eval"),
             "eval_seeds": list(cfg.eval.seeds)[: cfg.eval.episodes],
         },
     }
+    if cfg.cem.policy == "scored-match":
+        doc["values"] = cfg.cem.values
     atomic_write_json(run_dir / "policy.json", doc)
 
 
@@ -203,16 +243,23 @@ def combine(runs: list[Path], out: Path) -> dict[str, Any]:
 
     if not runs:
         raise ValueError("--run: give at least one CEM run folder")
+    from agents.reposition import FORMAT as RFORMAT
+    from agents.scored import FORMAT
+
     scenarios: dict[str, Any] = {}
     trained: dict[str, Any] = {}
     first = None
+    fmt = None
     for run in runs:
         doc_path = run / "policy.json"
         if not doc_path.is_file() or not (run / "config.yaml").is_file():
             raise ValueError(f"--run {run}: not a CEM run folder (needs policy.json and config.yaml)")
         doc = json.loads(doc_path.read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"--run {run}: policy.json has format {doc.get('format')!r}, not {FORMAT!r}")
+        if doc.get("format") not in (FORMAT, RFORMAT):
+            raise ValueError(f"--run {run}: policy.json has format {doc.get('format')!r}, not {FORMAT!r} or {RFORMAT!r}")
+        if fmt is not None and doc["format"] != fmt:
+            raise ValueError(f"--run {run}: policy.json has format {doc['format']!r}, the first run's is {fmt!r}")
+        fmt = doc["format"]
         name = load_scenario(doc["scenario"]).name
         if name in scenarios:
             raise ValueError(f"--run {run}: a second run for scenario {name!r}")
@@ -224,7 +271,9 @@ def combine(runs: list[Path], out: Path) -> dict[str, Any]:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         atomic_write_text(out / f"config-{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
         first = first or doc["params"]
-    result = {"format": FORMAT, "params": first, "scenarios": scenarios, "values": None, "trained": trained}
+    result = {"format": fmt, "params": first, "scenarios": scenarios, "trained": trained}
+    if fmt == FORMAT:
+        result["values"] = None
     atomic_write_json(out / "policy.json", result)
     return result
 
@@ -235,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(
         prog="python -m training.cem",
-        description="Combine CEM runs (gigdispatch train with algo: cem), one per scenario, into one shipped scored-match policy folder.",
+        description="Combine CEM runs (gigdispatch train with algo: cem), one per scenario, into one shipped policy folder (scored-match or reposition).",
     )
     ap.add_argument(
         "--run",

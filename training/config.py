@@ -125,7 +125,7 @@ class RLlibConfig(_Strict):
 
 
 class CEMConfig(_Strict):
-    """``algo: cem``: the cross-entropy method over ``ScoredMatchPolicy``'s parameters (``training/cem.py``)."""
+    """``algo: cem``: the cross-entropy method over a policy family's parameters (``training/cem.py``)."""
 
     iterations: int = Field(10, ge=1)
     population: int = Field(12, ge=2)
@@ -135,6 +135,8 @@ class CEMConfig(_Strict):
     extra_noise: float = Field(0.1, ge=0, description="added to the refitted std, decaying to 0 over the iterations")
     workers: int = Field(2, ge=1, description="rollout processes")
     values: str | None = Field(None, description="value table (.npz); default: the scenario's shipped table")
+    policy: Literal["scored-match", "reposition"] = Field("scored-match", description="the policy family searched")
+    objective: Literal["platform_margin", "on_time_rate"] = Field("platform_margin", description="the day's KPI maximised")
 
     @model_validator(mode="after")
     def _elite(self) -> CEMConfig:

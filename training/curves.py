@@ -17,13 +17,19 @@ def _series(run: Path) -> tuple[str, str, dict[str, tuple[list[int], list[float]
     if (run / "cem_state.json").is_file():
         h = json.loads((run / "cem_state.json").read_text())["history"]
         it = [r["iteration"] for r in h]
+        objective = "platform_margin"
+        if (run / "config.yaml").is_file():
+            import yaml
+
+            objective = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("cem", {}).get("objective", objective)
+        label = {"platform_margin": "platform margin, EUR/day", "on_time_rate": "on-time rate"}.get(objective, objective)
         return (
             "CEM",
-            "platform margin, EUR/day",
+            label,
             {
                 "population mean (training days)": (it, [r["population_mean"] for r in h]),
                 "elite mean (training days)": (it, [r["elite_mean"] for r in h]),
-                "search mean on held-out days": (it, [r["eval_profit_mean"] for r in h]),
+                "search mean on held-out days": (it, [r.get("eval_objective_mean", r["eval_profit_mean"]) for r in h]),
             },
         )
     prog = run / "progress.json"

@@ -462,8 +462,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "cem" in prog.get("state", {}):
         pol = json.loads((run_dir / "policy.json").read_text())["trained"]
         print(
-            f"searched {pol['iterations']} CEM iterations ({prog['num_timesteps']:,} simulated days); held-out profit "
-            f"{pol['start_held_out_profit_mean']:,.1f} at the start, {pol['held_out_profit_mean']:,.1f} best; policy: {run_dir / 'policy.json'}"
+            f"searched {pol['iterations']} CEM iterations ({prog['num_timesteps']:,} simulated days); held-out {pol['objective']} "
+            f"{pol['start_held_out_objective_mean']:,.4g} at the start, {pol['held_out_objective_mean']:,.4g} best; policy: {run_dir / 'policy.json'}"
         )
         return 0
     print(f"trained {prog['num_timesteps']:,} steps; run folder: {run_dir}")

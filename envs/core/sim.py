@@ -901,11 +901,13 @@ class Simulator:
                 avail = t1 - clk[drv]
                 arrive = need <= avail + _EPS
                 working = dr.route_len[drv] > 0
-                p = drv[~arrive]
-                step_ff = avail[~arrive] / f[~arrive]
+                go_on = ~arrive
+                p = drv[go_on]
+                av = avail[go_on]
+                step_ff = av / f[go_on]
                 dr.driven_m[p] += dr.leg_dist[p] * step_ff / np.maximum(dr.leg_ff[p], _EPS)
                 dr.leg_left[p] -= step_ff
-                dr.busy_s[p] += np.where(working[~arrive], avail[~arrive], 0.0)
+                dr.busy_s[p] += np.where(working[go_on], av, 0.0)
                 clk[p] = t1
                 a = drv[arrive]
                 if a.size:
