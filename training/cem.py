@@ -20,7 +20,8 @@ algorithm; Rubinstein 1999, used for RL policies since Szita & Lorincz 2006):
    it by its mean margin;
 3. refit the Gaussian to the ``cem.elite`` best (plus ``cem.extra_noise``, decaying, against early
    collapse), and evaluate the new mean on the held-out ``eval.seeds`` (>= 1000, disjoint from training);
-4. write ``policy.json`` with the parameters that scored best on the held-out days so far, and the search
+4. write ``policy.json`` with the parameters that scored best on the held-out days so far (the starting
+   point included: a search that finds nothing better ships its start), and the search
    state (``cem_state.json``) after every iteration, both atomically: ``--resume`` continues from the
    last complete iteration and reproduces the uninterrupted run (the draws come from a generator seeded
    by ``seed`` and the iteration number).
@@ -156,6 +157,7 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
         if st["best_eval"] is None and st["iteration"] == 0:  # the starting point, on the held-out days
             rows = _evaluate(pool, scenario, [to_params(np.zeros(n), c.policy)], eval_seeds, values, c.policy)[0]
             st["start_eval"] = _mean(rows, obj)
+            st["best_eval"], st["best_params"] = st["start_eval"], to_params(np.zeros(n), c.policy)  # the start is a candidate too
         bar = tqdm(total=c.iterations, initial=st["iteration"], unit="iter", disable=not progress, desc="cem")
         while st["iteration"] < c.iterations:
             it = st["iteration"]
