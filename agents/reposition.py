@@ -124,6 +124,10 @@ class CoverageRepositionPolicy(Policy):
         self.nearest.reset(sim, rng)
         self._idle_since = np.full(sim.drivers.n, sim.t)
 
+    def forget_idle_history(self, sim: Simulator) -> None:
+        """Treat every idle driver as idle long enough to move (for a state without history, e.g. a served request)."""
+        self._idle_since = np.full(sim.drivers.n, -np.inf)
+
     # ------------------------------------------------------------------------------------ parts
     def forecast(self, sim: Simulator, offered: np.ndarray) -> np.ndarray:
         """(Z,) demand weight of each zone (recent placements, decayed, + open orders not offered now)."""

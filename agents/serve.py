@@ -501,14 +501,23 @@ class ServeState:
         return DispatchResponse(policy=self.policy_name, now=req.now, assignments=out, held=held)
 
     def reposition(self, req: RepositionRequest) -> RepositionResponse:
-        """``DemandRepositionPolicy.moves`` on the request's state (its demand-following rule)."""
+        """The served policy's own repositioning rule (``moves``) if it has one (``reposition``, a learned
+        repositioning folder), else ``DemandRepositionPolicy.moves`` (demand-following), on the request's state."""
         from agents.heuristics import DemandRepositionPolicy
 
         if self.rep is None:
-            self.rep = DemandRepositionPolicy()
+            own = hasattr(self.policy, "moves")
+            self.rep = self.policy if own else DemandRepositionPolicy()
+            self.rep_rule = (
+                f"{self.policy_name} (the served policy's repositioning rule)"
+                if own
+                else "reposition (DemandRepositionPolicy.moves: open + recent orders by zone vs idle drivers)"
+            )
         ld = self.load(req.now, req.drivers, req.orders)
         empty = np.zeros(0, np.int64)
         try:
+            if hasattr(self.rep, "forget_idle_history"):  # a request carries no idle history
+                self.rep.forget_idle_history(self.sim)
             drv, zone = self.rep.moves(self.sim, empty, empty)
             drv, zone = np.asarray(drv, np.int64), np.asarray(zone, np.int64)
         except Exception as exc:
@@ -520,9 +529,7 @@ class ServeState:
             moves.append(
                 Move(driver_id=ld.driver_ids[di], zone=z, node=node, x=float(city.node_xy[node, 0]), y=float(city.node_xy[node, 1]))
             )
-        return RepositionResponse(
-            rule="reposition (DemandRepositionPolicy.moves: open + recent orders by zone vs idle drivers)", moves=moves
-        )
+        return RepositionResponse(rule=self.rep_rule, moves=moves)
 
     def _zone_node(self, z: int) -> int:
         """A representative node of zone ``z``: the one nearest the zone's centroid."""
@@ -831,7 +838,7 @@ def create_app(
 
     @app.post("/v1/reposition", response_model=RepositionResponse, dependencies=guarded, responses=errors)
     async def reposition(req: RepositionRequest, request: Request) -> RepositionResponse:
-        """Move idle drivers towards zones short of drivers (``DemandRepositionPolicy``'s rule)."""
+        """Move idle drivers towards zones short of drivers (the served policy's rule, else ``DemandRepositionPolicy``'s)."""
         return st(request).reposition(req)
 
     @app.post("/v1/quote", response_model=QuoteResponse, dependencies=guarded, responses=errors)

@@ -94,7 +94,15 @@ def test_cem_searches_the_reposition_family_and_writes_a_loadable_policy(tmp_pat
         "env": "dispatch",
         "scenario": str(TINY),
         "algo": "cem",
-        "cem": {"policy": "reposition", "objective": "on_time_rate", "iterations": 1, "population": 3, "elite": 2, "seeds_per_iteration": 1, "workers": 1},
+        "cem": {
+            "policy": "reposition",
+            "objective": "on_time_rate",
+            "iterations": 1,
+            "population": 3,
+            "elite": 2,
+            "seeds_per_iteration": 1,
+            "workers": 1,
+        },
         "train_seeds": "1000-1099",
         "eval": {"seeds": "5000-5001", "episodes": 2},
     }
@@ -110,3 +118,28 @@ def test_cem_searches_the_reposition_family_and_writes_a_loadable_policy(tmp_pat
     assert isinstance(pol, CoverageRepositionPolicy) and pol.default_params == doc["params"]
     kpis = Simulator(load_scenario(str(TINY))).run(pol, seed=5000)
     assert kpis["orders_delivered"] > 0
+
+
+def test_served_learned_repositioning_answers_with_its_own_rule() -> None:
+    """``gigdispatch serve --policy checkpoints/reposition``: /v1/reposition uses the learned rule."""
+    from fastapi.testclient import TestClient
+
+    from agents.serve import create_app
+
+    with TestClient(create_app("default", str(ROOT / "checkpoints/reposition")), raise_server_exceptions=False) as c:
+        city = Simulator(load_scenario("default")).city
+        home_zone = int(city.zone_of[0])
+        target = int(next(z for z in city.zone_neighbors[home_zone] if z >= 0))
+        pick = int(np.flatnonzero(city.zone_of == target)[0])
+        now = 12 * 3600.0
+        drivers = [{"id": f"d{i}", "node": 0} for i in range(12)]
+        orders = [
+            {"id": f"o{j}", "pickup": {"node": pick}, "dropoff": {"node": 0}, "placed": now - 600 + j, "deadline": now + 3600}
+            for j in range(8)
+        ]
+        r = c.post("/v1/reposition", json={"now": now, "drivers": drivers, "orders": orders})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["rule"].startswith("learned-reposition")
+        assert body["moves"] and all(m["zone"] != home_zone for m in body["moves"])
+        assert c.post("/v1/dispatch", json={"now": now, "drivers": drivers, "orders": orders}).status_code == 200
