@@ -82,13 +82,17 @@ class FleetCore:
         xy = city.node_xy
         self._lo = xy.min(axis=0)
         self._inv_span = 1.0 / np.maximum(xy.max(axis=0) - self._lo, 1.0)
-        self._node_xy01 = (xy - self._lo) * self._inv_span  # (N, 2) node positions scaled to 0..1
+        self._node_xy01 = (xy - self._lo) * self._inv_span  # (N, 2) node positions scaled to 0..1 (float64)
         self._zone9 = np.concatenate([np.arange(city.n_zones)[:, None], city.zone_neighbors], axis=1)  # (Z, 9)
         self._zone9_ok = self._zone9 >= 0
-        self._zone9_idx = np.where(self._zone9_ok, self._zone9, 0)
-        ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1)
+        self._zone9_idx_t = np.where(self._zone9_ok, self._zone9, 0).T  # (9, Z)
+        ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1).T  # (18, Z)
         self._zone18_scale = np.where(ok18, 0.1, 0.0)  # 0.1 per order/driver; 0 for missing neighbours
-        self._zone_tbl = np.zeros((city.n_zones, 18))
+        self._zone_tbl = np.zeros((18, city.n_zones))
+        self._node_x01 = np.ascontiguousarray(self._node_xy01[:, 0])
+        self._node_y01 = np.ascontiguousarray(self._node_xy01[:, 1])
+        # the 8 "move to neighbour i" flags of each zone as one uint64 (bytes 0/1), for a 1-D gather per step
+        self._moves64 = np.ascontiguousarray(self._zone9_ok[:, 1:]).view(np.uint64).ravel()
         self.n = 0
         self._mask = np.zeros((0, N_ACTIONS), bool)
 
@@ -99,7 +103,8 @@ class FleetCore:
         sim.external_accept[:] = ~sim.drivers.always_accept  # the agents answer their own offers
         self.policy.reset(sim, sim.rng["policy"])
         self.n = sim.drivers.n
-        self._vehicle_1hot = np.eye(3, dtype=np.float32)[sim.drivers.vehicle]  # (D, 3), fixed for the episode
+        self._vehicle_1hot_t = np.ascontiguousarray(np.eye(3, dtype=np.float32)[sim.drivers.vehicle].T)  # (3, D), fixed
+        self._ob = np.zeros((OBS_DIM, self.n), np.float32)  # feature-major scratch, rewritten every step
         cap = sim.drivers.capacity
         self._inv_capacity = np.where(np.isfinite(cap), 1.0 / np.maximum(cap, 1e-9), 0.0)  # unlimited: load share 0
         self._cost_m = self._cost_km[sim.drivers.vehicle] / 1000.0  # euros per metre, fixed for the episode
@@ -153,58 +158,63 @@ class FleetCore:
     def _observe(self) -> tuple[np.ndarray, np.ndarray]:
         sim, dr, od = self.sim, self.sim.drivers, self.sim.orders
         n = self.n
-        active = (dr.phase != PH_OFFLINE) & (dr.account == ACC_ACTIVE)
+        phase = dr.phase
+        active = (phase != PH_OFFLINE) & (dr.account == ACC_ACTIVE)
         offer = dr.offer_order >= 0
-        idle = (dr.phase == PH_IDLE) & (dr.route_len == 0) & ~offer
-        # masks
-        mask = np.zeros((n, N_ACTIONS), bool)
+        idle = (phase == PH_IDLE) & (dr.route_len == 0) & ~offer
+        node = dr.node
+        zone = sim.city.zone_of[node]
+        # masks: the 8 move flags of a zone packed in one uint64 (Z,), so one 1-D gather serves every driver
+        mask = np.empty((n, N_ACTIONS), bool)
         mask[:, 0] = True
         mask[:, 1] = offer & active
-        zone = sim.city.zone_of[dr.node]
-        mask[:, 2:] = self._zone9_ok[zone, 1:] & (idle & active)[:, None]
+        mask[:, 2:] = (self._moves64[zone] * (idle & active)).view(np.bool_).reshape(n, 8)
         self._mask = mask
         # observation, built feature-major (contiguous rows) in OBS_FIELDS order, then transposed once;
         # offer features only where an offer is pending
-        ob = np.zeros((OBS_DIM, n), np.float32)
+        ob = self._ob
         ob[0] = active
         ob[1] = idle
-        ob[2] = dr.phase == PH_DRIVING
-        ob[3] = dr.phase == PH_SERVICE
-        ob[4] = sim.committed * self._inv_capacity
-        ob[5] = dr.route_len * (1.0 / sim.S)
+        ob[2] = phase == PH_DRIVING
+        ob[3] = phase == PH_SERVICE
+        np.multiply(sim.committed, self._inv_capacity, out=ob[4], casting="unsafe")
+        np.multiply(dr.route_len, 1.0 / sim.S, out=ob[5], casting="unsafe")
+        ob[6:12] = 0.0
         oi = offer.nonzero()[0]
         if oi.size:
             o = dr.offer_order[oi]
             ob[6, oi] = 1.0
-            ob[7, oi] = od.payout[o] / 1000.0
-            ob[8, oi] = od.tip[o] / 500.0
-            ob[9, oi] = sim.city.dist_m(dr.leg_to[oi], od.pickup[o]) / 5000.0
-            ob[10, oi] = sim.city.dist_m(od.pickup[o], od.dropoff[o]) / 5000.0
+            ob[7, oi] = np.minimum(od.payout[o] / 1000.0, CLIP)
+            ob[8, oi] = np.minimum(od.tip[o] / 500.0, CLIP)
+            ob[9, oi] = np.minimum(sim.city.dist_m(dr.leg_to[oi], od.pickup[o]) / 5000.0, CLIP)
+            ob[10, oi] = np.minimum(sim.city.dist_m(od.pickup[o], od.dropoff[o]) / 5000.0, CLIP)
             ob[11, oi] = sim.city.zone_of[od.pickup[o]] == dr.pref_zone[oi]
         tod = (sim.t % 86400.0) / 86400.0 * 2 * np.pi
         ob[12] = np.sin(tod)
         ob[13] = np.cos(tod)
         # position in the city (0..1), interpolated along the leg for driving drivers
-        ob[14:16] = self._node_xy01[dr.node].T
-        drv = (dr.phase == PH_DRIVING).nonzero()[0]
+        nx, ny = self._node_x01, self._node_y01
+        ob[14] = nx[node]
+        ob[15] = ny[node]
+        drv = (phase == PH_DRIVING).nonzero()[0]
         if drv.size:
             frac = 1.0 - dr.leg_left[drv] / np.maximum(dr.leg_ff[drv], 1e-9)
-            ob[14:16, drv] += ((self._node_xy01[dr.leg_to[drv]] - self._node_xy01[dr.node[drv]]) * frac[:, None]).T
+            to, at = dr.leg_to[drv], node[drv]
+            ob[14, drv] += (nx[to] - nx[at]) * frac
+            ob[15, drv] += (ny[to] - ny[at]) * frac
         ob[16] = zone == dr.pref_zone
         ob[17] = dr.performance()
         online_h = np.where(active, sim.t - dr.t_online_since, 0.0) * (1.0 / 3600.0)  # t_online_since is nan offline
-        ob[18] = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * np.maximum(online_h, 0.05)), 0.0)
-        ob[19:22] = self._vehicle_1hot.T
+        earn = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * np.maximum(online_h, 0.05)), 0.0)
+        np.minimum(earn, CLIP, out=ob[18], casting="unsafe")
+        ob[19:22] = self._vehicle_1hot_t
         ob[22] = np.minimum(np.maximum((dr.shift_end - sim.t) * (1.0 / (4 * 3600.0)), 0.0), 1.0)
-        # own zone + 8 neighbours: one per-zone table (Z rows: 9 demand, 9 supply), then one gather per driver
+        # own zone + 8 neighbours: one per-zone table (18 rows: 9 demand, 9 supply; Z columns), one gather
         tbl = self._zone_tbl
-        tbl[:, :9] = sim.zone_demand[self._zone9_idx]
-        tbl[:, 9:] = sim.zone_supply[self._zone9_idx]
+        tbl[:9] = sim.zone_demand[self._zone9_idx_t]
+        tbl[9:] = sim.zone_supply[self._zone9_idx_t]
         tbl *= self._zone18_scale
-        ob[23:41] = tbl[zone].T
-        # only these rows can leave [-1, 1]: the offer's money and distances, earnings, demand and supply
-        for rows in (ob[7:11], ob[18:19], ob[23:41]):
-            np.clip(rows, -CLIP, CLIP, out=rows)
+        np.minimum(tbl, CLIP, out=tbl)  # counts are >= 0
+        np.take(tbl, zone, axis=1, out=ob[23:41])
         ob *= active  # off shift, suspended, not yet verified: zeroed observation, only the no-op
-        obs = np.ascontiguousarray(ob.T)
-        return obs, mask
+        return np.ascontiguousarray(ob.T), mask

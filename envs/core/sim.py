@@ -424,19 +424,26 @@ class Simulator:
             pos = np.searchsorted(free_at[0], elig)
             node, t_free = free_at[1][pos], free_at[2][pos]
         exact = n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k
-        if exact:
-            local = np.arange(elig.size)[None, :]  # broadcasts against the orders
+        dr = self.drivers
+        if exact:  # every eligible driver: per-driver terms as (1, m) rows, no gathers through an index grid
+            zf = self.factor[self.city.zone_of[node]]
+            tt = self.city.travel_s(node[None, :], self.orders.pickup[orders][:, None])
+            e = (t_free - self.t)[None, :] + tt * zf / dr.speed[elig]  # _pair_eta's formula, term for term
+            room = (dr.capacity[elig] - self.committed[elig])[None, :]
+            shift_end = dr.shift_end[elig][None, :]
         else:
             from scipy.spatial import cKDTree
 
             tree = cKDTree(self.city.node_xy[node])
             _, local = tree.query(self.city.node_xy[self.orders.pickup[orders]], k=4 * k)
-        e = self._pair_eta(orders[:, None], local, elig, node, t_free)  # (n_o, m)
-        pool = elig[local]
-        fits = self.drivers.capacity[pool] - self.committed[pool] >= self.orders.volume[orders][:, None]
+            e = self._pair_eta(orders[:, None], local, elig, node, t_free)  # (n_o, m)
+            pool = elig[local]
+            room = dr.capacity[pool] - self.committed[pool]
+            shift_end = dr.shift_end[pool]
+        fits = room >= self.orders.volume[orders][:, None]
         # the pickup must happen before the driver's shift ends (no pickups after it)
         t_pick = np.maximum(self.t + e + self.pickup_svc / 2.0, self.orders.t_ready[orders][:, None])
-        fits &= t_pick <= self.drivers.shift_end[pool]
+        fits &= t_pick <= shift_end
         e = np.where(fits, e, np.inf)
         m = e.shape[1]
         kk = min(k, m)
