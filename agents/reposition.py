@@ -26,9 +26,7 @@ loads. Without a file the parameters are the defaults below (an untrained starti
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 
 from agents.base import Policy
 from agents.nearest import NearestPolicy
+from agents.policy_file import check_numbers, read_policy_json
 from envs.core.sim import Decision, Simulator
 from envs.core.types import PH_DRIVING, PH_IDLE
 
@@ -65,18 +64,7 @@ class RepositionPolicyError(ValueError):
 
 def check_params(params: dict[str, Any], where: str = "params") -> dict[str, float]:
     """Validated parameters (defaults for missing ones); errors name the field."""
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise RepositionPolicyError(f"{where}.{unknown[0]}: unknown parameter (known: {', '.join(PARAMS)})")
-    out: dict[str, float] = {}
-    for name, (default, kind) in PARAMS.items():
-        v = params.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-            raise RepositionPolicyError(f"{where}.{name}: must be a finite number, got {v!r}")
-        if v < 0 or (kind == "prob" and v > 1):
-            raise RepositionPolicyError(f"{where}.{name}: must be {'in [0, 1]' if kind == 'prob' else '>= 0'}, got {v!r}")
-        out[name] = float(v)
-    return out
+    return check_numbers(params, PARAMS, where, RepositionPolicyError)
 
 
 class CoverageRepositionPolicy(Policy):
@@ -94,27 +82,9 @@ class CoverageRepositionPolicy(Policy):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> CoverageRepositionPolicy:
         """Load ``policy.json`` (or the one inside a folder)."""
-        f = Path(path)
-        if f.is_dir():
-            f = f / "policy.json"
-        try:
-            doc = json.loads(f.read_text())
-        except FileNotFoundError:
-            raise RepositionPolicyError(f"{str(f)!r}: no such file (a repositioning policy is a folder with policy.json)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RepositionPolicyError(f"{str(f)!r}: not a readable JSON policy file ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            got = doc.get("format") if isinstance(doc, dict) else doc
-            raise RepositionPolicyError(f"{str(f)!r}: format must be {FORMAT!r}, got {got!r}")
-        if not isinstance(doc.get("params"), dict):
-            raise RepositionPolicyError(f"{str(f)!r}: params: missing or not a mapping")
+        f, doc = read_policy_json(path, FORMAT, RepositionPolicyError, "a repositioning policy is a folder with policy.json")
         pol = cls(check_params(doc["params"], where=f"{f}: params"))
-        scen = doc.get("scenarios", {})
-        if not isinstance(scen, dict):
-            raise RepositionPolicyError(f"{str(f)!r}: scenarios: must map scenario names to params")
-        for name, ps in scen.items():
-            if not isinstance(ps, dict):
-                raise RepositionPolicyError(f"{str(f)!r}: scenarios.{name}: must be a mapping of params")
+        for name, ps in doc["scenarios"].items():
             pol.by_scenario[str(name)] = check_params(ps, where=f"{f}: scenarios.{name}")
         pol.source_file = str(f)
         return pol

@@ -27,7 +27,6 @@ scenario being played, else ``params``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from agents.heuristics import BatchingPolicy, auction_levels, drop_decliners, match_min_cost, sorted_decision
+from agents.policy_file import check_numbers, read_policy_json
 from agents.value_hungarian import ValueHungarianPolicy
 from envs.core.sim import Decision, Simulator
 
@@ -63,19 +63,7 @@ class ScoredMatchPolicyError(ValueError):
 
 def check_params(params: dict[str, Any], where: str = "params") -> dict[str, float]:
     """Validated parameters (defaults for missing ones); errors name the field."""
-    unknown = sorted(set(params) - set(PARAMS) - {"max_level"})
-    if unknown:
-        raise ScoredMatchPolicyError(f"{where}.{unknown[0]}: unknown parameter (known: {', '.join([*PARAMS, 'max_level'])})")
-    out: dict[str, float] = {}
-    for name, (default, kind) in PARAMS.items():
-        v = params.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-            raise ScoredMatchPolicyError(f"{where}.{name}: must be a finite number, got {v!r}")
-        if kind == "pos" and v < 0:
-            raise ScoredMatchPolicyError(f"{where}.{name}: must be >= 0, got {v!r}")
-        if kind in ("prob", "switch") and not 0.0 <= v <= 1.0:
-            raise ScoredMatchPolicyError(f"{where}.{name}: must be a probability in [0, 1], got {v!r}")
-        out[name] = float(v)
+    out = check_numbers(params, PARAMS, where, ScoredMatchPolicyError, also_known=("max_level",))
     ml = params.get("max_level", 1)
     if isinstance(ml, bool) or not isinstance(ml, int) or ml < 0:
         raise ScoredMatchPolicyError(f"{where}.max_level: must be a whole number >= 0, got {ml!r}")
@@ -120,21 +108,7 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ScoredMatchPolicy:
         """Load ``policy.json`` (or the one inside a run folder)."""
-        f = Path(path)
-        if f.is_dir():
-            f = f / "policy.json"
-        try:
-            doc = json.loads(f.read_text())
-        except FileNotFoundError:
-            raise ScoredMatchPolicyError(f"{str(f)!r}: no such file (a scored-match policy is a run folder with policy.json)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ScoredMatchPolicyError(f"{str(f)!r}: not a readable JSON policy file ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ScoredMatchPolicyError(
-                f"{str(f)!r}: format must be {FORMAT!r}, got {doc.get('format') if isinstance(doc, dict) else doc!r}"
-            )
-        if not isinstance(doc.get("params"), dict):
-            raise ScoredMatchPolicyError(f"{str(f)!r}: params: missing or not a mapping")
+        f, doc = read_policy_json(path, FORMAT, ScoredMatchPolicyError, "a scored-match policy is a run folder with policy.json")
         values = doc.get("values")
         vpath = None
         if values:
@@ -142,12 +116,7 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
             if not vpath.is_file():
                 raise ScoredMatchPolicyError(f"{str(f)!r}: values: no such file {str(vpath)!r}")
         pol = cls(check_params(doc["params"], where=f"{f}: params"), values_path=vpath)
-        scen = doc.get("scenarios", {})
-        if not isinstance(scen, dict):
-            raise ScoredMatchPolicyError(f"{str(f)!r}: scenarios: must map scenario names to params")
-        for name, ps in scen.items():
-            if not isinstance(ps, dict):
-                raise ScoredMatchPolicyError(f"{str(f)!r}: scenarios.{name}: must be a mapping of params")
+        for name, ps in doc["scenarios"].items():
             pol.by_scenario[str(name)] = check_params(ps, where=f"{f}: scenarios.{name}")
         pol.source_file = str(f)
         return pol
