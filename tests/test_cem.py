@@ -51,7 +51,7 @@ def test_scored_match_without_its_levers_is_value_hungarian() -> None:
     from envs import Simulator, load_scenario
 
     sim = Simulator(load_scenario("default"))
-    sc = ScoredMatchPolicy({"max_level": 0, "hold_below": -1e9, "batching": 0})
+    sc = ScoredMatchPolicy({"max_level": 0, "hold_below": -1e9, "batching": 0, "value_weight": 0.5})  # value-hungarian's weights
     vh = make_policy("value-hungarian")
     sim.reset(1001)
     sc.reset(sim, sim.rng["policy"])
