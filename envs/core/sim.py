@@ -686,9 +686,16 @@ class Simulator:
 
     def _divert(self, d: np.ndarray) -> None:
         """Drivers ``d`` abandon their repositioning leg where they are: they stop, idle, at the road node
-        nearest their interpolated position (the metres driven so far are already counted)."""
-        dr = self.drivers
-        node = self.city.nearest_node(self.driver_xy()[d])
+        nearest their interpolated position among the nodes they could have reached from the leg's start
+        in the time driven (so a diversion never moves anyone faster than free flow; the start node always
+        qualifies). The metres driven so far are already counted."""
+        dr, city = self.drivers, self.city
+        xy = self.driver_xy()[d]
+        driven = dr.leg_ff[d] - dr.leg_left[d]  # free-flow seconds at the vehicle's speed
+        nodes = np.arange(city.n_nodes)
+        reach = city.travel_s(dr.node[d][:, None], nodes[None, :]) / dr.speed[d][:, None] <= driven[:, None] + _EPS
+        far = ((city.node_xy[None, :, :] - xy[:, None, :]) ** 2).sum(axis=-1)
+        node = np.where(reach, far, np.inf).argmin(axis=1).astype(np.int32)
         dr.node[d] = node
         dr.leg_to[d] = node
         dr.leg_ff[d] = dr.leg_left[d] = dr.leg_geo[d] = dr.leg_dist[d] = 0.0
