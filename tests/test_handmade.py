@@ -633,7 +633,7 @@ def test_bundle_rule_while_serving_a_drop_off(line_nodes):
 
 def test_repositioning_driver_diverts_to_an_accepted_pickup(line_nodes):
     """A driver half-way along a repositioning leg who accepts an offer heads for the pickup from where it
-    is (snapped to the nearest node), not from the end of the leg it abandons."""
+    is (the nearest node it could have reached), not from the end of the leg it abandons."""
     orders = [{"t_place": 30.0, "pickup": 0, "dropoff": 1}]
     sc = fixed_scenario(line_nodes, orders, [{"node": 0, "always_accept": True, "response_s": 0.0}])
     sim = Simulator(sc)
