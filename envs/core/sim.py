@@ -690,10 +690,12 @@ class Simulator:
         in the time driven (so a diversion never moves anyone faster than free flow; the start node always
         qualifies). The metres driven so far are already counted."""
         dr, city = self.drivers, self.city
-        xy = self.driver_xy()[d]
+        start = dr.node[d]
+        frac = np.where(dr.leg_ff[d] > 0, 1.0 - dr.leg_left[d] / np.maximum(dr.leg_ff[d], _EPS), 1.0)  # as driver_xy
+        xy = city.node_xy[start] + (city.node_xy[dr.leg_to[d]] - city.node_xy[start]) * frac[:, None]
         driven = dr.leg_ff[d] - dr.leg_left[d]  # free-flow seconds at the vehicle's speed
         nodes = np.arange(city.n_nodes)
-        reach = city.travel_s(dr.node[d][:, None], nodes[None, :]) / dr.speed[d][:, None] <= driven[:, None] + _EPS
+        reach = city.travel_s(start[:, None], nodes[None, :]) / dr.speed[d][:, None] <= driven[:, None] + _EPS
         far = ((city.node_xy[None, :, :] - xy[:, None, :]) ** 2).sum(axis=-1)
         node = np.where(reach, far, np.inf).argmin(axis=1).astype(np.int32)
         dr.node[d] = node
