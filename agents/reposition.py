@@ -18,7 +18,7 @@ offers, idle drivers are re-spread over the city's zones:
    drivers move per epoch.
 
 Every step is vectorised over zones and drivers; the only solver call is one assignment per epoch. The
-nine parameters are learned on training days (seeds >= 1000) by ``training.cem`` with ``cem.policy:
+ten parameters are learned on training days (seeds >= 1000) by ``training.cem`` with ``cem.policy:
 reposition`` and the objective ``cem.objective: on_time_rate``; they live in ``policy.json`` (format
 ``gigdispatch-reposition/1``), optionally per scenario (``scenarios``), which ``make_policy("<folder>")``
 loads. Without a file the parameters are the defaults below (an untrained starting point).

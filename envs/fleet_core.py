@@ -82,15 +82,15 @@ class FleetCore:
         xy = city.node_xy
         self._lo = xy.min(axis=0)
         self._inv_span = 1.0 / np.maximum(xy.max(axis=0) - self._lo, 1.0)
-        self._node_xy01 = (xy - self._lo) * self._inv_span  # (N, 2) node positions scaled to 0..1 (float64)
+        xy01 = (xy - self._lo) * self._inv_span  # (N, 2) node positions scaled to 0..1 (float64)
         self._zone9 = np.concatenate([np.arange(city.n_zones)[:, None], city.zone_neighbors], axis=1)  # (Z, 9)
         self._zone9_ok = self._zone9 >= 0
         self._zone9_idx_t = np.where(self._zone9_ok, self._zone9, 0).T  # (9, Z)
         ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1).T  # (18, Z)
         self._zone18_scale = np.where(ok18, 0.1, 0.0)  # 0.1 per order/driver; 0 for missing neighbours
         self._zone_tbl = np.zeros((18, city.n_zones))
-        self._node_x01 = np.ascontiguousarray(self._node_xy01[:, 0])
-        self._node_y01 = np.ascontiguousarray(self._node_xy01[:, 1])
+        self._node_x01 = np.ascontiguousarray(xy01[:, 0])
+        self._node_y01 = np.ascontiguousarray(xy01[:, 1])
         # the 8 "move to neighbour i" flags of each zone as one uint64 (bytes 0/1), for a 1-D gather per step
         self._moves64 = np.ascontiguousarray(self._zone9_ok[:, 1:]).view(np.uint64).ravel()
         self.n = 0

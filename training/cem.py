@@ -131,7 +131,7 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     from training.train import KPI_TAGS
 
     c = cfg.cem
-    fmt, _, names = family(c.policy)
+    _, _, names = family(c.policy)
     n = len(names)
     obj = c.objective
     state_file = run_dir / "cem_state.json"
@@ -155,9 +155,10 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     pool = ctx.Pool(c.workers) if c.workers > 1 else None
     try:
         if st["best_eval"] is None and st["iteration"] == 0:  # the starting point, on the held-out days
-            rows = _evaluate(pool, scenario, [to_params(np.zeros(n), c.policy)], eval_seeds, values, c.policy)[0]
+            start = to_params(np.zeros(n), c.policy)
+            rows = _evaluate(pool, scenario, [start], eval_seeds, values, c.policy)[0]
             st["start_eval"] = _mean(rows, obj)
-            st["best_eval"], st["best_params"] = st["start_eval"], to_params(np.zeros(n), c.policy)  # the start is a candidate too
+            st["best_eval"], st["best_params"] = st["start_eval"], start  # the start is a candidate too
         bar = tqdm(total=c.iterations, initial=st["iteration"], unit="iter", disable=not progress, desc="cem")
         while st["iteration"] < c.iterations:
             it = st["iteration"]

@@ -636,13 +636,16 @@ class Simulator:
             self._resolve_offers(o)
         return int(o.size)
 
-    def driver_xy(self) -> np.ndarray:
-        """(D, 2) positions in metres, interpolated along the current leg (straight line)."""
+    def driver_xy(self, d: np.ndarray | None = None) -> np.ndarray:
+        """(len(d), 2) positions in metres of drivers ``d`` (default: all), interpolated along the current
+        leg (straight line)."""
         dr = self.drivers
-        xy = self.city.node_xy[dr.node]
-        drv = _nz(dr.phase == PH_DRIVING)
-        frac = np.where(dr.leg_ff[drv] > 0, 1.0 - dr.leg_left[drv] / np.maximum(dr.leg_ff[drv], _EPS), 1.0)
-        xy[drv] += (self.city.node_xy[dr.leg_to[drv]] - xy[drv]) * frac[:, None]
+        d = np.arange(dr.n) if d is None else np.asarray(d, dtype=np.int64)
+        xy = self.city.node_xy[dr.node[d]]
+        drv = _nz(dr.phase[d] == PH_DRIVING)
+        g = d[drv]
+        frac = np.where(dr.leg_ff[g] > 0, 1.0 - dr.leg_left[g] / np.maximum(dr.leg_ff[g], _EPS), 1.0)
+        xy[drv] += (self.city.node_xy[dr.leg_to[g]] - xy[drv]) * frac[:, None]
         return xy
 
     def _answer_offers(self, t1: float) -> None:
@@ -691,8 +694,7 @@ class Simulator:
         qualifies). The metres driven so far are already counted."""
         dr, city = self.drivers, self.city
         start = dr.node[d]
-        frac = np.where(dr.leg_ff[d] > 0, 1.0 - dr.leg_left[d] / np.maximum(dr.leg_ff[d], _EPS), 1.0)  # as driver_xy
-        xy = city.node_xy[start] + (city.node_xy[dr.leg_to[d]] - city.node_xy[start]) * frac[:, None]
+        xy = self.driver_xy(d)
         driven = dr.leg_ff[d] - dr.leg_left[d]  # free-flow seconds at the vehicle's speed
         nodes = np.arange(city.n_nodes)
         reach = city.travel_s(start[:, None], nodes[None, :]) / dr.speed[d][:, None] <= driven[:, None] + _EPS
@@ -716,7 +718,7 @@ class Simulator:
             dr.route_order[fd, 0] = dr.route_order[fd, 1] = fo
             dr.route_kind[fd, 0], dr.route_kind[fd, 1] = STOP_PICKUP, STOP_DROPOFF
             dr.route_len[fd] = 2
-            moving = fd[dr.phase[fd] == PH_DRIVING]  # driving with an empty route: a repositioning leg
+            moving = fd[dr.phase[fd] == PH_DRIVING]  # driving with an empty route: repositioning, or its order taken back
             if moving.size:
                 self._divert(moving)
             idle = fd[dr.phase[fd] == PH_IDLE]
