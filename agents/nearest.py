@@ -50,6 +50,7 @@ class NearestPolicy(Policy):
     """
 
     name = "nearest"
+    _skip_exhausted = True  # a shortcut that cannot change the decision (tests compare it switched off)
 
     def __init__(self, k: int = 8, rounds: int = 4) -> None:
         self.k = k
@@ -62,25 +63,39 @@ class NearestPolicy(Policy):
             return Decision()
         taken = np.zeros(sim.drivers.n, bool)
         idle_ids = idle.nonzero()[0]
-        free_at = (idle_ids, *sim.driver_free(idle_ids))  # the same for every round of this epoch
+        free = idle_ids.size  # idle drivers not yet matched this epoch (matches only take idle drivers)
+        node, t_free = np.zeros(sim.drivers.n, np.int64), np.zeros(sim.drivers.n)
+        node[idle_ids], t_free[idle_ids] = sim.driver_free(idle_ids)  # the same for every round of this epoch
         out_o, out_d = [], []
         pending = orders
+        n_seen = 0  # the first n_seen pending orders were in the last window and still had candidates ...
+        more = np.zeros(0, bool)  # ... and of those, the ones whose list was full (k), so may have more
         for _ in range(self.rounds):
-            free = int((idle & ~taken).sum())
             if free == 0 or pending.size == 0:
                 break  # every idle driver has an order, or every order a driver
             # FCFS: at most one order per free driver can be served, so only the oldest few need an ETA
             window = pending[: 2 * free + 16]
-            ids, _ = sim.candidates(window, self.k, exclude=taken, among=idle, free_at=free_at)
+            if self._skip_exhausted and window.size <= n_seen and not more[: window.size].any():
+                # every order in the window saw all its eligible drivers last round (fewer than k) and they
+                # are all taken now: this round could match nothing
+                break
+            ids, eta = sim.candidates(window, self.k, exclude=taken, among=idle, free_at=(node, t_free))
+            # candidates ranks every free driver (exact) below this many pairs; above, a KD-tree pool
+            exact = window.size * free <= sim.EXACT_PAIRS or free <= 4 * self.k
             ids = np.where(ids == sim.orders.last_decliner[window][:, None], -1, ids)
             match = fcfs_match(ids, taken)
             got = match >= 0
-            if not got.any():
+            n_got = int(got.sum())
+            if n_got == 0:
                 break  # nothing more can be matched this epoch
+            free -= n_got
             out_o.append(window[got])
             out_d.append(match[got])
             # unmatched orders that still had candidates keep their place ahead of the rest
-            pending = np.concatenate([window[~got & (ids >= 0).any(axis=1)], pending[len(window) :]])
+            keep = ~got & (ids >= 0).any(axis=1)
+            more = np.isfinite(eta[keep, -1]) if exact else np.ones(int(keep.sum()), bool)
+            n_seen = more.size
+            pending = np.concatenate([window[keep], pending[len(window) :]])
         o = np.concatenate(out_o) if out_o else np.zeros(0, np.int64)
         d = np.concatenate(out_d) if out_d else np.zeros(0, np.int64)
         order = np.argsort(o, kind="stable")  # hand offers over oldest order first

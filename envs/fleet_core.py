@@ -54,6 +54,8 @@ OBS_FIELDS = (
 )
 OBS_DIM = len(OBS_FIELDS)
 CLIP = 5.0
+# one row of the (D, 10) bool action mask seen as two fields: actions 0-1 as a uint16, the 8 moves as a uint64
+_MASK_ROW = np.dtype({"names": ["stay_accept", "moves"], "formats": ["<u2", "<u8"], "offsets": [0, 2], "itemsize": N_ACTIONS})
 
 
 class FleetCore:
@@ -89,10 +91,11 @@ class FleetCore:
         ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1).T  # (18, Z)
         self._zone18_scale = np.where(ok18, 0.1, 0.0)  # 0.1 per order/driver; 0 for missing neighbours
         self._zone_tbl = np.zeros((18, city.n_zones))
+        self._zone_tbl32 = np.zeros((18, city.n_zones), np.float32)
         self._node_x01 = np.ascontiguousarray(xy01[:, 0])
         self._node_y01 = np.ascontiguousarray(xy01[:, 1])
         # the 8 "move to neighbour i" flags of each zone as one uint64 (bytes 0/1), for a 1-D gather per step
-        self._moves64 = np.ascontiguousarray(self._zone9_ok[:, 1:]).view(np.uint64).ravel()
+        self._moves64 = np.ascontiguousarray(self._zone9_ok[:, 1:]).view("<u8").ravel()
         self.n = 0
         self._mask = np.zeros((0, N_ACTIONS), bool)
 
@@ -165,10 +168,11 @@ class FleetCore:
         node = dr.node
         zone = sim.city.zone_of[node]
         # masks: the 8 move flags of a zone packed in one uint64 (Z,), so one 1-D gather serves every driver
+        # and each row's first two bytes (no-op, accept) as one little-endian uint16: 1 + 256 * accept
         mask = np.empty((n, N_ACTIONS), bool)
-        mask[:, 0] = True
-        mask[:, 1] = offer & active
-        mask[:, 2:] = (self._moves64[zone] * (idle & active)).view(np.bool_).reshape(n, 8)
+        rows = mask.view(_MASK_ROW).reshape(n)
+        rows["stay_accept"] = np.where(offer & active, np.uint16(257), np.uint16(1))
+        np.multiply(self._moves64[zone], idle & active, out=rows["moves"])
         self._mask = mask
         # observation, built feature-major (contiguous rows) in OBS_FIELDS order, then transposed once;
         # offer features only where an offer is pending
@@ -204,7 +208,7 @@ class FleetCore:
             ob[15, drv] += (ny[to] - ny[at]) * frac
         ob[16] = zone == dr.pref_zone
         ob[17] = dr.performance()
-        online_h = np.where(active, sim.t - dr.t_online_since, 0.0) * (1.0 / 3600.0)  # t_online_since is nan offline
+        online_h = (sim.t - dr.t_online_since) * (1.0 / 3600.0)  # nan offline (so 0 below); inactive rows are zeroed last
         earn = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * np.maximum(online_h, 0.05)), 0.0)
         np.minimum(earn, CLIP, out=ob[18], casting="unsafe")
         ob[19:22] = self._vehicle_1hot_t
@@ -215,6 +219,7 @@ class FleetCore:
         tbl[9:] = sim.zone_supply[self._zone9_idx_t]
         tbl *= self._zone18_scale
         np.minimum(tbl, CLIP, out=tbl)  # counts are >= 0
-        np.take(tbl, zone, axis=1, out=ob[23:41])
+        self._zone_tbl32[...] = tbl  # the float32 rounding happens here once per zone, not once per driver
+        np.take(self._zone_tbl32, zone, axis=1, out=ob[23:41])
         ob *= active  # off shift, suspended, not yet verified: zeroed observation, only the no-op
         return np.ascontiguousarray(ob.T), mask

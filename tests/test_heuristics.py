@@ -334,3 +334,26 @@ def test_sla_priority_reassigns_to_a_closer_idle_driver() -> None:
         sim.step(dec)
     assert seen_unassign
     assert sim.orders.status[0] == ORDER_DELIVERED and sim.orders.driver[0] == 1
+
+
+@pytest.mark.parametrize("exact_pairs", [Simulator.EXACT_PAIRS, 50])
+def test_nearest_round_skip_never_changes_the_decision(exact_pairs: int) -> None:
+    """Nearest skips a matching round when every order in its window already saw all its eligible drivers
+    (and they are taken): the decisions must equal those of the policy that runs every round, epoch by
+    epoch through a busy day, on the exact ranking and on the KD-tree path (forced by a small pair limit)."""
+    sim = Simulator(load_scenario("city-1000"))
+    sim.EXACT_PAIRS = exact_pairs
+    fast, full = NearestPolicy(), NearestPolicy()
+    full._skip_exhausted = False
+    sim.reset(7)
+    fast.reset(sim, sim.rng["policy"])
+    full.reset(sim, sim.rng["policy"])
+    epochs = offers = 0
+    while not sim.done and epochs < 600:
+        a, b = fast.act(sim), full.act(sim)
+        np.testing.assert_array_equal(a.order, b.order)
+        np.testing.assert_array_equal(a.driver, b.driver)
+        offers += a.order.size
+        sim.step(a)
+        epochs += 1
+    assert offers > 500

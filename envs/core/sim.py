@@ -395,7 +395,7 @@ class Simulator:
         idle_only: bool = False,
         exclude: np.ndarray | None = None,
         among: np.ndarray | None = None,
-        free_at: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        free_at: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` eligible drivers by pickup ETA for each order: ``(ids, eta)``, each (len(orders), k), -1/inf padded.
 
@@ -404,9 +404,9 @@ class Simulator:
         for callers that already hold it); ``exclude`` is an optional (D,) mask of
         drivers to leave out too. Exact over all pairs when that is cheap; otherwise the ``4k`` drivers
         nearest in straight line to each pickup (a KD-tree) are ranked by travel-time ETA, which keeps
-        the cost O((orders + drivers) log drivers) per call. ``free_at = (drivers, node, t_free)``: a
-        caller's ``driver_free(drivers)`` for sorted ``drivers`` covering every eligible driver, reused
-        across calls within one epoch (the state does not change between them).
+        the cost O((orders + drivers) log drivers) per call. ``free_at = (node, t_free)``: two (D,) arrays
+        holding a caller's ``driver_free(drivers)`` at least at every eligible driver, reused across calls
+        within one epoch (the state does not change between them).
         """
         orders = np.asarray(orders, dtype=np.int64)
         elig_mask = self.eligible(idle_only) if among is None else among.copy()
@@ -414,15 +414,12 @@ class Simulator:
             elig_mask &= ~exclude
         elig = _nz(elig_mask)
         n_o = len(orders)
-        ids = np.full((n_o, k), -1, np.int64)
-        eta = np.full((n_o, k), np.inf)
         if n_o == 0 or elig.size == 0:
-            return ids, eta
+            return np.full((n_o, k), -1, np.int64), np.full((n_o, k), np.inf)
         if free_at is None:
             node, t_free = self.driver_free(elig)  # aligned with elig
         else:
-            pos = np.searchsorted(free_at[0], elig)
-            node, t_free = free_at[1][pos], free_at[2][pos]
+            node, t_free = free_at[0][elig], free_at[1][elig]
         exact = n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k
         dr = self.drivers
         if exact:  # every eligible driver: per-driver terms as (1, m) rows, no gathers through an index grid
@@ -454,7 +451,12 @@ class Simulator:
         part = part[r, srt]
         pe = pe[r, srt]
         chosen = elig[part] if exact else pool[r, part]
-        ids[:, :kk] = np.where(np.isfinite(pe), chosen, -1)
+        chosen = np.where(np.isfinite(pe), chosen, -1)
+        if kk == k:
+            return chosen, pe
+        ids = np.full((n_o, k), -1, np.int64)
+        eta = np.full((n_o, k), np.inf)
+        ids[:, :kk] = chosen
         eta[:, :kk] = pe
         return ids, eta
 
