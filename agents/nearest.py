@@ -44,9 +44,10 @@ class NearestPolicy(Policy):
     Matching runs in rounds over each order's ``k`` nearest idle drivers (``fcfs_match``); orders whose
     candidates were all taken ask again among the drivers left, up to ``rounds`` times. A round looks at
     the ``2 x free drivers + 16`` oldest pending orders only: at most one order per free driver can be
-    served, and the oldest come first. A driver who
-    just declined an order is skipped for it. The payout escalates with the order's declines when the
-    scenario's ``pricing.payout.auto_escalate`` is on.
+    served, and the oldest come first. A round is skipped when every order in its window already saw
+    all its eligible drivers (fewer than ``k``) in the last round and lost them all: it could match
+    nothing. A driver who just declined an order is skipped for it. The payout escalates with the
+    order's declines when the scenario's ``pricing.payout.auto_escalate`` is on.
     """
 
     name = "nearest"

@@ -357,3 +357,20 @@ def test_nearest_round_skip_never_changes_the_decision(exact_pairs: int) -> None
         sim.step(a)
         epochs += 1
     assert offers > 500
+
+
+def test_late_orders_diagnostic(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks.late_orders splits one nearest day's deliveries into late and on time, with shares in [0, 1]."""
+    import json
+
+    from benchmarks.late_orders import main as late_main
+
+    assert late_main(["--scenario", "default", "--seeds", "1000"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    sim = Simulator(load_scenario("default"))
+    kpis = sim.run(NearestPolicy(), seed=1000)
+    assert run["late"]["orders"] + run["on_time"]["orders"] == kpis["orders_delivered"]
+    assert run["late"]["orders"] / kpis["orders_delivered"] == pytest.approx(1.0 - kpis["on_time_rate"])
+    for part in ("late", "on_time"):
+        for key in ("share_with_no_idle_left_over", "share_assigned_within_2_min", "express_share"):
+            assert 0.0 <= run[part][key] <= 1.0
