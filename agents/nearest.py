@@ -81,8 +81,7 @@ class NearestPolicy(Policy):
                 # are all taken now: this round could match nothing
                 break
             ids, eta = sim.candidates(window, self.k, exclude=taken, among=idle, free_at=(node, t_free))
-            # candidates ranks every free driver (exact) below this many pairs; above, a KD-tree pool
-            exact = window.size * free <= sim.EXACT_PAIRS or free <= 4 * self.k
+            exact = sim.ranks_every_driver(window.size, free, self.k)  # the free drivers are exactly candidates' eligible ones
             ids = np.where(ids == sim.orders.last_decliner[window][:, None], -1, ids)
             match = fcfs_match(ids, taken)
             got = match >= 0

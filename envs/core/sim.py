@@ -388,6 +388,12 @@ class Simulator:
 
     EXACT_PAIRS = 60_000  # above this many order-driver pairs, candidates are pre-selected with a KD-tree
 
+    def ranks_every_driver(self, n_orders: int, n_drivers: int, k: int) -> bool:
+        """Whether ``candidates`` for ``n_orders`` orders among ``n_drivers`` eligible drivers ranks every
+        driver (exact), so that a row with fewer than ``k`` entries lists all the order's eligible drivers;
+        otherwise it ranks a KD-tree pool of the ``4k`` nearest in straight line."""
+        return n_orders * n_drivers <= self.EXACT_PAIRS or n_drivers <= 4 * k
+
     def candidates(
         self,
         orders: np.ndarray,
@@ -420,7 +426,7 @@ class Simulator:
             node, t_free = self.driver_free(elig)  # aligned with elig
         else:
             node, t_free = free_at[0][elig], free_at[1][elig]
-        exact = n_o * elig.size <= self.EXACT_PAIRS or elig.size <= 4 * k
+        exact = self.ranks_every_driver(n_o, elig.size, k)
         dr = self.drivers
         if exact:  # every eligible driver: per-driver terms as (1, m) rows, no gathers through an index grid
             zf = self.factor[self.city.zone_of[node]]
