@@ -505,7 +505,44 @@ class AuctionPolicy(HungarianPolicy):
 
 
 # ------------------------------------------------------------------------------------- reposition
-class DemandRepositionPolicy(Policy):
+def open_demand(sim: Simulator, offered: np.ndarray) -> np.ndarray:
+    """(Z,) open orders not offered this epoch (``offered``), by pickup zone."""
+    op = sim.open_orders()
+    op = op[~np.isin(op, offered)]
+    return np.bincount(sim.city.zone_of[sim.orders.pickup[op]], minlength=sim.city.n_zones).astype(np.float64)
+
+
+def idle_supply(sim: Simulator, busy_now: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The drivers a repositioning rule may count on: ``(idle, where, supply)``.
+
+    ``idle`` (D,) bool: idle eligible drivers left without an offer this epoch (``busy_now`` are the ones
+    just offered); ``where`` (D,): each driver's zone, the target zone for one already repositioning;
+    ``supply`` (Z,): the idle drivers per zone.
+    """
+    dr, city = sim.drivers, sim.city
+    idle = sim.eligible(idle_only=True)
+    idle[busy_now] = False
+    where = city.zone_of[np.where(dr.phase == PH_IDLE, dr.node, dr.leg_to)]
+    supply = np.bincount(where[idle], minlength=city.n_zones).astype(np.float64)
+    return idle, where, supply
+
+
+class NearestThenMoves(Policy):
+    """Nearest dispatch (``self.nearest``), then the subclass's ``moves`` for the idle drivers it left."""
+
+    nearest: NearestPolicy
+
+    def moves(self, sim: Simulator, busy_now: np.ndarray, offered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(drivers, zones) to reposition, given the drivers offered an order this epoch and those orders."""
+        raise NotImplementedError
+
+    def act(self, sim: Simulator) -> Decision:
+        dec = self.nearest.act(sim)
+        dec.reposition_driver, dec.reposition_zone = self.moves(sim, dec.driver, dec.order)
+        return dec
+
+
+class DemandRepositionPolicy(NearestThenMoves):
     """Nearest-driver dispatch plus demand-following repositioning of idle drivers.
 
     Dispatch is ``NearestPolicy``'s. Then, per zone: expected demand = open orders not offered this
@@ -532,9 +569,7 @@ class DemandRepositionPolicy(Policy):
         """(Z,) open orders not offered now + recent placements scaled to the lookahead, by pickup zone."""
         od, Z = sim.orders, sim.city.n_zones
         zone = sim.city.zone_of
-        op = sim.open_orders()
-        op = op[~np.isin(op, offered)]
-        dem = np.bincount(zone[od.pickup[op]], minlength=Z).astype(np.float64)
+        dem = open_demand(sim, offered)
         h = self.history_min * 60.0
         lo, hi = np.searchsorted(od.t_place, [sim.t - h, sim.t], side="left")
         recent = np.bincount(zone[od.pickup[lo:hi]], minlength=Z).astype(np.float64)
@@ -546,8 +581,7 @@ class DemandRepositionPolicy(Policy):
         nb = city.zone_neighbors
         if Z < 2 or not (nb >= 0).any():
             return _EMPTY, _EMPTY
-        idle = sim.eligible(idle_only=True)
-        idle[busy_now] = False
+        idle, where, supply = idle_supply(sim, busy_now)
         n_idle = int(idle.sum())
         if n_idle == 0:
             return _EMPTY, _EMPTY
@@ -555,8 +589,6 @@ class DemandRepositionPolicy(Policy):
         total = demand.sum()
         if total <= 0:
             return _EMPTY, _EMPTY
-        where = city.zone_of[np.where(dr.phase == PH_IDLE, dr.node, dr.leg_to)]
-        supply = np.bincount(where[idle], minlength=Z).astype(np.float64)
         target = n_idle * demand / total
         surplus = supply - target
         deficit = np.maximum(-surplus, 0.0)
@@ -575,12 +607,6 @@ class DemandRepositionPolicy(Policy):
         go = rank < quota[z]
         d, to = movable[go][: self.max_moves], best[z[go]][: self.max_moves]
         return d.astype(np.int64), to.astype(np.int64)
-
-    def act(self, sim: Simulator) -> Decision:
-        dec = self.nearest.act(sim)
-        d, z = self.moves(sim, dec.driver, dec.order)
-        dec.reposition_driver, dec.reposition_zone = d, z
-        return dec
 
 
 class HungarianEtaPolicy(HungarianPolicy):

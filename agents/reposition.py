@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from agents.base import Policy
+from agents.heuristics import NearestThenMoves, idle_supply, open_demand
 from agents.nearest import NearestPolicy
 from agents.policy_file import check_numbers, read_policy_json
-from envs.core.sim import Decision, Simulator
+from envs.core.sim import Simulator
 from envs.core.types import PH_DRIVING, PH_IDLE
 
 FORMAT = "gigdispatch-reposition/1"
@@ -67,7 +67,7 @@ def check_params(params: dict[str, Any], where: str = "params") -> dict[str, flo
     return check_numbers(params, PARAMS, where, RepositionPolicyError)
 
 
-class CoverageRepositionPolicy(Policy):
+class CoverageRepositionPolicy(NearestThenMoves):
     """Nearest dispatch plus learned, forecast-proportional re-spreading of idle drivers (module docstring)."""
 
     name = "learned-reposition"
@@ -108,10 +108,7 @@ class CoverageRepositionPolicy(Policy):
         age = sim.t - od.t_place[lo:hi]
         w = np.exp2(-age / (h / 2.0))
         recent = np.bincount(city.zone_of[od.pickup[lo:hi]], weights=w, minlength=Z)
-        op = sim.open_orders()
-        op = op[~np.isin(op, offered)]
-        dem = recent + p["open_weight"] * np.bincount(city.zone_of[od.pickup[op]], minlength=Z)
-        return dem
+        return recent + p["open_weight"] * open_demand(sim, offered)
 
     def moves(self, sim: Simulator, offered_drivers: np.ndarray, offered_orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p, dr, city = self.params, sim.drivers, sim.city
@@ -120,8 +117,7 @@ class CoverageRepositionPolicy(Policy):
         self._idle_since = np.where(standing | (dr.phase == PH_DRIVING) & (dr.route_len == 0), self._idle_since, sim.t)
         if Z < 2:
             return _EMPTY, _EMPTY
-        idle = sim.eligible(idle_only=True)
-        idle[offered_drivers] = False
+        idle, where, supply = idle_supply(sim, offered_drivers)
         n_idle = int(idle.sum())
         if n_idle == 0:
             return _EMPTY, _EMPTY
@@ -131,8 +127,6 @@ class CoverageRepositionPolicy(Policy):
         share = np.power(dem / dem.max(), p["concentration"])
         share = share / share.sum()
         share = (1.0 - p["even_share"]) * share + p["even_share"] / Z
-        where = city.zone_of[np.where(dr.phase == PH_IDLE, dr.node, dr.leg_to)]
-        supply = np.bincount(where[idle], minlength=Z).astype(np.float64)
         gap = n_idle * share - supply  # > 0: deficit
         slots_per_zone = np.ceil(np.maximum(gap - p["min_deficit"], 0.0)).astype(np.int64)
         if slots_per_zone.sum() == 0:
@@ -159,9 +153,3 @@ class CoverageRepositionPolicy(Policy):
             best = np.argsort(cost[r, c], kind="stable")[:limit]
             r, c = r[best], c[best]
         return movable[r].astype(np.int64), slots[c].astype(np.int64)
-
-    def act(self, sim: Simulator) -> Decision:
-        dec = self.nearest.act(sim)
-        d, z = self.moves(sim, dec.driver, dec.order)
-        dec.reposition_driver, dec.reposition_zone = d, z
-        return dec
