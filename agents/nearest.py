@@ -22,6 +22,7 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
     last = int(has.nonzero()[0][-1]) + 1 if has.any() else 0  # columns past this one are all padding
     first = np.full(taken.shape[0], n, np.int64)  # scratch: the first row proposing each driver
     free = np.ones(n, bool)
+    n_free = n
     for c in range(last):
         cand = ids[:, c]
         ok = free & valid[:, c]
@@ -35,6 +36,9 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
         out[win] = cand[win]
         taken[cand[win]] = True
         free[win] = False
+        n_free -= win.size
+        if n_free == 0:
+            break  # every order has its driver
     return out
 
 
@@ -46,12 +50,16 @@ class NearestPolicy(Policy):
     the ``2 x free drivers + 16`` oldest pending orders only: at most one order per free driver can be
     served, and the oldest come first. A round is skipped when every order in its window already saw
     all its eligible drivers (fewer than ``k``) in the last round and lost them all: it could match
-    nothing. A driver who just declined an order is skipped for it. The payout escalates with the
+    nothing. Later rounds reuse the ETAs of the orders and drivers they share with the round before (the
+    state does not change within an epoch). A driver who just declined an order is skipped for it. The payout escalates with the
     order's declines when the scenario's ``pricing.payout.auto_escalate`` is on.
     """
 
     name = "nearest"
-    _skip_exhausted = True  # a shortcut that cannot change the decision (tests compare it switched off)
+    # shortcuts that cannot change the decision (the tests compare them switched off): skipping futile
+    # rounds, and reusing the last round's ETAs instead of calling sim.candidates again
+    _skip_exhausted = True
+    _reuse_etas = True
 
     def __init__(self, k: int = 8, rounds: int = 4) -> None:
         self.k = k
@@ -71,6 +79,8 @@ class NearestPolicy(Policy):
         pending = orders
         n_seen = 0  # the first n_seen pending orders were in the last window and still had candidates ...
         more = np.zeros(0, bool)  # ... and of those, the ones whose list was full (k), so may have more
+        last: tuple[np.ndarray, np.ndarray] | None = None  # (free drivers, ETA matrix) of the last round, when exact
+        kept = np.zeros(0, np.int64)  # rows of that matrix whose orders head the pending list now
         for _ in range(self.rounds):
             if free == 0 or pending.size == 0:
                 break  # every idle driver has an order, or every order a driver
@@ -80,8 +90,15 @@ class NearestPolicy(Policy):
                 # every order in the window saw all its eligible drivers last round (fewer than k) and they
                 # are all taken now: this round could match nothing
                 break
-            ids, eta = sim.candidates(window, self.k, exclude=taken, among=idle, free_at=(node, t_free))
             exact = sim.ranks_every_driver(window.size, free, self.k)  # the free drivers are exactly candidates' eligible ones
+            if exact and self._reuse_etas:  # what candidates() computes, with the ETAs of orders and drivers of the last round reused
+                cols = (idle & ~taken).nonzero()[0]
+                e = self._etas(sim, window, cols, node, t_free, last, kept)
+                ids, eta = sim.top_k(e, cols, self.k)
+                last = (cols, e)
+            else:
+                ids, eta = sim.candidates(window, self.k, exclude=taken, among=idle, free_at=(node, t_free))
+                last = None
             ids = np.where(ids == sim.orders.last_decliner[window][:, None], -1, ids)
             match = fcfs_match(ids, taken)
             got = match >= 0
@@ -93,6 +110,7 @@ class NearestPolicy(Policy):
             out_d.append(match[got])
             # unmatched orders that still had candidates keep their place ahead of the rest
             keep = ~got & (ids >= 0).any(axis=1)
+            kept = keep.nonzero()[0]
             more = np.isfinite(eta[keep, -1]) if exact else np.ones(int(keep.sum()), bool)
             n_seen = more.size
             pending = np.concatenate([window[keep], pending[len(window) :]])
@@ -101,3 +119,26 @@ class NearestPolicy(Policy):
         order = np.argsort(o, kind="stable")  # hand offers over oldest order first
         o, d = o[order], d[order]
         return Decision(order=o, driver=d, level=escalation_levels(sim, o))
+
+    @staticmethod
+    def _etas(
+        sim: Simulator,
+        window: np.ndarray,
+        cols: np.ndarray,
+        node: np.ndarray,
+        t_free: np.ndarray,
+        last: tuple[np.ndarray, np.ndarray] | None,
+        kept: np.ndarray,
+    ) -> np.ndarray:
+        """``sim.feasible_etas`` of ``window`` x ``cols``. The window starts with the last round's unmatched
+        orders (rows ``kept`` of its matrix) and the free drivers are a subset of its columns; nothing in the
+        simulator changed since, so those entries are read back and only the window's new orders are computed."""
+        n_old = min(kept.size, window.size) if last is not None else 0
+        if n_old == 0:
+            return sim.feasible_etas(window, cols, node[cols], t_free[cols])
+        last_cols, last_e = last
+        old = last_e[kept[:n_old, None], np.searchsorted(last_cols, cols)]
+        if n_old == window.size:
+            return old
+        new = sim.feasible_etas(window[n_old:], cols, node[cols], t_free[cols])
+        return np.concatenate([old, new])

@@ -337,14 +337,16 @@ def test_sla_priority_reassigns_to_a_closer_idle_driver() -> None:
 
 
 @pytest.mark.parametrize("exact_pairs", [Simulator.EXACT_PAIRS, 50])
-def test_nearest_round_skip_never_changes_the_decision(exact_pairs: int) -> None:
+def test_nearest_shortcuts_never_change_the_decision(exact_pairs: int) -> None:
     """Nearest skips a matching round when every order in its window already saw all its eligible drivers
-    (and they are taken): the decisions must equal those of the policy that runs every round, epoch by
+    (and they are taken), and reuses the last round's ETAs instead of calling ``sim.candidates`` again: the
+    decisions must equal those of the policy that runs every round through ``sim.candidates``, epoch by
     epoch through a busy day, on the exact ranking and on the KD-tree path (forced by a small pair limit)."""
     sim = Simulator(load_scenario("city-1000"))
     sim.EXACT_PAIRS = exact_pairs
     fast, full = NearestPolicy(), NearestPolicy()
     full._skip_exhausted = False
+    full._reuse_etas = False
     sim.reset(7)
     fast.reset(sim, sim.rng["policy"])
     full.reset(sim, sim.rng["policy"])

@@ -9,6 +9,7 @@ conflicting and escalated offers, unassigns, repositions and re-sequences routes
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -200,3 +201,49 @@ def test_geofence_never_faster_than_free_flow():
     sim = Simulator(sc, record_events=True)
     run_episode(sim)
     check_final(sim)  # the free-flow check in check_events fails
+
+
+@functools.cache
+def _default_city():
+    from envs.scenarios.loader import load_scenario
+
+    return load_scenario("default").city
+
+
+def _factor_direct(tr, t: float) -> np.ndarray:
+    """The zone slowdown at ``t`` computed from its definition: peaks, then every incident in force in turn."""
+    c, w, a = tr.peaks.T
+    f = 1.0 + float((a * np.exp(-0.5 * ((t - c) / w) ** 2)).sum()) * tr.zone_weight
+    inc = tr.incidents
+    for i in range(len(inc.start)):
+        if inc.start[i] <= t < inc.end[i]:
+            f[inc.zone[i]] *= inc.factor[i]
+    return f
+
+
+@given(st.integers(0, 2**31 - 1), st.lists(st.floats(0.0, 86400.0), min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_traffic_factor_cache_matches_definition(seed, times):
+    """``Traffic`` caches the incidents in force between start/end times; at any time, and after the
+    incidents are replaced (as the inference service does), it equals the definition, overlapping
+    incidents in one zone included."""
+    import copy
+
+    from envs.core.city import Incidents, Traffic
+
+    city = _default_city()
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(0, 12))
+    start = np.sort(rng.uniform(0.0, 80000.0, k))
+    zones = rng.integers(0, min(3, city.n_zones), k).astype(np.int32)  # few zones: incidents overlap in one
+    inc = Incidents(start, start + rng.uniform(60.0, 9000.0, k), zones, rng.uniform(1.1, 2.0, k))
+    tr = Traffic(city, [(30600.0, 3600.0, 0.5), (63000.0, 5400.0, 0.6)], 0.5, inc)
+    bounds = np.concatenate([inc.start, inc.end])
+    for t in [*times, *bounds.tolist()]:  # boundary times too: a start counts, an end does not
+        np.testing.assert_array_equal(tr.factor(t), _factor_direct(tr, t))
+        assert tr.incident_changes(t - 60.0, t) == bool(((bounds > t - 60.0) & (bounds <= t)).any())
+    tr2 = copy.copy(tr)
+    tr2.incidents = Incidents(np.zeros(0), np.zeros(0), np.zeros(0, np.int32), np.zeros(0))
+    for t in times:
+        np.testing.assert_array_equal(tr2.factor(t), _factor_direct(tr2, t))
+        np.testing.assert_array_equal(tr.factor(t), _factor_direct(tr, t))

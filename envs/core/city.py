@@ -14,6 +14,7 @@ multiplies the free-flow time of whatever a driver drives inside that zone.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import networkx as nx
@@ -198,24 +199,45 @@ class Traffic:
         self.zone_weight = 1.0 + centre_weight * city.zone_centrality  # (Z,)
         self.incidents = incidents or Incidents(*(np.zeros(0),) * 2, np.zeros(0, np.int32), np.zeros(0))
         self.n_zones = city.n_zones
+        self._c, self._w, self._a = (np.ascontiguousarray(x) for x in self.peaks.T)
+        self._indexed: Incidents | None = None  # the incidents that _bounds and _in_force describe
+
+    def _index_incidents(self) -> None:
+        """The set of incidents in force is constant between consecutive start/end times: it is cached per
+        interval. Rebuilt whenever ``incidents`` is replaced."""
+        inc = self._indexed = self.incidents
+        self._bounds = sorted(set(inc.start.tolist()) | set(inc.end.tolist()))
+        self._in_force: dict[int, tuple[np.ndarray, np.ndarray, bool] | None] = {}
 
     def factor(self, t: float) -> np.ndarray:
         """(Z,) slowdown >= 1 at time ``t``."""
         if not self.enabled:
             return np.ones(self.n_zones)
-        c, w, a = self.peaks.T
+        c, w, a = self._c, self._w, self._a
         tod = float((a * np.exp(-0.5 * ((t - c) / w) ** 2)).sum()) if len(c) else 0.0
         f = 1.0 + tod * self.zone_weight
-        inc = self.incidents
-        on = (inc.start <= t) & (t < inc.end)
-        if on.any():
-            np.multiply.at(f, inc.zone[on], inc.factor[on])
+        if self._indexed is not self.incidents:
+            self._index_incidents()
+        i = bisect_right(self._bounds, t)  # _bounds[i - 1] <= t < _bounds[i]
+        if i not in self._in_force:
+            inc = self.incidents
+            on = ((inc.start <= t) & (t < inc.end)).nonzero()[0]
+            zones = inc.zone[on]
+            self._in_force[i] = (zones, inc.factor[on], len(set(zones.tolist())) == len(zones)) if on.size else None
+        hit = self._in_force[i]
+        if hit is not None:
+            zones, fac, distinct = hit
+            if distinct:  # one incident per zone: a plain product (what multiply.at computes then)
+                f[zones] *= fac
+            else:
+                np.multiply.at(f, zones, fac)
         return f
 
     def incident_changes(self, t0: float, t1: float) -> bool:
         """True when an incident starts or ends in (t0, t1]."""
-        inc = self.incidents
-        return bool((((inc.start > t0) & (inc.start <= t1)) | ((inc.end > t0) & (inc.end <= t1))).any())
+        if self._indexed is not self.incidents:
+            self._index_incidents()
+        return bisect_right(self._bounds, t0) != bisect_right(self._bounds, t1)  # a start or end time in (t0, t1]
 
 
 def sample_incidents(

@@ -29,6 +29,7 @@ left in flight. All randomness comes from ``reset(seed)`` through named sub-stre
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,9 +96,12 @@ def first_occurrence(a: np.ndarray) -> np.ndarray:
     if len(a) < 2 or (a[1:] > a[:-1]).all():  # strictly increasing (e.g. from nonzero()): no repeats
         return np.ones(len(a), bool)
     if len(a) <= 64:
+        values = a.tolist()
+        if len(set(values)) == len(values):  # no repeats (the usual case)
+            return np.ones(len(a), bool)
         seen: set[int] = set()
         out = np.zeros(len(a), bool)
-        for i, v in enumerate(a.tolist()):
+        for i, v in enumerate(values):
             if v not in seen:
                 seen.add(v)
                 out[i] = True
@@ -146,7 +150,7 @@ def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
     if arr.min() < 0 or arr.max() >= upper:
         bad = int(arr[(arr < 0) | (arr >= upper)][0])
         raise ActionError(f"decision.{name}: id {bad} is out of range 0..{upper - 1}")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)  # the simulator only reads the ids (fancy indexing copies)
 
 
 class Simulator:
@@ -175,6 +179,8 @@ class Simulator:
         self._size_fee = np.array(fee.size)  # by vehicle size class
         self.t = self.t_start
         self._ready = False
+        self._placed_src: np.ndarray | None = None  # the t_place array that _placed_list was built from
+        self._placed_list: list[float] = []
 
     # ------------------------------------------------------------------------------------------ reset
     def reset(self, seed: int | None = None) -> None:
@@ -415,9 +421,9 @@ class Simulator:
         within one epoch (the state does not change between them).
         """
         orders = np.asarray(orders, dtype=np.int64)
-        elig_mask = self.eligible(idle_only) if among is None else among.copy()
+        elig_mask = self.eligible(idle_only) if among is None else among
         if exclude is not None:
-            elig_mask &= ~exclude
+            elig_mask = elig_mask & ~exclude
         elig = _nz(elig_mask)
         n_o = len(orders)
         if n_o == 0 or elig.size == 0:
@@ -426,45 +432,63 @@ class Simulator:
             node, t_free = self.driver_free(elig)  # aligned with elig
         else:
             node, t_free = free_at[0][elig], free_at[1][elig]
-        exact = self.ranks_every_driver(n_o, elig.size, k)
-        dr = self.drivers
-        if exact:  # every eligible driver: per-driver terms as (1, m) rows, no gathers through an index grid
-            zf = self.factor[self.city.zone_of[node]]
-            tt = self.city.travel_s(node[None, :], self.orders.pickup[orders][:, None])
-            e = (t_free - self.t)[None, :] + tt * zf / dr.speed[elig]  # _pair_eta's formula, term for term
-            room = (dr.capacity[elig] - self.committed[elig])[None, :]
-            shift_end = dr.shift_end[elig][None, :]
-        else:
-            from scipy.spatial import cKDTree
+        if self.ranks_every_driver(n_o, elig.size, k):
+            return self.top_k(self.feasible_etas(orders, elig, node, t_free), elig, k)
+        from scipy.spatial import cKDTree
 
-            tree = cKDTree(self.city.node_xy[node])
-            _, local = tree.query(self.city.node_xy[self.orders.pickup[orders]], k=4 * k)
-            e = self._pair_eta(orders[:, None], local, elig, node, t_free)  # (n_o, m)
-            pool = elig[local]
-            room = dr.capacity[pool] - self.committed[pool]
-            shift_end = dr.shift_end[pool]
+        tree = cKDTree(self.city.node_xy[node])
+        _, local = tree.query(self.city.node_xy[self.orders.pickup[orders]], k=4 * k)
+        e = self._pair_eta(orders[:, None], local, elig, node, t_free)  # (n_o, m)
+        pool = elig[local]
+        dr = self.drivers
+        return self.top_k(self._feasible(orders, e, dr.capacity[pool] - self.committed[pool], dr.shift_end[pool]), pool, k)
+
+    def feasible_etas(self, orders: np.ndarray, drivers: np.ndarray, node: np.ndarray, t_free: np.ndarray) -> np.ndarray:
+        """(len(orders), len(drivers)) pickup ETAs (seconds from now) of every pair, ``inf`` where the driver cannot
+        take the order (its volume over the driver's free room, or a pickup after the shift ends): what
+        ``candidates`` ranks when it ranks every driver. ``node``/``t_free`` are the drivers' ``driver_free``
+        (aligned with ``drivers``). Each entry depends on its pair only, so a sub-matrix of the result equals
+        the result for the sub-sets (callers may cache it within one decision epoch)."""
+        dr = self.drivers
+        # per-driver terms as (1, m) rows, no gathers through an index grid; _pair_eta's formula, term for term
+        zf = self.factor[self.city.zone_of[node]]
+        tt = self.city.travel_s(node[None, :], self.orders.pickup[orders][:, None])
+        e = (t_free - self.t)[None, :] + tt * zf / dr.speed[drivers]
+        return self._feasible(orders, e, (dr.capacity[drivers] - self.committed[drivers])[None, :], dr.shift_end[drivers][None, :])
+
+    def _feasible(self, orders: np.ndarray, e: np.ndarray, room: np.ndarray, shift_end: np.ndarray) -> np.ndarray:
+        """``e`` with ``inf`` where the order does not fit the driver's ``room`` or its pickup falls after ``shift_end``."""
         fits = room >= self.orders.volume[orders][:, None]
         # the pickup must happen before the driver's shift ends (no pickups after it)
         t_pick = np.maximum(self.t + e + self.pickup_svc / 2.0, self.orders.t_ready[orders][:, None])
         fits &= t_pick <= shift_end
-        e = np.where(fits, e, np.inf)
-        m = e.shape[1]
+        return np.where(fits, e, np.inf)
+
+    @staticmethod
+    def top_k(e: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` smallest finite entries of each row of ``e`` (ties: the earlier column first), as
+        ``(ids, eta)``, each (rows, k), -1/inf padded; ``ids`` names the columns: (m,) shared, or (rows, m)."""
+        n_o, m = e.shape
         kk = min(k, m)
         r = np.arange(n_o)[:, None]
-        part = np.argpartition(e, kk - 1, axis=1)[:, :kk] if kk < m else np.repeat(np.arange(m)[None, :], n_o, axis=0)
-        pe = e[r, part]
-        srt = np.argsort(pe, axis=1, kind="stable")
-        part = part[r, srt]
-        pe = pe[r, srt]
-        chosen = elig[part] if exact else pool[r, part]
+        if kk < m:  # the kk smallest of each row, then those sorted (stable)
+            part = np.argpartition(e, kk - 1, axis=1)[:, :kk]
+            pe = e[r, part]
+            srt = np.argsort(pe, axis=1, kind="stable")
+            part = part[r, srt]
+            pe = pe[r, srt]
+        else:  # every column: one stable sort
+            part = np.argsort(e, axis=1, kind="stable")
+            pe = e[r, part]
+        chosen = ids[part] if ids.ndim == 1 else ids[r, part]
         chosen = np.where(np.isfinite(pe), chosen, -1)
         if kk == k:
             return chosen, pe
-        ids = np.full((n_o, k), -1, np.int64)
+        out_ids = np.full((n_o, k), -1, np.int64)
         eta = np.full((n_o, k), np.inf)
-        ids[:, :kk] = chosen
+        out_ids[:, :kk] = chosen
         eta[:, :kk] = pe
-        return ids, eta
+        return out_ids, eta
 
     def payout_cents(self, orders: np.ndarray, drivers: np.ndarray, level: np.ndarray | int = 0) -> np.ndarray:
         """Payout (cents, tip excluded) a driver would get for an order at an escalation level."""
@@ -1242,10 +1266,17 @@ class Simulator:
         eur = (fee.base + fee.per_km * km + self._size_fee[cls] + speed) * self.surge[self.city.zone_of[od.pickup[orders]]]
         return np.round(eur * 100.0).astype(np.int64)
 
+    def _placed(self) -> list[float]:
+        """The orders' placement times (sorted) as a Python list, for ``bisect``; rebuilt when the orders are replaced."""
+        tp = self.orders.t_place
+        if self._placed_src is not tp:
+            self._placed_src, self._placed_list = tp, tp.tolist()
+        return self._placed_list
+
     def _place_orders(self, t0: float, t1: float) -> None:
         od = self.orders
         lo = self._next
-        hi = max(int(np.searchsorted(od.t_place, min(t1, self.t_end), side="left")), lo)
+        hi = max(bisect_left(self._placed(), min(t1, self.t_end)), lo)
         self._next = hi
         if hi == lo:
             return
@@ -1281,10 +1312,10 @@ class Simulator:
             return
         if sp.basis == "requests":  # requests of the last window (orders are sorted by placement time)
             od = self.orders
-            lo = int(np.searchsorted(od.t_place, self.t + self.dt - sp.window_min * 60.0, side="right"))
+            lo = bisect_right(self._placed(), self.t + self.dt - sp.window_min * 60.0)
             demand = np.bincount(self.city.zone_of[od.pickup[lo : self._next]], minlength=Z).astype(np.float64)
         ratio = demand / np.maximum(supply, 1.0)
-        self.surge = np.clip(1.0 + sp.sensitivity * np.maximum(ratio - 1.0, 0.0), 1.0, sp.max)
+        self.surge = np.minimum(np.maximum(1.0 + sp.sensitivity * np.maximum(ratio - 1.0, 0.0), 1.0), sp.max)
 
     def _update_window(self) -> None:
         st = self.orders.status[self._lo : self._next]
