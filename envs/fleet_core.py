@@ -106,6 +106,7 @@ class FleetCore:
         sim.external_accept[:] = ~sim.drivers.always_accept  # the agents answer their own offers
         self.policy.reset(sim, sim.rng["policy"])
         self.n = sim.drivers.n
+        self._rows = np.arange(self.n)
         self._vehicle_1hot_t = np.ascontiguousarray(np.eye(3, dtype=np.float32)[sim.drivers.vehicle].T)  # (3, D), fixed
         self._ob = np.zeros((OBS_DIM, self.n), np.float32)  # feature-major scratch, rewritten every step
         cap = sim.drivers.capacity
@@ -123,8 +124,12 @@ class FleetCore:
         if a.shape[0] != self.n:
             raise ValueError(f"actions: expected one per driver ({self.n}), got {a.shape[0]}")
         a = a.astype(np.int64)
-        ok = (a >= 0) & (a < N_ACTIONS)
-        ok[ok] = self._mask[_nz(ok), a[ok]]
+        in_range = (a >= 0) & (a < N_ACTIONS)
+        if in_range.all():  # the usual case: one gather from the masks
+            ok = self._mask[self._rows, a]
+        else:
+            ok = in_range
+            ok[ok] = self._mask[_nz(ok), a[ok]]
         invalid = int((~ok).sum())
         self.invalid_actions += invalid
         a = np.where(ok, a, 0)

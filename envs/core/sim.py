@@ -93,8 +93,6 @@ class Decision:
 
 def first_occurrence(a: np.ndarray) -> np.ndarray:
     """Bool mask of the first occurrence of each value in 1-D ``a`` (a dict for short arrays, a sort for long)."""
-    if len(a) < 2 or (a[1:] > a[:-1]).all():  # strictly increasing (e.g. from nonzero()): no repeats
-        return np.ones(len(a), bool)
     if len(a) <= 64:
         values = a.tolist()
         if len(set(values)) == len(values):  # no repeats (the usual case)
@@ -106,6 +104,8 @@ def first_occurrence(a: np.ndarray) -> np.ndarray:
                 seen.add(v)
                 out[i] = True
         return out
+    if (a[1:] > a[:-1]).all():  # strictly increasing (e.g. from nonzero()): no repeats
+        return np.ones(len(a), bool)
     out = np.zeros(len(a), bool)
     out[np.unique(a, return_index=True)[1]] = True
     return out
@@ -452,7 +452,7 @@ class Simulator:
         dr = self.drivers
         # per-driver terms as (1, m) rows, no gathers through an index grid; _pair_eta's formula, term for term
         zf = self.factor[self.city.zone_of[node]]
-        tt = self.city.travel_s(node[None, :], self.orders.pickup[orders][:, None])
+        tt = self.city.travel_s_to(self.orders.pickup[orders], node)
         e = (t_free - self.t)[None, :] + tt * zf / dr.speed[drivers]
         return self._feasible(orders, e, (dr.capacity[drivers] - self.committed[drivers])[None, :], dr.shift_end[drivers][None, :])
 
@@ -1020,7 +1020,7 @@ class Simulator:
         rn, rk, ro = dr.route_node[s], dr.route_kind[s], dr.route_order[s]
         L = dr.route_len[s].astype(np.int64)
         same = (rn == rn[:, :1]) & (rk == rk[:, :1]) & (np.arange(self.S)[None, :] < L[:, None])
-        g = np.cumprod(same, axis=1).sum(axis=1)
+        g = np.logical_and.accumulate(same, axis=1).sum(axis=1)  # leading run of stops at the same node and kind
         in_g = np.arange(self.S)[None, :] < g[:, None]
         kind = rk[:, 0]
         pick = kind == STOP_PICKUP
@@ -1082,10 +1082,10 @@ class Simulator:
         g = dr.group_n[p].astype(np.int64)
         idx = np.arange(self.S)[None, :] + g[:, None]
         valid = idx < self.S
-        idx = np.minimum(idx, self.S - 1)
+        flat = p[:, None] * self.S + np.minimum(idx, self.S - 1)  # into the (D, S) route arrays, raveled
         for name in ("route_node", "route_order", "route_kind"):
             a = getattr(dr, name)
-            a[p] = np.where(valid, a[p[:, None], idx], -1)
+            a[p] = np.where(valid, a.reshape(-1).take(flat), -1)
         dr.route_len[p] -= g.astype(np.int16)
         dr.group_n[p] = 0
         dr.t_event[p] = dr.t_depart[p] = np.inf
