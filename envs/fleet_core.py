@@ -53,6 +53,7 @@ OBS_FIELDS = (
     *[f"supply_{i}" for i in range(9)],
 )
 OBS_DIM = len(OBS_FIELDS)
+N_OWN = OBS_FIELDS.index("demand_0")  # the fields before the 18 zone demand/supply ones
 CLIP = 5.0
 # one row of the (D, 10) bool action mask seen as two fields: actions 0-1 as a uint16, the 8 moves as a uint64
 _MASK_ROW = np.dtype({"names": ["stay_accept", "moves"], "formats": ["<u2", "<u8"], "offsets": [0, 2], "itemsize": N_ACTIONS})
@@ -91,7 +92,8 @@ class FleetCore:
         ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1).T  # (18, Z)
         self._zone18_scale = np.where(ok18, 0.1, 0.0)  # 0.1 per order/driver; 0 for missing neighbours
         self._zone_tbl = np.zeros((18, city.n_zones))
-        self._zone_tbl32 = np.zeros((18, city.n_zones), np.float32)
+        # driver-major copy in float32, plus one all-zero row (index Z) that inactive drivers read
+        self._zone_rows32 = np.zeros((city.n_zones + 1, 18), np.float32)
         self._node_x01 = np.ascontiguousarray(xy01[:, 0])
         self._node_y01 = np.ascontiguousarray(xy01[:, 1])
         # the 8 "move to neighbour i" flags of each zone as one uint64 (bytes 0/1), for a 1-D gather per step
@@ -108,7 +110,7 @@ class FleetCore:
         self.n = sim.drivers.n
         self._rows = np.arange(self.n)
         self._vehicle_1hot_t = np.ascontiguousarray(np.eye(3, dtype=np.float32)[sim.drivers.vehicle].T)  # (3, D), fixed
-        self._ob = np.zeros((OBS_DIM, self.n), np.float32)  # feature-major scratch, rewritten every step
+        self._ob = np.zeros((N_OWN, self.n), np.float32)  # the own-state fields, feature-major scratch, rewritten every step
         cap = sim.drivers.capacity
         self._inv_capacity = np.where(np.isfinite(cap), 1.0 / np.maximum(cap, 1e-9), 0.0)  # unlimited: load share 0
         self._cost_m = self._cost_km[sim.drivers.vehicle] / 1000.0  # euros per metre, fixed for the episode
@@ -224,7 +226,10 @@ class FleetCore:
         tbl[9:] = sim.zone_supply[self._zone9_idx_t]
         tbl *= self._zone18_scale
         np.minimum(tbl, CLIP, out=tbl)  # counts are >= 0
-        self._zone_tbl32[...] = tbl  # the float32 rounding happens here once per zone, not once per driver
-        np.take(self._zone_tbl32, zone, axis=1, out=ob[23:41])
-        ob *= active  # off shift, suspended, not yet verified: zeroed observation, only the no-op
-        return np.ascontiguousarray(ob.T), mask
+        self._zone_rows32[:-1] = tbl.T  # the float32 rounding happens here once per zone, not once per driver
+        # off shift, suspended, not yet verified: zeroed observation (own fields times 0, the zero zone row)
+        ob *= active
+        out = np.empty((n, OBS_DIM), np.float32)
+        out[:, :N_OWN] = ob.T
+        out[:, N_OWN:] = self._zone_rows32[np.where(active, zone, self._zone_rows32.shape[0] - 1)]
+        return out, mask

@@ -49,6 +49,10 @@ class City:
         """Road distance in metres from nodes ``a`` to nodes ``b`` (broadcast)."""
         raise NotImplementedError
 
+    def travel_s_from(self, frm: np.ndarray) -> np.ndarray:
+        """(len(frm), N) travel seconds from each node of ``frm`` (1-D) to every node."""
+        return self.travel_s(frm[:, None], np.arange(self.n_nodes)[None, :])
+
     def travel_s_to(self, to: np.ndarray, frm: np.ndarray) -> np.ndarray:
         """(len(to), len(frm)) travel seconds from every node of ``frm`` to every node of ``to`` (1-D each):
         ``travel_s(frm[None, :], to[:, None])``."""
@@ -107,6 +111,9 @@ class RoadCity(City):
 
     def travel_s(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.tt[a, b]
+
+    def travel_s_from(self, frm: np.ndarray) -> np.ndarray:
+        return self.tt[frm]  # whole rows
 
     def travel_s_to(self, to: np.ndarray, frm: np.ndarray) -> np.ndarray:
         # one flat gather: about twice as fast as the broadcast 2-D fancy index on large grids

@@ -490,23 +490,33 @@ class Simulator:
         eta[:, :kk] = pe
         return out_ids, eta
 
-    def payout_cents(self, orders: np.ndarray, drivers: np.ndarray, level: np.ndarray | int = 0) -> np.ndarray:
-        """Payout (cents, tip excluded) a driver would get for an order at an escalation level."""
+    def pickup_m(self, orders: np.ndarray, drivers: np.ndarray) -> np.ndarray:
+        """Road metres from where each driver's current leg ends to its paired order's pickup."""
+        return self.city.dist_m(self.drivers.leg_to[drivers], self.orders.pickup[orders])
+
+    def payout_cents(
+        self, orders: np.ndarray, drivers: np.ndarray, level: np.ndarray | int = 0, pickup_m: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Payout (cents, tip excluded) a driver would get for an order at an escalation level. ``pickup_m``:
+        the drivers' ``pickup_m(orders, drivers)``, when the caller already holds it."""
         p = self.cfg.pricing.payout
         o = self.orders
-        km = (
-            self.city.dist_m(self.drivers.leg_to[drivers], o.pickup[orders]) + self.city.dist_m(o.pickup[orders], o.dropoff[orders])
-        ) / 1000.0
+        if pickup_m is None:
+            pickup_m = self.pickup_m(orders, drivers)
+        km = (pickup_m + self.city.dist_m(o.pickup[orders], o.dropoff[orders])) / 1000.0
         eur = p.base + p.per_km * np.maximum(km - p.free_km, 0.0) + p.surge_incentive * (o.surge[orders] - 1.0)
         mult = np.minimum(1.0 + p.escalation_step * np.asarray(level), p.escalation_cap)
         cents = np.round(eur * mult * 100.0).astype(np.int64)
         return np.where(self.drivers.owned[drivers], 0, cents)
 
-    def accept_prob(self, orders: np.ndarray, drivers: np.ndarray, payout_cents: np.ndarray) -> np.ndarray:
-        """Probability that each driver accepts each paired order at that payout (1 for always-accept drivers)."""
+    def accept_prob(
+        self, orders: np.ndarray, drivers: np.ndarray, payout_cents: np.ndarray, pickup_m: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Probability that each driver accepts each paired order at that payout (1 for always-accept drivers).
+        ``pickup_m`` as in ``payout_cents``."""
         a = self.cfg.fleet.acceptance
         dr, o = self.drivers, self.orders
-        pickup_km = self.city.dist_m(dr.leg_to[drivers], o.pickup[orders]) / 1000.0
+        pickup_km = (self.pickup_m(orders, drivers) if pickup_m is None else pickup_m) / 1000.0
         pref = (self.city.zone_of[o.pickup[orders]] == dr.pref_zone[drivers]).astype(np.float64)
         load = self.committed[drivers] / np.maximum(dr.capacity[drivers], 1e-9)
         z = (
@@ -636,8 +646,9 @@ class Simulator:
 
     def _offer(self, o: np.ndarray, d: np.ndarray, level: np.ndarray) -> None:
         dr, od = self.drivers, self.orders
-        payout = self.payout_cents(o, d, level)
-        p = self.accept_prob(o, d, payout)
+        pickup_m = self.pickup_m(o, d)
+        payout = self.payout_cents(o, d, level, pickup_m)
+        p = self.accept_prob(o, d, payout, pickup_m)
         rng = self.rng["behaviour"]
         u = rng.random(len(o))
         delay = np.where(dr.always_accept[d], 0.0, dr.response_s[d] * rng.uniform(0.5, 1.5, size=len(o)))
@@ -728,9 +739,9 @@ class Simulator:
         start = dr.node[d]
         xy = self.driver_xy(d)
         driven = dr.leg_ff[d] - dr.leg_left[d]  # free-flow seconds at the vehicle's speed
-        nodes = np.arange(city.n_nodes)
-        reach = city.travel_s(start[:, None], nodes[None, :]) / dr.speed[d][:, None] <= driven[:, None] + _EPS
-        far = ((city.node_xy[None, :, :] - xy[:, None, :]) ** 2).sum(axis=-1)
+        reach = city.travel_s_from(start) / dr.speed[d][:, None] <= driven[:, None] + _EPS
+        nx, ny = city.node_xy[:, 0], city.node_xy[:, 1]
+        far = (nx[None, :] - xy[:, :1]) ** 2 + (ny[None, :] - xy[:, 1:]) ** 2
         node = np.where(reach, far, np.inf).argmin(axis=1).astype(np.int32)
         dr.node[d] = node
         dr.leg_to[d] = node
