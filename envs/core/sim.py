@@ -147,7 +147,8 @@ def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
             arr = arr.astype(np.int64)
         else:
             raise ActionError(f"decision.{name}: must hold integer ids, got dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= upper:
+    if (arr.view(f"u{arr.itemsize}") >= upper).any() if arr.dtype.isnative else (arr.min() < 0 or arr.max() >= upper):
+        # (the unsigned view: negative ids wrap to huge values, so one comparison checks both ends)
         bad = int(arr[(arr < 0) | (arr >= upper)][0])
         raise ActionError(f"decision.{name}: id {bad} is out of range 0..{upper - 1}")
     return arr.astype(np.int64, copy=False)  # the simulator only reads the ids (fancy indexing copies)
@@ -303,9 +304,9 @@ class Simulator:
         self._move(t0, t1)
         self._answer_offers(t1)
         self._accounts(t1)
-        self._logoff(t1)
-        self._login(t1)
-        self.online_peak = max(self.online_peak, int((self.drivers.phase != PH_OFFLINE).sum()))
+        n_online = self._logoff(t1)
+        n_online += self._login(t1)
+        self.online_peak = max(self.online_peak, n_online)
         self._cancel(t1)
         self._place_orders(t0, t1)
         self._update_surge()
@@ -663,7 +664,7 @@ class Simulator:
         dr.offers[d] += 1
         now = delay <= 0.0
         if now.any():
-            self._resolve_offers(o[now])
+            self._resolve_offers(o[now], d[now])  # _apply offered to eligible drivers only
 
     def respond(self, drivers: np.ndarray, accept: np.ndarray) -> int:
         """Answer pending offers of externally controlled drivers now (``accept[i]`` for ``drivers[i]``).
@@ -698,13 +699,25 @@ class Simulator:
         if due.size:
             self._resolve_offers(due)
 
-    def _resolve_offers(self, o: np.ndarray) -> None:
+    def _resolve_offers(self, o: np.ndarray, d: np.ndarray | None = None) -> None:
+        """Offers ``o`` are answered now: accepted ones go into the routes, declined ones re-open. ``d``: their
+        drivers, passed only by a caller that found them eligible at this very time (answers given at the
+        moment of the offer), so that the check whether each can still take the order is skipped."""
         dr, od = self.drivers, self.orders
-        d = od.driver[o].astype(np.int64)
-        still = (dr.account[d] == ACC_ACTIVE) & (dr.phase[d] != PH_OFFLINE) & (self.t < dr.shift_end[d]) & (dr.route_len[d] + 2 <= self.S)
-        acc = od.offer_accept[o] & still
+        if d is None:
+            d = od.driver[o].astype(np.int64)
+            still = (
+                (dr.account[d] == ACC_ACTIVE) & (dr.phase[d] != PH_OFFLINE) & (self.t < dr.shift_end[d]) & (dr.route_len[d] + 2 <= self.S)
+            )
+            acc = od.offer_accept[o] & still
+        else:
+            acc = od.offer_accept[o]
         dr.offer_order[d] = -1
         od.t_offer_answer[o] = np.inf
+        if acc.all():  # no declines
+            dr.accepts[d] += 1
+            self._insert(o, d)
+            return
         dr.accepts[d[acc]] += 1
         dec_o, dec_d = o[~acc], d[~acc]
         od.status[dec_o] = ORDER_OPEN
@@ -949,11 +962,12 @@ class Simulator:
         clk = np.full(dr.n, t0)
         zone_f = self.factor
         cand: np.ndarray | None = None  # after the first pass only drivers that just changed can change again
+        step_left = t0 < t1 - _EPS  # in the first pass every clock is at t0
         for _ in range(4 * self.S + 16):
             progressed = False
             touched = []
             if cand is None:
-                drv = _nz((dr.phase == PH_DRIVING) & (clk < t1 - _EPS))
+                drv = _nz(dr.phase == PH_DRIVING) if step_left else _nz(np.zeros(dr.n, bool))
             else:
                 drv = cand[(dr.phase[cand] == PH_DRIVING) & (clk[cand] < t1 - _EPS)]
             if drv.size:
@@ -1113,9 +1127,11 @@ class Simulator:
         add = _add_unique if unique else np.add.at
         od.status[o] = ORDER_DELIVERED
         od.t_delivered[o] = t
-        add(dr.load, d, -od.volume[o])
-        add(self.committed, d, -od.volume[o])
-        late = t > od.deadline[o] + _EPS
+        vol = -od.volume[o]
+        add(dr.load, d, vol)
+        add(self.committed, d, vol)
+        deadline, tip = od.deadline[o], od.tip[o]
+        late = t > deadline + _EPS
         rng = self.rng["behaviour"]
         # proof of delivery -> payout (+ tip); a disputed payout misses its distance bonus until the next cycle
         p = cfg.pricing.payout
@@ -1126,12 +1142,12 @@ class Simulator:
         paid = pay - np.where(disputed, bonus, 0)
         instant = dr.instant_pay[d]
         t_settle = np.where(instant, t, self.day_end)
-        self.ledger.add(t, t_settle, LED_PAYOUT, o, d, paid + od.tip[o])
+        self.ledger.add(t, t_settle, LED_PAYOUT, o, d, paid + tip)
         if disputed.any():
             self.counters["disputes"] += int(disputed.sum())
             nxt = np.where(instant[disputed], self.day_end, self.day_end + 86400.0)
             self.ledger.add(t[disputed], nxt, LED_CORRECTION, o[disputed], d[disputed], bonus[disputed])
-        earned = paid + od.tip[o] + np.where(disputed, bonus, 0)
+        earned = paid + tip + np.where(disputed, bonus, 0)
         add(dr.earnings, d, earned)
         add(self.shift_earn, d, earned)
         self._payouts += int(earned.sum())
@@ -1145,7 +1161,7 @@ class Simulator:
         # scorecard: deliveries, on-time, rating (lower when late), discipline
         add(dr.deliveries, d, 1)
         add(dr.on_time, d, (~late).astype(np.int32))
-        late_min = np.maximum(t - od.deadline[o], 0.0) / 60.0
+        late_min = np.maximum(t - deadline, 0.0) / 60.0
         rating = np.minimum(np.maximum(4.9 - 0.05 * late_min + rng.normal(0.0, 0.3, size=len(o)), 1.0), 5.0)
         add(dr.rating_sum, d, rating)
         add(dr.rating_n, d, 1)
@@ -1204,7 +1220,8 @@ class Simulator:
         pending = np.concatenate([dr.t_verified[dr.account == ACC_APPLICANT], dr.t_suspended_until[dr.account == ACC_SUSPENDED]])
         self._accounts_next = float(pending.min()) if pending.size else np.inf
 
-    def _login(self, t: float) -> None:
+    def _login(self, t: float) -> int:
+        """Drivers whose shift starts log on (flex drivers drawn first); returns how many logged on."""
         dr = self.drivers
         f = self.cfg.fleet
         if t < self.t_end and f.flex_login_per_hour > 0:
@@ -1227,8 +1244,10 @@ class Simulator:
         dr.t_online_since[idx] = t
         dr.shift_closed[idx] = False
         self.shift_earn[idx] = 0
+        return int(idx.size)
 
-    def _logoff(self, t: float) -> None:
+    def _logoff(self, t: float) -> int:
+        """Idle drivers past their shift end, or suspended, log off; returns how many stay online."""
         dr = self.drivers
         idle = (dr.phase == PH_IDLE) & (dr.offer_order < 0) & (dr.route_len == 0)
         off = idle & ((t >= dr.shift_end) | (dr.account == ACC_SUSPENDED))
@@ -1245,6 +1264,7 @@ class Simulator:
         if n_on:
             eph = float(self.shift_earn[online].sum()) / 100.0 / max(float((t - dr.t_online_since[online]).sum()) / 3600.0, 1e-9)
             self._recent_eph = 0.9 * self._recent_eph + 0.1 * eph
+        return n_on
 
     # ------------------------------------------------------------------------------- demand side
     def _cancel(self, t: float) -> None:
