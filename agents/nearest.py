@@ -16,29 +16,28 @@ def fcfs_match(ids: np.ndarray, taken: np.ndarray) -> np.ndarray:
     ids, -1 where unmatched; marks the matched drivers in ``taken`` (a (D,) bool array).
     """
     n, k = ids.shape
+    n_d = taken.shape[0]
     out = np.full(n, -1, np.int64)
-    valid = ids >= 0
-    has = valid.any(axis=0)
-    last = int(has.nonzero()[0][-1]) + 1 if has.any() else 0  # columns past this one are all padding
-    first = np.full(taken.shape[0], n, np.int64)  # scratch: the first row proposing each driver
+    cols = np.where(ids >= 0, ids, n_d).T  # (k, n); padding (-1) names driver n_d, who counts as taken
+    busy = np.append(taken, True)  # taken, plus that sentinel
+    first = np.full(n_d + 1, n, np.int64)  # scratch: the first row proposing each driver
     free = np.ones(n, bool)
     n_free = n
-    for c in range(last):
-        cand = ids[:, c]
-        ok = free & valid[:, c]
-        ok &= ~taken[cand]  # cand is -1 only where ok is already False
-        rows = ok.nonzero()[0]
+    for cand in cols:
+        rows = (free > busy[cand]).nonzero()[0]  # unmatched orders whose candidate is not taken
         if rows.size == 0:
             continue
         c_r = cand[rows]
         first[c_r[::-1]] = rows[::-1]  # repeated indices keep the last write: the oldest proposer wins
-        win = rows[first[c_r] == rows]
-        out[win] = cand[win]
-        taken[cand[win]] = True
+        won = first[c_r] == rows
+        win, drv = rows[won], c_r[won]
+        out[win] = drv
+        busy[drv] = True
         free[win] = False
         n_free -= win.size
         if n_free == 0:
             break  # every order has its driver
+    taken |= busy[:n_d]
     return out
 
 

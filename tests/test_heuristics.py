@@ -19,7 +19,7 @@ from agents.heuristics import (
     in_service,
     match_min_cost,
 )
-from agents.nearest import NearestPolicy
+from agents.nearest import NearestPolicy, fcfs_match
 from agents.value_hungarian import ValueHungarianPolicy, load_values, main, parse_seeds, train_values, values_dir
 from envs import Simulator, load_scenario
 from envs.core.kpis import compute_kpis
@@ -376,3 +376,23 @@ def test_late_orders_diagnostic(capsys: pytest.CaptureFixture[str]) -> None:
     for part in ("late", "on_time"):
         for key in ("share_with_no_idle_left_over", "share_assigned_within_2_min", "express_share"):
             assert 0.0 <= run[part][key] <= 1.0
+
+
+def test_fcfs_match_is_the_column_then_row_greedy() -> None:
+    """``fcfs_match`` equals its definition run pair by pair: candidates column by column (best first),
+    orders row by row (oldest first) within a column; an unmatched order takes its candidate if nobody has.
+    Random candidate lists with padding, repeats across rows and drivers taken beforehand."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, k, n_d = int(rng.integers(1, 40)), int(rng.integers(1, 9)), int(rng.integers(1, 30))
+        ids = rng.integers(-1, n_d, size=(n, k))
+        taken = rng.random(n_d) < 0.2
+        want, ref_taken = np.full(n, -1), taken.copy()
+        for c in range(k):
+            for r in range(n):
+                d = ids[r, c]
+                if want[r] < 0 and d >= 0 and not ref_taken[d]:
+                    want[r], ref_taken[d] = d, True
+        got_taken = taken.copy()
+        np.testing.assert_array_equal(fcfs_match(ids, got_taken), want)
+        np.testing.assert_array_equal(got_taken, ref_taken)
