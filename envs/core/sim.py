@@ -340,16 +340,21 @@ class Simulator:
     def eligible(self, idle_only: bool = False) -> np.ndarray:
         """(D,) bool: drivers that may receive an offer now."""
         dr = self.drivers
-        m = (
+        if idle_only:  # an empty route and idle or driving imply room for two stops (S >= 2) and being online
+            return (
+                (dr.account == ACC_ACTIVE)
+                & (dr.offer_order < 0)
+                & (self.t < dr.shift_end)
+                & (dr.route_len == 0)
+                & ((dr.phase == PH_IDLE) | (dr.phase == PH_DRIVING))
+            )
+        return (
             (dr.account == ACC_ACTIVE)
             & (dr.phase != PH_OFFLINE)
             & (dr.offer_order < 0)
             & (self.t < dr.shift_end)
             & (dr.route_len + 2 <= self.S)
         )
-        if idle_only:
-            m &= (dr.route_len == 0) & ((dr.phase == PH_IDLE) | (dr.phase == PH_DRIVING))
-        return m
 
     def driver_free(self, drivers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Node and time at which each of ``drivers`` (default: all) finishes its current route, or its
