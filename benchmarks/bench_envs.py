@@ -8,8 +8,9 @@
 * ``gigdispatch/Dispatch-v0`` on ``default`` -- env-steps (decisions) per second with random valid actions.
 
 Each measurement runs for about ``--seconds`` of wall time (whole episodes are restarted as they end;
-reset time counts). Actions are drawn with NumPy outside the timed region where possible, so that the
-figures are the environments' cost, not the sampler's.
+reset time counts). The random actions are drawn inside the timed loop, for every environment: for the
+fleet env that is a uniform draw per driver and action, masked (about 50 microseconds of a ~1.7 ms step),
+so its figures include the sampler's cost.
 
     python -m benchmarks.bench_envs --seconds 20
 """
