@@ -773,7 +773,8 @@ class Simulator:
         od.t_assigned[o] = self.t
         self.committed[d] += od.volume[o]
         empty = dr.route_len[d] == 0
-        fo, fd = o[empty], d[empty]
+        all_empty = bool(empty.all())
+        fo, fd = (o, d) if all_empty else (o[empty], d[empty])
         if fo.size:  # fast path: an empty route becomes [pickup, drop-off]
             dr.route_node[fd, 0], dr.route_node[fd, 1] = od.pickup[fo], od.dropoff[fo]
             dr.route_order[fd, 0] = dr.route_order[fd, 1] = fo
@@ -785,6 +786,8 @@ class Simulator:
             idle = fd[dr.phase[fd] == PH_IDLE]
             if idle.size:
                 self._set_leg(idle, dr.route_node[idle, 0])
+        if all_empty:
+            return
         for oi, di in zip(o[~empty].tolist(), d[~empty].tolist(), strict=True):
             if not self._insert_one(oi, di):
                 self.counters["insert_failed"] += 1
