@@ -472,8 +472,9 @@ class Simulator:
 
     @staticmethod
     def top_k(e: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` smallest finite entries of each row of ``e`` (ties: the earlier column first), as
-        ``(ids, eta)``, each (rows, k), -1/inf padded; ``ids`` names the columns: (m,) shared, or (rows, m)."""
+        """The ``k`` smallest finite entries of each row of ``e``, ascending, as ``(ids, eta)``, each (rows, k),
+        -1/inf padded; ``ids`` names the columns: (m,) shared, or (rows, m). Equal entries keep the order
+        ``np.argpartition`` leaves them in (a row with at most ``k`` columns: the earlier column first)."""
         n_o, m = e.shape
         kk = min(k, m)
         r = np.arange(n_o)[:, None]
@@ -975,7 +976,7 @@ class Simulator:
             progressed = False
             touched = []
             if cand is None:
-                drv = _nz(dr.phase == PH_DRIVING) if step_left else _nz(np.zeros(dr.n, bool))
+                drv = _nz(dr.phase == PH_DRIVING) if step_left else np.zeros(0, np.int64)
             else:
                 drv = cand[(dr.phase[cand] == PH_DRIVING) & (clk[cand] < t1 - _EPS)]
             if drv.size:
