@@ -6,13 +6,29 @@ named by the field.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Frac = Annotated[float, Field(ge=0.0, le=1.0)]
 Pos = Annotated[float, Field(gt=0.0)]
 NonNeg = Annotated[float, Field(ge=0.0)]
+Count = Annotated[int, Field(ge=0)]
+UseCase = Literal["b2c", "returns", "b2b", "first_mile"]
+
+_T = TypeVar("_T")
+
+
+def check_range(value: tuple[float, float]) -> tuple[float, float]:
+    """A ``(low, high)`` pair with ``low <= high``; otherwise ``ValueError`` saying which is which."""
+    low, high = value
+    if low > high:
+        raise ValueError(f"a (low, high) range needs low <= high, got low {low:g} above high {high:g}")
+    return value
+
+
+# a (low, high) range whose two ends are of type _T: ``Range[Pos]``, ``Range[NonNeg]``
+Range = Annotated[tuple[_T, _T], AfterValidator(check_range)]
 
 
 def parse_clock(value: object) -> float:
@@ -35,9 +51,6 @@ def parse_clock(value: object) -> float:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Clock = Annotated[float, Field(description="time of day")]
 
 
 class _ClockModel(_Model):
@@ -75,7 +88,7 @@ class GridCity(_Model):
     residential_mps: Pos = 7.0
     drop_edges: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.05
     zones: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 4)
-    layout_seed: int = 7  # the map is part of the scenario, not of the episode seed
+    layout_seed: Count = 7  # the map is part of the scenario, not of the episode seed
 
 
 class TrafficPeak(_ClockModel):
@@ -93,8 +106,8 @@ class Traffic(_Model):
     )
     centre_weight: NonNeg = 0.6  # zones near the centre get up to (1 + centre_weight) x the peak
     incidents_per_hour: NonNeg = 0.5
-    incident_factor: tuple[Pos, Pos] = (1.5, 2.5)
-    incident_minutes: tuple[Pos, Pos] = (20.0, 60.0)
+    incident_factor: Range[Pos] = (1.5, 2.5)
+    incident_minutes: Range[Pos] = (20.0, 60.0)
 
 
 class DemandPeak(_ClockModel):
@@ -118,7 +131,7 @@ class ServiceLevel(_Model):
 
 
 class Demand(_Model):
-    orders: Annotated[float, Field(ge=0.0)] = 1500.0  # expected orders placed over the horizon, before conversion
+    orders: NonNeg = 1500.0  # expected orders placed over the horizon, before conversion
     baseline: NonNeg = 0.4  # relative rate outside the peaks
     peaks: tuple[DemandPeak, ...] = (
         DemandPeak(center=parse_clock("12:30"), weight=1.0),
@@ -130,17 +143,17 @@ class Demand(_Model):
     express: ServiceLevel = ServiceLevel(minutes=30, share=0.3)
     standard: ServiceLevel = ServiceLevel(minutes=60, share=0.55)
     same_day: ServiceLevel = ServiceLevel(minutes=480, share=0.15)
-    use_cases: dict[Literal["b2c", "returns", "b2b", "first_mile"], NonNeg] = {
+    use_cases: dict[UseCase, NonNeg] = {
         "b2c": 0.8,
         "returns": 0.08,
         "b2b": 0.07,
         "first_mile": 0.05,
     }
     drop_radius_m: Pos = 2500.0
-    ready_minutes: tuple[NonNeg, NonNeg] = (5.0, 20.0)
-    patience_minutes: tuple[Pos, Pos] = (10.0, 30.0)
-    volume_litres: tuple[Pos, Pos] = (2.0, 20.0)  # b2c range; b2b and first-mile are 5x larger
-    value: tuple[NonNeg, NonNeg] = (10.0, 80.0)
+    ready_minutes: Range[NonNeg] = (5.0, 20.0)
+    patience_minutes: Range[Pos] = (10.0, 30.0)
+    volume_litres: Range[Pos] = (2.0, 20.0)  # b2c range; b2b and first-mile are 5x larger
+    value: Range[NonNeg] = (10.0, 80.0)
     tip_share: Frac = 0.4  # share of orders with a tip
     tip_mean: NonNeg = 2.0
     conversion_elasticity: NonNeg = 0.8  # P(order | quote) = exp(-e * max(0, fee / reference_fee - 1))
@@ -151,8 +164,6 @@ class Demand(_Model):
             raise ValueError("service level shares (express, standard, same_day) must sum to 1")
         if sum(self.use_cases.values()) <= 0:
             raise ValueError("use_cases: at least one share must be positive")
-        if self.ready_minutes[0] > self.ready_minutes[1]:
-            raise ValueError("ready_minutes: low must be <= high")
         return self
 
 
@@ -172,7 +183,7 @@ class Acceptance(_Model):
     preferred_zone: float = 0.7
     load: float = -1.0  # x fraction of capacity already used
     bias_sd: NonNeg = 0.5  # spread of the individual intercept
-    response_seconds: tuple[NonNeg, NonNeg] = (10.0, 60.0)
+    response_seconds: Range[NonNeg] = (10.0, 60.0)
 
 
 class Fleet(_Model):
@@ -186,10 +197,10 @@ class Fleet(_Model):
         "car": Vehicle(share=0.45, speed=1.0, capacity_litres=150, size_class=1, cost_per_km=0.2),
         "van": Vehicle(share=0.10, speed=0.85, capacity_litres=800, size_class=2, cost_per_km=0.3),
     }
-    shift_hours: tuple[Pos, Pos] = (4.0, 8.0)
+    shift_hours: Range[Pos] = (4.0, 8.0)
     flex_login_per_hour: NonNeg = 0.3  # base log-on rate of an offline flex driver
     flex_surge_gain: NonNeg = 3.0  # x (mean surge - 1)
-    flex_session_hours: tuple[Pos, Pos] = (1.0, 3.0)
+    flex_session_hours: Range[Pos] = (1.0, 3.0)
     flex_reference_hourly: Pos = 15.0  # earnings per online hour above this draw more flex drivers online
     acceptance: Acceptance = Acceptance()
     late_streak_to_suspend: Annotated[int, Field(ge=1)] = 3

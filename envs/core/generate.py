@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from envs.core.city import City
-from envs.core.config import Demand, Fleet, GridScenario
+from gigdispatch.envs.core.city import City
+from gigdispatch.envs.core.config import Demand, Fleet, GridScenario, UseCase
 
-USE_CASE_ORDER = ("b2c", "returns", "b2b", "first_mile")
+USE_CASE_ORDER: tuple[UseCase, ...] = ("b2c", "returns", "b2b", "first_mile")
 VEHICLE_ORDER = ("bike", "car", "van")
 
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.core.types import ACC_ACCESS_DENIED, ORDER_CANCELLED, ORDER_DELIVERED, ORDER_FUTURE, ORDER_LOST
+from gigdispatch.envs.core.types import ACC_ACCESS_DENIED, ORDER_CANCELLED, ORDER_DELIVERED, ORDER_FUTURE, ORDER_LOST
 
 if TYPE_CHECKING:
-    from envs.core.sim import Simulator
+    from gigdispatch.envs.core.sim import Simulator
 
 # name -> (unit, description); the order is the order of the printed table
 KPI_DOC: dict[str, tuple[str, str]] = {

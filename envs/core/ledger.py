@@ -19,9 +19,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.core.types import LED_FEE, LED_REFUND
+from gigdispatch.envs.core.types import LED_FEE, LED_REFUND
 
-_FIELDS = (("t", np.float64), ("t_settle", np.float64), ("kind", np.int8), ("order", np.int32), ("driver", np.int32), ("cents", np.int64))
+_FIELDS = (
+    ("t", np.float64),
+    ("t_settle", np.float64),
+    ("kind", np.int8),
+    ("order", np.int32),
+    ("driver", np.int32),
+    ("cents", np.int64),
+)
 
 
 class Ledger:

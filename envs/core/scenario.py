@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.core.city import City, Incidents, RoadCity, Traffic, build_grid_graph, sample_incidents
-from envs.core.config import GridScenario
-from envs.core.generate import sample_drivers, sample_orders
+from gigdispatch.envs.core.city import City, Incidents, RoadCity, Traffic, build_grid_graph, sample_incidents
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.generate import sample_drivers, sample_orders
 
 
 @dataclass

@@ -8,7 +8,7 @@ Times are float seconds since midnight of the simulated day.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -174,16 +174,3 @@ class Drivers:
     def performance(self) -> np.ndarray:
         """Performance score in [0, 1]: 0.3 acceptance + 0.4 on-time + 0.3 rating (scaled 1..5 -> 0..1)."""
         return 0.3 * self.acceptance_rate() + 0.4 * self.on_time_rate() + 0.3 * (self.rating() - 1.0) / 4.0
-
-
-def empty_like_fields(cls: type, n: int, spec: dict[str, tuple[object, object]]) -> object:
-    """Allocate a dataclass of arrays: ``spec[name] = (dtype, fill)``; 2-D when ``fill`` is a tuple."""
-    kwargs = {}
-    for f in fields(cls):
-        dtype, fill = spec[f.name]
-        if isinstance(fill, tuple):
-            shape, value = fill
-            kwargs[f.name] = np.full((n, *shape), value, dtype=dtype)
-        else:
-            kwargs[f.name] = np.full(n, fill, dtype=dtype)
-    return cls(**kwargs)

@@ -1,0 +1,181 @@
+"""Phase 1 of a step, the decision, and phase 4, the offer answers.
+
+``Decision`` is what a policy does at one epoch; ``_apply`` validates it (a malformed decision raises
+``ActionError`` and has no effect) and applies unassignments, offers and repositioning moves; offers are
+answered when due (``_answer_offers``), at once by always-accept drivers, or from outside through
+``respond``; accepted orders go into the routes (``routing.py``), declined ones re-open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gigdispatch.envs.core.arrays import EPS, first_occurrence, nz
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.routing import RoutingPhase
+from gigdispatch.envs.core.types import ACC_ACTIVE, ORDER_ASSIGNED, ORDER_OFFERED, ORDER_OPEN, PH_IDLE, PH_OFFLINE
+
+
+class ActionError(InputError):
+    """A decision that does not have the documented form (wrong shape, type or id range)."""
+
+
+@dataclass
+class Decision:
+    """What a policy does at one decision epoch. All fields are 1-D integer arrays.
+
+    ``order[i]`` is offered to ``driver[i]`` at escalation ``level[i]`` (0 = base payout);
+    ``reposition_driver[j]`` (an idle driver) moves to ``reposition_zone[j]`` (its centre node; if it
+    accepts an offer on the way it diverts from where it is); ``unassign`` lists
+    assigned-but-not-picked-up orders to take back (they re-open and may be offered again).
+    """
+
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    driver: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    level: np.ndarray | None = None
+    reposition_driver: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reposition_zone: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    unassign: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - numpy accepts almost anything
+        raise ActionError(f"decision.{name}: not an array ({exc})") from None
+    if arr.ndim != 1:
+        raise ActionError(f"decision.{name}: must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ActionError(f"decision.{name}: must hold integer ids, got dtype {arr.dtype}")
+    # the unsigned view: negative ids wrap to huge values, so one comparison checks both ends
+    off = (arr.view(f"u{arr.itemsize}") >= upper).any() if arr.dtype.isnative else (arr.min() < 0 or arr.max() >= upper)
+    if off:
+        bad = int(arr[(arr < 0) | (arr >= upper)][0])
+        raise ActionError(f"decision.{name}: id {bad} is out of range 0..{upper - 1}")
+    return arr.astype(np.int64, copy=False)  # the simulator only reads the ids (fancy indexing copies)
+
+
+class DecisionPhase(RoutingPhase):
+    """Applying a ``Decision``; offers and their answers."""
+
+    def _apply(self, dec: Decision) -> None:
+        n_o, n_d = self.orders.n, self.drivers.n
+        # validate every field before applying anything: a malformed decision has no effect at all
+        un = _as_ids("unassign", dec.unassign, n_o)
+        order = _as_ids("order", dec.order, n_o)
+        driver = _as_ids("driver", dec.driver, n_d)
+        if len(order) != len(driver):
+            raise ActionError(f"decision.driver: length {len(driver)} differs from decision.order's {len(order)}")
+        level = np.zeros(len(order), np.int64) if dec.level is None else _as_ids("level", dec.level, self.n_levels)
+        if len(level) != len(order):
+            raise ActionError(f"decision.level: length {len(level)} differs from decision.order's {len(order)}")
+        rep_d = _as_ids("reposition_driver", dec.reposition_driver, n_d)
+        rep_z = _as_ids("reposition_zone", dec.reposition_zone, self.city.n_zones)
+        if len(rep_d) != len(rep_z):
+            raise ActionError(
+                f"decision.reposition_zone: length {len(rep_z)} differs from decision.reposition_driver's {len(rep_d)}"
+            )
+        if un.size:
+            # an order whose pickup the driver is serving right now (at the stop) can no longer be taken back
+            ok = (self.orders.status[un] == ORDER_ASSIGNED) & ~self.in_service(un)
+            self.state.counters["invalid"] += int((~ok).sum())
+            self._release(np.unique(un[ok]))
+        if len(order):
+            # first-come conflict resolution: keep the first pair naming each order and each driver
+            conflict = ~(first_occurrence(order) & first_occurrence(driver))
+            self.state.counters["conflicts"] += int(conflict.sum())
+            elig = self.eligible()
+            fits = self.state.committed[driver] + self.orders.volume[order] <= self.drivers.capacity[driver] + EPS
+            valid = ~conflict & (self.orders.status[order] == ORDER_OPEN) & elig[driver] & fits
+            self.state.counters["invalid"] += int((~valid & ~conflict).sum())
+            if valid.any():
+                self._offer(order[valid], driver[valid], level[valid])
+        if len(rep_d):
+            dr = self.drivers
+            ok = (dr.phase[rep_d] == PH_IDLE) & (dr.route_len[rep_d] == 0) & (dr.offer_order[rep_d] < 0)
+            ok &= first_occurrence(rep_d)
+            self.state.counters["invalid"] += int((~ok).sum())
+            d, z = rep_d[ok], rep_z[ok]
+            if d.size:
+                self._set_leg(d, self.city.zone_node[z], geofence=False)
+
+    def _offer(self, o: np.ndarray, d: np.ndarray, level: np.ndarray) -> None:
+        dr, od = self.drivers, self.orders
+        pickup_m = self.pickup_m(o, d)
+        payout = self.payout_cents(o, d, level, pickup_m)
+        p = self.accept_prob(o, d, payout, pickup_m)
+        rng = self.rng["behaviour"]
+        u = rng.random(len(o))
+        delay = np.where(dr.always_accept[d], 0.0, dr.response_s[d] * rng.uniform(0.5, 1.5, size=len(o)))
+        # drivers answered from outside: their answer comes through respond()
+        delay = np.where(self.state.external_accept[d] & ~dr.always_accept[d], np.inf, delay)
+        od.status[o] = ORDER_OFFERED
+        od.driver[o] = d
+        od.payout[o] = payout
+        od.payout_level[o] = level
+        od.t_offer_answer[o] = self.state.t + delay
+        od.offer_accept[o] = u < p
+        dr.offer_order[d] = o
+        dr.offers[d] += 1
+        now = delay <= 0.0
+        if now.any():
+            self._resolve_offers(o[now], d[now])  # _apply offered to eligible drivers only
+
+    def respond(self, drivers: np.ndarray, accept: np.ndarray) -> int:
+        """Answer pending offers of externally controlled drivers now (``accept[i]`` for ``drivers[i]``).
+
+        Drivers without a pending offer are ignored. Returns how many offers were answered.
+        """
+        drivers = np.asarray(drivers, dtype=np.int64)
+        accept = np.asarray(accept, dtype=bool)
+        has = self.drivers.offer_order[drivers] >= 0
+        o = self.drivers.offer_order[drivers[has]].astype(np.int64)
+        if o.size:
+            self.orders.offer_accept[o] = accept[has]
+            self._resolve_offers(o)
+        return int(o.size)
+
+    def _answer_offers(self, t1: float) -> None:
+        sl = self.active_orders()
+        st = self.orders.status[sl]
+        due = sl.start + nz((st == ORDER_OFFERED) & (self.orders.t_offer_answer[sl] <= t1))
+        if due.size:
+            self._resolve_offers(due)
+
+    def _resolve_offers(self, o: np.ndarray, d: np.ndarray | None = None) -> None:
+        """Offers ``o`` are answered now: accepted ones go into the routes, declined ones re-open. ``d``: their
+        drivers, passed only by a caller that found them eligible at this very time (answers given at the
+        moment of the offer), so that the check whether each can still take the order is skipped."""
+        dr, od = self.drivers, self.orders
+        if d is None:
+            d = od.driver[o].astype(np.int64)
+            still = (
+                (dr.account[d] == ACC_ACTIVE)
+                & (dr.phase[d] != PH_OFFLINE)
+                & (self.state.t < dr.shift_end[d])
+                & (dr.route_len[d] + 2 <= self.S)
+            )
+            acc = od.offer_accept[o] & still
+        else:
+            acc = od.offer_accept[o]
+        dr.offer_order[d] = -1
+        od.t_offer_answer[o] = np.inf
+        if acc.all():  # no declines
+            dr.accepts[d] += 1
+            self._insert(o, d)
+            return
+        dr.accepts[d[acc]] += 1
+        dec_o, dec_d = o[~acc], d[~acc]
+        od.status[dec_o] = ORDER_OPEN
+        od.driver[dec_o] = -1
+        od.declines[dec_o] += 1
+        od.last_decliner[dec_o] = dec_d
+        if acc.any():
+            self._insert(o[acc], d[acc])
