@@ -1,8 +1,11 @@
 """gigdispatch environments.
 
 * ``envs.core`` -- the simulator (NumPy only), ``envs.scenarios`` -- scenario loading;
-* ``gigdispatch/Dispatch-v0`` (Gymnasium), registered on import: ``gymnasium.make("gigdispatch/Dispatch-v0", scenario=...)``;
-* ``envs.parallel_env(...)`` / ``envs.env(...)`` -- the PettingZoo fleet environment (parallel / AEC);
+* ``gigdispatch/Dispatch-v0`` (Gymnasium), registered on import with its episode limit:
+  ``gymnasium.make("gigdispatch/Dispatch-v0", scenario=...)``;
+* ``gigdispatch/Fleet-v0`` (PettingZoo), registered on import in both of PettingZoo's registries:
+  ``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", scenario=...)`` (or ``"aec"``);
+  ``envs.parallel_env(...)`` / ``envs.env(...)`` are the same, as plain functions;
 * ``envs.FleetVecEnv`` -- the batched stable-baselines3 adapter over the fleet (drivers = the vector dimension).
 """
 
@@ -11,37 +14,46 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium
+import pettingzoo
 
-from envs.core import ActionError, Decision, Scenario, Simulator, compute_kpis
-from envs.scenarios import ScenarioError, load_scenario
+from gigdispatch.envs.core import ActionError, Decision, Scenario, Simulator, compute_kpis
+from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS
+from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 
-if "gigdispatch/Dispatch-v0" not in gymnasium.registry:
-    gymnasium.register(id="gigdispatch/Dispatch-v0", entry_point="envs.dispatch_env:DispatchEnv")
+DISPATCH_ID = "gigdispatch/Dispatch-v0"
+FLEET_ID = "gigdispatch/Fleet-v0"
+
+if DISPATCH_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=DISPATCH_ID, entry_point="gigdispatch.envs.dispatch_env:DispatchEnv", max_episode_steps=MAX_EPISODE_STEPS
+    )
+if FLEET_ID not in pettingzoo.parallel_registry:
+    pettingzoo.register("parallel", FLEET_ID, entry_point="gigdispatch.envs.fleet_env:FleetParallelEnv")
+if FLEET_ID not in pettingzoo.aec_registry:
+    pettingzoo.register("aec", FLEET_ID, entry_point="gigdispatch.envs.fleet_env:aec_env")
 
 
-def parallel_env(**kwargs: Any):
-    """The PettingZoo fleet environment, parallel API (one agent per driver)."""
-    from envs.fleet_env import FleetParallelEnv
-
-    return FleetParallelEnv(**kwargs)
+def parallel_env(**kwargs: Any) -> pettingzoo.ParallelEnv:
+    """The PettingZoo fleet environment, parallel API (one agent per driver): ``pettingzoo.make("parallel", ...)``."""
+    return pettingzoo.make("parallel", FLEET_ID, **kwargs)
 
 
-def env(**kwargs: Any):
-    """The PettingZoo fleet environment, AEC API (wraps the parallel one)."""
-    from pettingzoo.utils.conversions import parallel_to_aec
-
-    return parallel_to_aec(parallel_env(**kwargs))
+def env(**kwargs: Any) -> pettingzoo.AECEnv:
+    """The PettingZoo fleet environment, AEC API (wraps the parallel one): ``pettingzoo.make("aec", ...)``."""
+    return pettingzoo.make("aec", FLEET_ID, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
     if name == "FleetVecEnv":
-        from envs.fleet_vec import FleetVecEnv
+        from gigdispatch.envs.fleet_vec import FleetVecEnv
 
         return FleetVecEnv
     raise AttributeError(name)
 
 
 __all__ = [
+    "DISPATCH_ID",
+    "FLEET_ID",
     "ActionError",
     "Decision",
     "FleetVecEnv",

@@ -1,4 +1,7 @@
-"""``gigdispatch/Dispatch-v0``: the platform decides who gets which order, at what payout."""
+"""``gigdispatch/Dispatch-v0``: the platform decides who gets which order, at what payout.
+
+Registered on ``import gigdispatch.envs`` with ``max_episode_steps=MAX_EPISODE_STEPS``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.core.config import GridScenario
-from envs.core.kpis import compute_kpis
-from envs.core.scenario import Scenario
-from envs.core.sim import Decision, Simulator
-from envs.render import RenderMixin
-from envs.scenarios.loader import load_scenario
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.core.seeding import SeedSchedule
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.render import RenderMixin
+from gigdispatch.envs.scenarios.loader import load_scenario
 
 ORDER_FEATURES = (
     "valid",
@@ -29,20 +33,23 @@ ORDER_FEATURES = (
     "level",
     "at_risk",
 )
-CANDIDATE_FEATURES = ("valid", "pickup_eta", "slack", "capacity_fit", "route_load", "accept_prob", "performance", "preferred_zone", "owned")
+CANDIDATE_FEATURES = (
+    "valid",
+    "pickup_eta",
+    "slack",
+    "capacity_fit",
+    "route_load",
+    "accept_prob",
+    "performance",
+    "preferred_zone",
+    "owned",
+)
 GLOBAL_FEATURES = ("tod_sin", "tod_cos", "progress", "open_orders", "idle_share", "surge")
 CLIP = 5.0
-
-
-def features_doc() -> str:
-    return (
-        "orders: "
-        + ", ".join(ORDER_FEATURES)
-        + "; candidates: "
-        + ", ".join(CANDIDATE_FEATURES)
-        + "; globals: "
-        + ", ".join(GLOBAL_FEATURES)
-    )
+# the registered episode limit: a whole 24-hour day plus a 2-hour drain at the default 60 s step
+# (``Simulator.n_steps``). Every env step (and the reset) advances at least one simulator step, so the limit
+# never cuts short a day of a built-in scenario or an MDRP instance; tests/test_envs.py checks it against them.
+MAX_EPISODE_STEPS = 26 * 60
 
 
 class DispatchEnv(RenderMixin, gym.Env):
@@ -70,11 +77,16 @@ class DispatchEnv(RenderMixin, gym.Env):
     ``Dict`` of three flat ``Box(-5, 5, float32)`` vectors (values scaled and clipped to [-5, 5]); the
     shapes below are the row-major layouts of those vectors (``obs["orders"].reshape(max_orders, 12)``):
 
-    | key | layout | fields |
-    |---|---|---|
-    | ``orders`` | ``(max_orders, 12)`` | valid (0/1), age since placement (/30 min), slack to deadline after the direct trip (/30 min), trip time (/30 min), volume (/100 L), fee (/20 EUR), declines (/4), tip (/5 EUR), open orders in the pickup zone (/10), idle drivers in the zone (/10), service level (0 express, 0.5 standard, 1 same-day), at risk (0/1) |
-    | ``candidates`` | ``(max_orders, k, 9)`` | valid, pickup ETA (/30 min), slack after pickup ETA + trip (/30 min), capacity fit ((capacity - load - volume) / capacity, inf capacity = 1), route load (stops / max stops), acceptance probability at the base payout, performance score, pickup in the driver's preferred zone, owned fleet |
-    | ``globals`` | ``(6,)`` | sin and cos of the time of day, share of the horizon elapsed, open orders (/100), idle share of drivers, mean surge - 1 |
+    - ``orders``, ``(max_orders, 12)``: valid (0/1), age since placement (/30 min), slack to deadline
+      after the direct trip (/30 min), trip time (/30 min), volume (/100 L), fee (/20 EUR), declines (/4),
+      tip (/5 EUR), open orders in the pickup zone (/10), idle drivers in the zone (/10), service level
+      (0 express, 0.5 standard, 1 same-day), at risk (0/1).
+    - ``candidates``, ``(max_orders, k, 9)``: valid, pickup ETA (/30 min), slack after pickup ETA + trip
+      (/30 min), capacity fit ((capacity - load - volume) / capacity, inf capacity = 1), route load
+      (stops / max stops), acceptance probability at the base payout, performance score, pickup in the
+      driver's preferred zone, owned fleet.
+    - ``globals``, ``(6,)``: sin and cos of the time of day, share of the horizon elapsed, open orders
+      (/100), idle share of drivers, mean surge - 1.
 
     Padded order and candidate rows are all zeros.
 
@@ -87,26 +99,36 @@ class DispatchEnv(RenderMixin, gym.Env):
     episode's undiscounted return equals the day's platform margin.
 
     ## Starting State
-    ``reset(seed=...)`` draws the day (orders, drivers, traffic) from the seed; the first observation
-    is the first epoch with something to decide.
+    ``reset(seed=s)`` plays day ``s`` (orders, drivers, traffic: the day ``Simulator.reset(s)`` plays);
+    ``reset()`` plays the next day of the ``seed_schedule`` (by default drawn from ``default_rng(s)``
+    after a reset with seed ``s``, as Gymnasium's ``np_random`` would). The first observation is the
+    first epoch with something to decide.
 
     ## Episode End
     Terminated when the simulated day ends (``horizon.end`` + drain, or earlier once the horizon has
-    passed and nothing is in flight). No truncation; wrap with ``TimeLimit`` to cut episodes short.
-    At the end, ``info["kpis"]`` holds the day's KPIs.
+    passed and nothing is in flight). At the end, ``info["kpis"]`` holds the day's KPIs. The env itself
+    never truncates; ``gymnasium.make`` adds a ``TimeLimit`` of ``max_episode_steps=1560``
+    (``MAX_EPISODE_STEPS``: 24 hours plus a 2-hour drain at 60 s steps), longer than any day of the
+    built-in scenarios (``default`` 540 simulator steps, ``city-1000`` 960) or the MDRP instances, so it
+    never fires there. A scenario with shorter steps or a longer day passes its own limit, ``sim.n_steps``:
+    ``gymnasium.make(..., scenario=..., max_episode_steps=n)``.
 
     ## Arguments
     ``scenario``: built-in name, YAML path, MDRP instance folder, a ``GridScenario`` config or a
     compiled ``Scenario``; ``max_orders`` (32) and ``k`` (8): observation sizes; ``reward_scale``
     (1.0); ``idle_only`` (False): candidates only among idle drivers (no batching);
-    ``render_mode``: ``"rgb_array"`` or ``"human"``.
+    ``render_mode``: ``"rgb_array"`` or ``"human"``; ``seed_schedule``: a ``SeedSchedule``, which day
+    each reset without a seed plays (``SeedSchedule(seeds=[...])``: a list of days in turn).
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; registered with its episode limit; ``seed_schedule`` is an argument (the days
+      played for a seed are unchanged).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
     _render_title = "Dispatch-v0"
+    observation_space: spaces.Dict
+    action_space: spaces.MultiDiscrete
 
     def __init__(
         self,
@@ -116,6 +138,7 @@ class DispatchEnv(RenderMixin, gym.Env):
         reward_scale: float = 1.0,
         idle_only: bool = False,
         render_mode: str | None = None,
+        seed_schedule: SeedSchedule | None = None,
     ) -> None:
         if max_orders < 1:
             raise ValueError(f"max_orders must be >= 1, got {max_orders}")
@@ -129,6 +152,7 @@ class DispatchEnv(RenderMixin, gym.Env):
         self.reward_scale = float(reward_scale)
         self.idle_only = bool(idle_only)
         self.render_mode = render_mode
+        self.seed_schedule = seed_schedule if seed_schedule is not None else SeedSchedule()
         self.pricing = bool(self.scenario.cfg.pricing.enabled) and self.sim.n_levels > 1
         self.L = self.sim.n_levels if self.pricing else 1
         self.observation_space = spaces.Dict(
@@ -146,11 +170,11 @@ class DispatchEnv(RenderMixin, gym.Env):
         self._carry = 0.0
 
     # ------------------------------------------------------------------------------------------ API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        # one RNG path: the episode seed comes from gymnasium's seeded generator when none is given
-        episode_seed = seed if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
-        self.sim.reset(episode_seed)
+        self.sim.reset(self.seed_schedule.day(seed))
         info = self._advance(None)
         self._carry = info["profit"]  # money made before the first decision is paid out with the first step
         return self._observe(), info
@@ -219,7 +243,8 @@ class DispatchEnv(RenderMixin, gym.Env):
             parts.append(lv.ravel())
         return np.concatenate(parts)
 
-    def render(self) -> np.ndarray | None:
+    # gymnasium types Env.render with a TypeVar bound to no class parameter, so no concrete type overrides it
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
         return RenderMixin.render(self)
@@ -254,7 +279,7 @@ class DispatchEnv(RenderMixin, gym.Env):
             return False
         slots = op[: self.M]
         ids, eta = sim.candidates(slots, self.K, idle_only=self.idle_only)
-        ids = np.where(ids == sim.orders.last_decliner[slots][:, None], -1, ids)
+        ids = sim.drop_last_decliners(slots, ids)
         if not (ids >= 0).any():
             return False
         self._slots = slots
@@ -270,17 +295,15 @@ class DispatchEnv(RenderMixin, gym.Env):
         o_feat = np.zeros((M, len(ORDER_FEATURES)), np.float32)
         c_feat = np.zeros((M, K, len(CANDIDATE_FEATURES)), np.float32)
         n = len(self._slots)
-        Z = sim.city.n_zones
         op = sim.open_orders()
-        demand = np.bincount(sim.city.zone_of[od.pickup[op]], minlength=Z)
+        demand = sim.zone_demand_of(op)
         idle = sim.eligible(idle_only=True)
-        supply = np.bincount(sim.city.zone_of[dr.node[idle]], minlength=Z)
+        supply = sim.zone_supply_of(idle)
         if n:
             s = self._slots
             trip = sim.city.travel_s(od.pickup[s], od.dropoff[s]).astype(np.float64)
             zone = sim.city.zone_of[od.pickup[s]]
-            margin = sim.cfg.sla.at_risk_minutes * 60.0
-            risky = np.maximum(sim.t, od.t_ready[s]) + trip > od.deadline[s] - margin  # Simulator.at_risk's rule for open orders
+            risky = sim.open_at_risk(s, trip)
             o_feat[:n] = np.stack(
                 [
                     np.ones(n),
@@ -304,7 +327,9 @@ class DispatchEnv(RenderMixin, gym.Env):
             ss = np.broadcast_to(s[:, None], d.shape)
             eta = np.where(ok, self._eta[:n], 0.0)
             cap = dr.capacity[d]
-            fit = np.where(np.isfinite(cap), (cap - sim.committed[d] - od.volume[ss]) / np.where(np.isfinite(cap), cap, 1.0), 1.0)
+            fit = np.where(
+                np.isfinite(cap), (cap - sim.committed[d] - od.volume[ss]) / np.where(np.isfinite(cap), cap, 1.0), 1.0
+            )
             pay = sim.payout_cents(ss.ravel(), d.ravel(), 0)
             p_acc = sim.accept_prob(ss.ravel(), d.ravel(), pay).reshape(d.shape)
             perf = dr.performance()[d]

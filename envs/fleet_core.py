@@ -7,7 +7,7 @@ Actions (``Discrete(10)``) per driver:
 |---|---|---|
 | 0 | stay / no-op; declines a pending offer | always |
 | 1 | accept the pending offer | an offer is pending |
-| 2..9 | move to neighbouring zone ``zone_neighbors[zone, action - 2]`` | idle, with no offer, and that neighbour exists |
+| 2..9 | move to neighbouring zone ``zone_neighbors[zone, action - 2]`` | idle, no offer, that neighbour exists |
 
 An invalid action is treated as 0 and counted (``info["invalid_actions"]``).
 """
@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.config import GridScenario
-from envs.core.scenario import Scenario
-from envs.core.sim import Decision, Simulator, _nz
-from envs.core.types import ACC_ACTIVE, PH_DRIVING, PH_IDLE, PH_OFFLINE, PH_SERVICE, VEHICLES
-from envs.scenarios.loader import load_scenario
+from gigdispatch.envs.core.arrays import nz
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.nearest import NearestPolicy
+from gigdispatch.envs.core.policy import Policy
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.core.types import ACC_ACTIVE, PH_DRIVING, PH_IDLE, PH_OFFLINE, PH_SERVICE, VEHICLES
+from gigdispatch.envs.scenarios.loader import load_scenario
 
 N_ACTIONS = 10
 OBS_FIELDS = (
@@ -56,27 +60,50 @@ OBS_DIM = len(OBS_FIELDS)
 N_OWN = OBS_FIELDS.index("demand_0")  # the fields before the 18 zone demand/supply ones
 CLIP = 5.0
 # one row of the (D, 10) bool action mask seen as two fields: actions 0-1 as a uint16, the 8 moves as a uint64
-_MASK_ROW = np.dtype({"names": ["stay_accept", "moves"], "formats": ["<u2", "<u8"], "offsets": [0, 2], "itemsize": N_ACTIONS})
+_MASK_ROW = np.dtype(
+    {"names": ["stay_accept", "moves"], "formats": ["<u2", "<u8"], "offsets": [0, 2], "itemsize": N_ACTIONS}
+)
+
+
+class PlatformPolicyError(InputError, TypeError):
+    """``platform_policy`` is not a policy object (a name, say); the message says what to pass instead."""
+
+
+def check_platform_policy(platform_policy: Policy | None) -> Policy:
+    """``platform_policy``, or a new ``NearestPolicy`` for ``None``; ``PlatformPolicyError`` if it is not a policy."""
+    if platform_policy is None:
+        return NearestPolicy()
+    if isinstance(platform_policy, Policy):
+        return platform_policy
+    if isinstance(platform_policy, str):
+        got = f"the name {platform_policy!r}"
+        example = platform_policy
+    else:
+        got = f"a {type(platform_policy).__name__}"
+        example = "hungarian"
+    raise PlatformPolicyError(
+        f"platform_policy: pass a Policy object (e.g. gigdispatch.agents.make_policy({example!r})) or None "
+        f"for the nearest-driver dispatcher, not {got}"
+    )
 
 
 class FleetCore:
-    """Drivers as agents over one ``Simulator``; the platform side is a pluggable ``agents.Policy``."""
+    """Drivers as agents over one ``Simulator``; the platform side is a ``Policy`` object (default
+    ``NearestPolicy()``)."""
 
     def __init__(
         self,
         scenario: str | GridScenario | Scenario = "default",
-        platform_policy: Any = "nearest",
+        platform_policy: Policy | None = None,
         reward: str = "own",
     ) -> None:
         if reward not in ("own", "platform"):
-            raise ValueError(f"reward must be 'own' (the driver's earnings minus its costs) or 'platform', got {reward!r}")
+            raise InputError(
+                f"reward: must be 'own' (the driver's earnings minus its costs) or 'platform', got {reward!r}"
+            )
+        self.policy = check_platform_policy(platform_policy)
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.sim = Simulator(self.scenario)
-        if isinstance(platform_policy, str):
-            from agents import make_policy
-
-            platform_policy = make_policy(platform_policy)
-        self.policy = platform_policy
         self.reward_mode = reward
         cfg = self.scenario.cfg
         names = [v for v in VEHICLES]
@@ -110,7 +137,9 @@ class FleetCore:
         self.n = sim.drivers.n
         self._rows = np.arange(self.n)
         self._vehicle_1hot_t = np.ascontiguousarray(np.eye(3, dtype=np.float32)[sim.drivers.vehicle].T)  # (3, D), fixed
-        self._ob = np.zeros((N_OWN, self.n), np.float32)  # the own-state fields, feature-major scratch, rewritten every step
+        self._ob = np.zeros(
+            (N_OWN, self.n), np.float32
+        )  # the own-state fields, feature-major scratch, rewritten every step
         cap = sim.drivers.capacity
         self._inv_capacity = np.where(np.isfinite(cap), 1.0 / np.maximum(cap, 1e-9), 0.0)  # unlimited: load share 0
         self._cost_m = self._cost_km[sim.drivers.vehicle] / 1000.0  # euros per metre, fixed for the episode
@@ -131,21 +160,26 @@ class FleetCore:
             ok = self._mask[self._rows, a]
         else:
             ok = in_range
-            ok[ok] = self._mask[_nz(ok), a[ok]]
+            ok[ok] = self._mask[nz(ok), a[ok]]
         invalid = int((~ok).sum())
         self.invalid_actions += invalid
         a = np.where(ok, a, 0)
         # 1. answers to pending offers (0 declines, 1 accepts)
-        pending = _nz(dr.offer_order >= 0)
+        pending = nz(dr.offer_order >= 0)
         if pending.size:
             sim.respond(pending, a[pending] == 1)
         # 2. moves of idle drivers to a neighbouring zone
-        movers = _nz(a >= 2)
+        movers = nz(a >= 2)
         zones = sim.city.zone_neighbors[sim.city.zone_of[dr.node[movers]], a[movers] - 2]
         # 3. the platform's dispatch decision, with the drivers' own moves
         dec = self.policy.act(sim)
         dec = Decision(
-            order=dec.order, driver=dec.driver, level=dec.level, reposition_driver=movers, reposition_zone=zones, unassign=dec.unassign
+            order=dec.order,
+            driver=dec.driver,
+            level=dec.level,
+            reposition_driver=movers,
+            reposition_zone=zones,
+            unassign=dec.unassign,
         )
         terms = sim.step(dec)
         if self.reward_mode == "own":  # euros earned minus the driving cost of the metres driven this step
@@ -215,7 +249,9 @@ class FleetCore:
             ob[15, drv] += (ny[to] - ny[at]) * frac
         ob[16] = zone == dr.pref_zone
         ob[17] = dr.performance()
-        online_h = (sim.t - dr.t_online_since) * (1.0 / 3600.0)  # nan offline (so 0 below); inactive rows are zeroed last
+        online_h = (sim.t - dr.t_online_since) * (
+            1.0 / 3600.0
+        )  # nan offline (so 0 below); inactive rows are zeroed last
         earn = np.where(online_h > 0.05, sim.shift_earn / (2000.0 * np.maximum(online_h, 0.05)), 0.0)
         np.minimum(earn, CLIP, out=ob[18], casting="unsafe")
         ob[19:22] = self._vehicle_1hot_t

@@ -1,4 +1,6 @@
-"""The fleet environment (PettingZoo): one agent per driver."""
+"""The fleet environment (PettingZoo): one agent per driver. Registered in PettingZoo's registry as
+``gigdispatch/Fleet-v0`` (``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", ...)``, or ``"aec"``) on
+``import gigdispatch.envs``."""
 
 from __future__ import annotations
 
@@ -7,14 +9,17 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
 
-from envs.core.config import GridScenario
-from envs.core.kpis import compute_kpis
-from envs.core.scenario import Scenario
-from envs.core.sim import Simulator
-from envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, OBS_FIELDS, FleetCore
-from envs.render import RenderMixin
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.policy import Policy
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.core.seeding import SeedSchedule
+from gigdispatch.envs.core.sim import Simulator
+from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, OBS_FIELDS, FleetCore
+from gigdispatch.envs.render import RenderMixin
 
 
 class FleetParallelEnv(RenderMixin, ParallelEnv):
@@ -24,9 +29,10 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     Every driver of the scenario is an agent ``driver_<i>`` for the whole episode (``possible_agents`` is
     fixed). Each step (one simulator step), each driver answers the offer it holds, if any, and -- when
     idle -- stays or moves to a neighbouring zone. The platform's offers come from a pluggable policy
-    (default: ``nearest``); offers reach the drivers in the next observation and are answered in the next
+    (default: ``NearestPolicy()``); offers reach the drivers in the next observation and are answered in the next
     step. A driver who is off shift, suspended or not yet verified stays an agent with a zeroed
-    observation and only the no-op allowed.
+    observation and only the no-op allowed. Created with ``pettingzoo.make("parallel",
+    "gigdispatch/Fleet-v0", scenario=...)`` (or ``gigdispatch.envs.parallel_env(...)``).
 
     ## Action Space
     ``Discrete(10)``: 0 stay / decline, 1 accept the pending offer, 2..9 move to neighbouring zone
@@ -48,30 +54,41 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     ``reward="platform"``: every driver gets the platform's profit in the step (fees - payouts - refunds).
 
     ## Starting State
-    ``reset(seed=...)`` draws the day; drivers on shift at the start are online and idle at home.
+    ``reset(seed=s)`` plays day ``s`` (the day ``Simulator.reset(s)`` plays); ``reset()`` plays the next
+    day of the ``seed_schedule`` (by default drawn from ``default_rng(s)`` after a reset with seed ``s``).
+    Drivers on shift at the start are online and idle at home.
 
     ## Episode End
     All agents terminate together when the simulated day ends; with ``max_cycles`` set, all are
     truncated after that many steps.
 
     ## Arguments
-    ``scenario`` (name, YAML path, MDRP folder, config or Scenario), ``platform_policy`` (a policy name
-    or an ``agents.Policy``), ``reward`` (``"own"`` or ``"platform"``), ``render_mode``, ``max_cycles``.
+    ``scenario`` (name, YAML path, MDRP folder, config or Scenario), ``platform_policy`` (a ``Policy``
+    object, e.g. ``gigdispatch.agents.make_policy("hungarian")``; ``None``: ``NearestPolicy()``; a name
+    raises ``PlatformPolicyError``), ``reward`` (``"own"`` or ``"platform"``), ``render_mode``,
+    ``max_cycles``, ``seed_schedule`` (a ``SeedSchedule``: which day each reset without a seed plays).
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. ``platform_policy`` takes a policy object (a name is refused) and
+      ``seed_schedule`` is an argument; the days played for a seed are unchanged.
     """
 
     _render_title = "fleet"
-    metadata = {"name": "gigdispatch_fleet_v0", "render_modes": ["rgb_array", "human"], "render_fps": 4, "is_parallelizable": True}
+    metadata: dict[str, Any] = {
+        "name": "gigdispatch_fleet_v0",
+        "render_modes": ["rgb_array", "human"],
+        "render_fps": 4,
+        "is_parallelizable": True,
+    }
 
     def __init__(
         self,
         scenario: str | GridScenario | Scenario = "default",
-        platform_policy: Any = "nearest",
+        platform_policy: Policy | None = None,
         reward: str = "own",
         render_mode: str | None = None,
         max_cycles: int | None = None,
+        seed_schedule: SeedSchedule | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -80,7 +97,7 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
         self.agents: list[str] = []
         self.render_mode = render_mode
         self.max_cycles = max_cycles
-        self._seed_rng: np.random.Generator | None = None
+        self.seed_schedule = seed_schedule if seed_schedule is not None else SeedSchedule()
         self._viewer: Any = None
         self._obs_space = spaces.Dict(
             {
@@ -88,7 +105,7 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
                 "action_mask": spaces.Box(0, 1, (N_ACTIONS,), np.int8),
             }
         )
-        self._act_space = spaces.Discrete(N_ACTIONS)
+        self._act_space: spaces.Discrete = spaces.Discrete(N_ACTIONS)
         assert len(OBS_FIELDS) == OBS_DIM
 
     @functools.cache  # noqa: B019 - PettingZoo requires the same object per agent
@@ -99,15 +116,10 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     def action_space(self, agent: str) -> spaces.Discrete:
         return self._act_space
 
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        if seed is not None:
-            self._seed_rng = np.random.default_rng(seed)
-            episode_seed = seed
-        else:
-            if self._seed_rng is None:
-                self._seed_rng = np.random.default_rng()
-            episode_seed = int(self._seed_rng.integers(0, 2**63 - 1))
-        obs, mask = self.core.reset(episode_seed)
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, mask = self.core.reset(self.seed_schedule.day(seed))
         if len(self.possible_agents) != self.core.n:
             raise RuntimeError("the scenario's driver count changed between episodes")
         self.agents = list(self.possible_agents)
@@ -143,3 +155,8 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
 
     def _render_sim(self) -> Simulator:
         return self.core.sim
+
+
+def aec_env(**kwargs: Any) -> AECEnv:
+    """The fleet environment through PettingZoo's AEC API (``parallel_to_aec`` of ``FleetParallelEnv``)."""
+    return parallel_to_aec(FleetParallelEnv(**kwargs))

@@ -1,11 +1,10 @@
 """The batched adapter: all drivers of one fleet env as one stable-baselines3 ``VecEnv``.
 
 The drivers are the vector dimension: observations ``(D, 41)``, actions ``(D,)``, rewards ``(D,)``,
-NumPy arrays end to end (no per-agent dictionaries). One shared policy acts for every driver. Seeding
-works through ``seed()`` (applied at the next reset, SB3's convention) and action masks through
-``env_method("action_masks")`` / ``action_masks()`` (what sb3-contrib's MaskablePPO calls). When the
-day ends, every driver's episode ends: ``dones`` is all True, each info holds its
-``terminal_observation``, and the next day starts at once (seeded from the first seed).
+NumPy arrays end to end (no per-agent dictionaries). One shared policy acts for every driver. Action
+masks come through ``env_method("action_masks")`` / ``action_masks()`` (what sb3-contrib's MaskablePPO
+calls). When the day ends, every driver's episode ends: ``dones`` is all True, each info holds its
+``terminal_observation``, and the next day starts at once.
 """
 
 from __future__ import annotations
@@ -17,24 +16,51 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from envs.core.config import GridScenario
-from envs.core.kpis import compute_kpis
-from envs.core.scenario import Scenario
-from envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, FleetCore
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.policy import Policy
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.core.seeding import SeedSchedule
+from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, FleetCore
 
 
 class FleetVecEnv(VecEnv):
+    """The fleet's drivers as one SB3 ``VecEnv`` (``num_envs`` = drivers), over the same ``FleetCore`` as
+    the PettingZoo env: the same observations (``(D, 41)``), masks, actions and rewards.
+
+    ## Seeding
+    ``seed(s)`` (SB3's convention: applied at the next ``reset()``) or ``FleetVecEnv(seed=s)``: the first
+    day after the reset is day ``s``, the day ``Simulator.reset(s)``, ``Dispatch-v0``'s ``reset(seed=s)``
+    and the PettingZoo env's ``reset(seed=s)`` play. The days after it (a reset without a seed, or the
+    automatic reset when a day ends) come from ``seed_schedule``: by default drawn from
+    ``default_rng(s)``; ``SeedSchedule(seeds=[...])`` plays a list of days in turn.
+
+    ## Arguments
+    ``scenario`` (name, YAML path, MDRP folder, config or Scenario), ``platform_policy`` (a ``Policy``
+    object; ``None``: ``NearestPolicy()``), ``reward`` (``"own"`` or ``"platform"``), ``seed`` (the first
+    day), ``seed_schedule`` (a ``SeedSchedule``).
+
+    ## Version History
+    * v1: the first day after ``seed(s)`` or ``seed=s`` is day ``s`` (one seeding rule for every env);
+      v0 played a day drawn from ``default_rng(s)`` instead (v1's second day is v0's first).
+      ``seed_schedule`` is an argument; ``platform_policy`` takes a policy object (a name is refused).
+    * v0: initial version.
+    """
+
     def __init__(
         self,
         scenario: str | GridScenario | Scenario = "default",
-        platform_policy: Any = "nearest",
+        platform_policy: Policy | None = None,
         reward: str = "own",
         seed: int | None = None,
+        seed_schedule: SeedSchedule | None = None,
     ) -> None:
         self.core = FleetCore(scenario, platform_policy, reward)
         n = self.core.scenario.n_drivers
         super().__init__(n, spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32), spaces.Discrete(N_ACTIONS))
-        self._seed_rng = np.random.default_rng(seed)
+        self.seed_schedule = seed_schedule if seed_schedule is not None else SeedSchedule()
+        if seed is not None:
+            self.seed(seed)  # day ``seed`` at the first reset
         self._actions: np.ndarray | None = None
         self.episode_returns = np.zeros(n)
         self.last_kpis: dict[str, float] | None = None
@@ -42,10 +68,9 @@ class FleetVecEnv(VecEnv):
 
     # ---------------------------------------------------------------------------------- VecEnv API
     def reset(self) -> np.ndarray:
-        if self._seeds and self._seeds[0] is not None:
-            self._seed_rng = np.random.default_rng(self._seeds[0])
+        seed = self._seeds[0] if self._seeds else None  # from seed(): one day for all drivers
         self._reset_seeds()
-        obs, _ = self.core.reset(int(self._seed_rng.integers(0, 2**63 - 1)))
+        obs, _ = self.core.reset(self.seed_schedule.day(seed))
         self.episode_returns[:] = 0.0
         return obs
 
@@ -55,15 +80,16 @@ class FleetVecEnv(VecEnv):
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:
             raise RuntimeError("step_wait() without step_async()")
-        obs, _, reward, done, info = self.core.step(self._actions)
+        obs, _, reward, done, _ = self.core.step(self._actions)
         self._actions = None
         self.episode_returns += reward
         if done:
             self.last_kpis = compute_kpis(self.core.sim)
             infos = [
-                {"terminal_observation": obs[i], "episode": {"r": float(self.episode_returns[i]), "l": 0}} for i in range(self.num_envs)
+                {"terminal_observation": obs[i], "episode": {"r": float(self.episode_returns[i]), "l": 0}}
+                for i in range(self.num_envs)
             ]
-            obs, _ = self.core.reset(int(self._seed_rng.integers(0, 2**63 - 1)))
+            obs, _ = self.core.reset(self.seed_schedule.next())
             self.episode_returns[:] = 0.0
         else:
             # SB3 only reads infos between episode ends: reuse one list of empty dicts, rebuilt if touched
@@ -93,7 +119,9 @@ class FleetVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         setattr(self.core, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         idx = self._idx(indices)
         if method_name == "action_masks":
             masks = self.core.action_masks()
@@ -105,7 +133,7 @@ class FleetVecEnv(VecEnv):
         return [False for _ in self._idx(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        from envs.render import CityRenderer
+        from gigdispatch.envs.render import CityRenderer
 
         if not hasattr(self, "_viewer"):
             self._viewer = CityRenderer(self.core.sim, title="fleet")

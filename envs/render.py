@@ -6,10 +6,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.core.types import ACC_SUSPENDED, ORDER_ASSIGNED, ORDER_OFFERED, ORDER_OPEN, PH_DRIVING, PH_IDLE, PH_OFFLINE, PH_SERVICE
+from gigdispatch.envs.core.types import (
+    ACC_SUSPENDED,
+    ORDER_ASSIGNED,
+    ORDER_OFFERED,
+    ORDER_OPEN,
+    PH_DRIVING,
+    PH_IDLE,
+    PH_OFFLINE,
+    PH_SERVICE,
+)
 
 if TYPE_CHECKING:
-    from envs.core.sim import Simulator
+    from gigdispatch.envs.core.sim import Simulator
 
 DRIVER_COLOURS = {
     "idle": "#2ca02c",
@@ -54,7 +63,9 @@ class CityRenderer:
         for name, colour in DRIVER_COLOURS.items():
             m = status == name
             if m.any():
-                ax.scatter(pos[m, 0], pos[m, 1], s=14, c=colour, marker="o", label=f"driver: {name} ({int(m.sum())})", zorder=2)
+                ax.scatter(
+                    pos[m, 0], pos[m, 1], s=14, c=colour, marker="o", label=f"driver: {name} ({int(m.sum())})", zorder=2
+                )
         sl = sim.active_orders()
         idx = sl.start + np.flatnonzero(np.isin(od.status[sl], (ORDER_OPEN, ORDER_OFFERED, ORDER_ASSIGNED)))
         if idx.size:
@@ -76,7 +87,7 @@ class CityRenderer:
                         label=f"order: {name} ({int(m.sum())})",
                         zorder=3,
                     )
-        from envs.core.kpis import compute_kpis
+        from gigdispatch.envs.core.kpis import compute_kpis
 
         k = compute_kpis(sim)
         h, m = divmod(int(sim.t // 60), 60)
@@ -91,8 +102,10 @@ class CityRenderer:
         ax.set_aspect("equal")
         ax.legend(loc="upper right", fontsize=6, framealpha=0.8)
         self.fig.tight_layout()
-        self.fig.canvas.draw()
-        buf = np.asarray(self.fig.canvas.buffer_rgba())
+        canvas = self.fig.canvas
+        canvas.draw()
+        assert hasattr(canvas, "buffer_rgba")  # Agg and the interactive backends built on it
+        buf = np.asarray(canvas.buffer_rgba())
         return buf[..., :3].copy()
 
     def show(self) -> None:

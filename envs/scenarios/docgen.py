@@ -1,4 +1,5 @@
-"""Write docs/scenarios.md from the scenario schema: ``python -m envs.scenarios.docgen > docs/scenarios.md``."""
+"""Write docs/scenarios.md from the scenario schema:
+``python -m gigdispatch.envs.scenarios.docgen > docs/scenarios.md``."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from envs.core.config import GridScenario
+from gigdispatch.envs.core.config import GridScenario, check_range
 
 HEADER = """# Scenario fields
 
 A scenario is a YAML mapping; every field has a default, so a file names only what it changes.
 Unknown fields are rejected, and every error names the field and the reason. Times of day are
-`"HH:MM"` (or seconds since midnight). Built-in scenarios are in `configs/scenarios/`.
+`"HH:MM"` (or seconds since midnight). A `(low, high)` range needs low <= high; counts and
+durations cannot be negative. Built-in scenarios are in `configs/scenarios/`.
 
-This page is generated from `envs/core/config.py` by `python -m envs.scenarios.docgen`
+This page is generated from `envs/core/config.py` by `python -m gigdispatch.envs.scenarios.docgen`
 (a test checks that it is current).
 """
 
@@ -40,8 +42,16 @@ def _walk(model: type[BaseModel], prefix: str, rows: list[tuple[str, str, str]])
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             _walk(ann, path + ".", rows)
             continue
-        t = str(ann).replace("typing.", "").replace("<class '", "").replace("'>", "").replace("envs.core.config.", "")
+        t = (
+            str(ann)
+            .replace("typing.", "")
+            .replace("<class '", "")
+            .replace("'>", "")
+            .replace("gigdispatch.envs.core.config.", "")
+        )
         t = re.sub(r"Annotated\[(\w+), FieldInfo\(.*?\]\)\]", r"\1", t)
+        if any(getattr(m, "func", None) is check_range for m in f.metadata):
+            t += " (low, high)"
         rows.append((path, t, _default(f.default)))
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.city import EuclideanCity
-from envs.core.config import GridScenario
-from envs.core.scenario import Scenario
-from envs.scenarios.loader import parse_config
+from gigdispatch.envs.core.city import EuclideanCity
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.scenarios.loader import parse_config
 
 ORDER_DEFAULTS: dict[str, Any] = {
     "ready": None,
@@ -90,10 +90,12 @@ def fixed_scenario(
     o = [{**ORDER_DEFAULTS, **x} for x in sorted(orders, key=lambda x: x["t_place"])]
     d = [{**DRIVER_DEFAULTS, **x} for x in drivers]
     t_place = np.array([x["t_place"] for x in o], dtype=np.float64)
-    fixed_orders = {
+    fixed_orders: dict[str, np.ndarray] = {
         "t_place": t_place,
         "t_ready": np.array([x["ready"] if x["ready"] is not None else x["t_place"] for x in o], dtype=np.float64),
-        "deadline": np.array([x["deadline"] if x["deadline"] is not None else x["t_place"] + 3600.0 for x in o], dtype=np.float64),
+        "deadline": np.array(
+            [x["deadline"] if x["deadline"] is not None else x["t_place"] + 3600.0 for x in o], dtype=np.float64
+        ),
         "t_patience": t_place + np.array([x["patience"] for x in o], dtype=np.float64),
         "pickup": np.array([x["pickup"] for x in o], dtype=np.int32),
         "dropoff": np.array([x["dropoff"] for x in o], dtype=np.int32),
@@ -105,7 +107,7 @@ def fixed_scenario(
         "group": np.array([x["pickup"] for x in o], dtype=np.int32),
     }
     n = len(d)
-    fixed_drivers = {
+    fixed_drivers: dict[str, np.ndarray] = {
         "vehicle": np.ones(n, np.int8),
         "speed": np.array([x["speed"] for x in d], dtype=np.float64),
         "capacity": np.array([x["capacity"] for x in d], dtype=np.float64),
@@ -123,4 +125,6 @@ def fixed_scenario(
         "t_verified": np.full(n, -np.inf),
         "docs_ok": np.ones(n, bool),
     }
-    return Scenario(name=cfg.name, cfg=cfg, city=city, source="<fixed>", fixed_orders=fixed_orders, fixed_drivers=fixed_drivers)
+    return Scenario(
+        name=cfg.name, cfg=cfg, city=city, source="<fixed>", fixed_orders=fixed_orders, fixed_drivers=fixed_drivers
+    )

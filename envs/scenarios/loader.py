@@ -9,10 +9,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from envs.core.config import GridScenario
-from envs.core.scenario import Scenario
-from envs.scenarios.errors import ScenarioError
-from envs.scenarios.mdrp import is_mdrp_folder, load_mdrp
+from gigdispatch.envs.core.config import GridScenario
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.scenarios.errors import ScenarioError, format_validation_error
+from gigdispatch.envs.scenarios.mdrp import is_mdrp_folder, load_mdrp
 
 
 def configs_dir() -> Path:
@@ -30,19 +30,6 @@ def configs_dir() -> Path:
 def builtin_names() -> list[str]:
     d = configs_dir() / "scenarios"
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
-
-
-def format_validation_error(source: str, err: ValidationError) -> str:
-    lines = [f"scenario {source}: {err.error_count()} invalid field(s)"]
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "<top level>"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see docs/scenarios.md for the fields)"
-        got = e.get("input")
-        got_s = "" if e["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {loc}: {msg}{got_s}")
-    return "\n".join(lines)
 
 
 def parse_config(data: Any, source: str) -> GridScenario:
@@ -85,7 +72,8 @@ def load_scenario(spec: str | os.PathLike[str] | GridScenario) -> Scenario:
         if is_mdrp_folder(path):
             return load_mdrp(path)
         raise ScenarioError(
-            f"scenario {s}: a folder, but not an MDRP instance (it needs orders.txt, couriers.txt, restaurants.txt, instance_parameters.txt)"
+            f"scenario {s}: a folder, but not an MDRP instance "
+            "(it needs orders.txt, couriers.txt, restaurants.txt, instance_parameters.txt)"
         )
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -95,4 +83,6 @@ def load_scenario(spec: str | os.PathLike[str] | GridScenario) -> Scenario:
     if builtin.is_file():
         return Scenario.from_config(load_yaml(builtin), source=str(builtin))
     names = ", ".join(builtin_names()) or "(none found)"
-    raise ScenarioError(f"unknown scenario {s!r}: give a built-in name ({names}), a YAML file path, or an MDRP instance folder")
+    raise ScenarioError(
+        f"unknown scenario {s!r}: give a built-in name ({names}), a YAML file path, or an MDRP instance folder"
+    )

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from envs.core.city import EuclideanCity
-from envs.core.config import Fleet, GridScenario, Horizon, Payout, Pricing, Sla, Traffic
-from envs.core.scenario import Scenario
-from envs.scenarios.errors import ScenarioError
+from gigdispatch.envs.core.city import EuclideanCity
+from gigdispatch.envs.core.config import Fleet, GridScenario, Horizon, Payout, Pricing, Sla, Traffic
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.scenarios.errors import ScenarioError, format_validation_error
 
 REQUIRED = ("orders.txt", "couriers.txt", "restaurants.txt", "instance_parameters.txt")
 COLUMNS = {
@@ -75,7 +75,8 @@ def _numeric(path: Path, rows: list[list[str]], col: int, name: str) -> np.ndarr
     return out
 
 
-def _load_table(folder: Path, fname: str) -> dict[str, np.ndarray | list[str]]:
+def _load_table(folder: Path, fname: str) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
+    """The text columns (the id, an order's restaurant) and the numeric columns of one instance file."""
     path = folder / fname
     header, rows = _read_table(path)
     want = COLUMNS[fname]
@@ -84,18 +85,19 @@ def _load_table(folder: Path, fname: str) -> dict[str, np.ndarray | list[str]]:
     for i, r in enumerate(rows):
         if len(r) != len(want):
             raise ScenarioError(f"{path}: row {i + 2} has {len(r)} fields, expected {len(want)} ({', '.join(want)})")
-    out: dict[str, np.ndarray | list[str]] = {want[0]: [r[0].strip() for r in rows]}
+    text = {want[0]: [r[0].strip() for r in rows]}
+    num: dict[str, np.ndarray] = {}
     for c, name in enumerate(want[1:], start=1):
         if name == "restaurant":
-            out[name] = [r[c].strip() for r in rows]
+            text[name] = [r[c].strip() for r in rows]
         else:
-            out[name] = _numeric(path, rows, c, name)
-    ids = out[want[0]]
+            num[name] = _numeric(path, rows, c, name)
+    ids = text[want[0]]
     if len(set(ids)) != len(ids):
         raise ScenarioError(f"{path}: column '{want[0]}' has duplicate ids")
     if not rows:
         raise ScenarioError(f"{path}: no data rows")
-    return out
+    return text, num
 
 
 def load_mdrp(folder: str | Path) -> Scenario:
@@ -104,9 +106,9 @@ def load_mdrp(folder: str | Path) -> Scenario:
     missing = [f for f in REQUIRED if not (folder / f).is_file()]
     if missing:
         raise ScenarioError(f"{folder}: not an MDRP instance folder, missing {', '.join(missing)}")
-    orders = _load_table(folder, "orders.txt")
-    couriers = _load_table(folder, "couriers.txt")
-    rest = _load_table(folder, "restaurants.txt")
+    order_txt, orders = _load_table(folder, "orders.txt")
+    courier_txt, couriers = _load_table(folder, "couriers.txt")
+    rest_txt, rest = _load_table(folder, "restaurants.txt")
     ppath = folder / "instance_parameters.txt"
     _, prow = _read_table(ppath)
     if len(prow) != 1 or len(prow[0]) != len(PARAM_NAMES):
@@ -115,14 +117,17 @@ def load_mdrp(folder: str | Path) -> Scenario:
     for name in PARAM_NAMES:
         svc = name in ("pickup_service_minutes", "dropoff_service_minutes")
         if params[name] < 0 or (params[name] == 0 and not svc):
-            raise ScenarioError(f"{ppath}: '{name}' must be {'non-negative' if svc else 'positive'}, got {params[name]:g}")
+            raise ScenarioError(
+                f"{ppath}: '{name}' must be {'non-negative' if svc else 'positive'}, got {params[name]:g}"
+            )
 
-    rid = {r: i for i, r in enumerate(rest["restaurant"])}
-    unknown = [i for i, r in enumerate(orders["restaurant"]) if r not in rid]
+    rid = {r: i for i, r in enumerate(rest_txt["restaurant"])}
+    unknown = [i for i, r in enumerate(order_txt["restaurant"]) if r not in rid]
     if unknown:
         i = unknown[0]
         raise ScenarioError(
-            f"{folder / 'orders.txt'}: row {i + 2}, column 'restaurant': unknown restaurant id {orders['restaurant'][i]!r} (not in restaurants.txt)"
+            f"{folder / 'orders.txt'}: row {i + 2}, column 'restaurant': "
+            f"unknown restaurant id {order_txt['restaurant'][i]!r} (not in restaurants.txt)"
         )
     for fname, table, cols in (
         ("orders.txt", orders, ("placement_time", "ready_time")),
@@ -133,7 +138,8 @@ def load_mdrp(folder: str | Path) -> Scenario:
             if neg.size:
                 i = int(neg[0])
                 raise ScenarioError(
-                    f"{folder / fname}: row {i + 2}, column '{col}': minutes from the start of the day cannot be negative, got {table[col][i]:g}"
+                    f"{folder / fname}: row {i + 2}, column '{col}': "
+                    f"minutes from the start of the day cannot be negative, got {table[col][i]:g}"
                 )
     if (orders["ready_time"] < orders["placement_time"]).any():
         i = int(np.argmax(orders["ready_time"] < orders["placement_time"]))
@@ -142,7 +148,7 @@ def load_mdrp(folder: str | Path) -> Scenario:
         i = int(np.argmax(couriers["off_time"] <= couriers["on_time"]))
         raise ScenarioError(f"{folder / 'couriers.txt'}: row {i + 2}: off_time must be after on_time")
 
-    n_r, n_o, n_c = len(rid), len(orders["order"]), len(couriers["courier"])
+    n_r, n_o, n_c = len(rid), len(order_txt["order"]), len(courier_txt["courier"])
     # nodes: restaurants, then order drop-offs, then courier start points
     xy = np.concatenate(
         [
@@ -152,7 +158,7 @@ def load_mdrp(folder: str | Path) -> Scenario:
         ]
     )
     city = EuclideanCity(xy, params["meters_per_minute"])
-    r_of = np.array([rid[r] for r in orders["restaurant"]], dtype=np.int32)
+    r_of = np.array([rid[r] for r in order_txt["restaurant"]], dtype=np.int32)
     order_idx = np.argsort(orders["placement_time"], kind="stable")
     t_place = orders["placement_time"][order_idx] * 60.0
     t_ready = orders["ready_time"][order_idx] * 60.0
@@ -173,7 +179,7 @@ def load_mdrp(folder: str | Path) -> Scenario:
     }
     on, off = couriers["on_time"] * 60.0, couriers["off_time"] * 60.0
     ones = np.ones(n_c)
-    fixed_drivers = {
+    fixed_drivers: dict[str, np.ndarray] = {
         "vehicle": np.ones(n_c, np.int8),
         "speed": ones.copy(),
         "capacity": np.full(n_c, np.inf),
@@ -229,8 +235,6 @@ def load_mdrp(folder: str | Path) -> Scenario:
             same_pickup_bundles=True,
         )
     except ValidationError as err:  # a value the scenario schema rejects (belt and braces: checked above)
-        from envs.scenarios.loader import format_validation_error
-
         raise ScenarioError(format_validation_error(str(folder), err)) from None
     return Scenario(
         name=cfg.name,
@@ -239,5 +243,5 @@ def load_mdrp(folder: str | Path) -> Scenario:
         source=str(folder),
         fixed_orders=fixed_orders,
         fixed_drivers=fixed_drivers,
-        meta={"mdrp": params, "order_ids": [orders["order"][i] for i in order_idx], "n_restaurants": n_r},
+        meta={"mdrp": params, "order_ids": [order_txt["order"][i] for i in order_idx], "n_restaurants": n_r},
     )
