@@ -1,6 +1,6 @@
-"""Policies: the shared interface, heuristics, and (later) learned adapters and the oracle."""
+"""Policies: the shared interface, heuristics, learned-policy adapters, the hindsight oracle, and the registry."""
 
-from agents.base import Policy
-from agents.registry import POLICIES, UnknownPolicyError, make_policy
+from gigdispatch.agents.base import Policy
+from gigdispatch.agents.registry import POLICIES, UnknownPolicyError, make_policy
 
 __all__ = ["POLICIES", "Policy", "UnknownPolicyError", "make_policy"]

@@ -14,7 +14,8 @@ registry name      class                       what it does
 =================  ==========================  ===========================================================
 
 All of them read the simulator through its helpers (``open_orders``, ``eligible``, ``candidates``,
-``pickup_eta``, ``payout_cents``, ``accept_prob``, ``route_eta``, ``at_risk``) and never change it.
+``pickup_eta``, ``payout_cents``, ``accept_prob``, ``route_eta``, ``at_risk``, ``in_service``,
+``drop_last_decliners``, ``zone_demand_of``, ``zone_supply_of``) and never change it.
 Per epoch the work is bounded: at most ``max_orders`` orders (the oldest, or for ``sla-priority`` the
 most urgent) and their top-``k`` candidate drivers enter one assignment problem, so a step costs
 O(max_orders x k) plus one ``linear_sum_assignment`` on at most ``max_orders`` rows.
@@ -34,10 +35,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from agents.base import Policy, escalation_levels
-from agents.nearest import NearestPolicy, fcfs_match
-from envs.core.sim import Decision, Simulator
-from envs.core.types import ORDER_ASSIGNED, PH_IDLE, PH_SERVICE, STOP_PICKUP
+from gigdispatch.agents.base import Policy, escalation_levels
+from gigdispatch.agents.nearest import NearestPolicy, fcfs_match
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.core.types import ORDER_ASSIGNED, PH_IDLE, STOP_PICKUP
 
 BIG = 1e9  # cost of a pair outside an order's top-K: the matching never keeps such a pair
 _EMPTY = np.zeros(0, np.int64)
@@ -70,24 +71,6 @@ def match_min_cost(ids: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.nd
     ri, ci = linear_sum_assignment(m)
     good = m[ri, ci] < BIG / 2
     return keep_rows[ri[good]], cols[ci[good]]
-
-
-def drop_decliners(sim: Simulator, orders: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``ids`` with each order's last decliner removed (-1): a driver who just said no is not asked again."""
-    return np.where(ids == sim.orders.last_decliner[orders][:, None], -1, ids)
-
-
-def in_service(sim: Simulator, orders: np.ndarray) -> np.ndarray:
-    """(len(orders),) bool: orders whose stop is part of the visit their driver is serving right now.
-
-    Those can no longer be taken back with ``Decision.unassign`` (the simulator counts it as invalid).
-    """
-    dr = sim.drivers
-    d = sim.orders.driver[orders].astype(np.int64)
-    has = d >= 0
-    dd = np.maximum(d, 0)
-    head = (dr.route_order[dd] == np.asarray(orders)[:, None]) & (np.arange(sim.S)[None, :] < dr.group_n[dd][:, None])
-    return has & (dr.phase[dd] == PH_SERVICE) & head.any(axis=1)
 
 
 def sorted_decision(o: np.ndarray, d: np.ndarray, level: np.ndarray) -> Decision:
@@ -153,7 +136,7 @@ class RandomPolicy(Policy):
             return Decision()
         window = orders[: 2 * free + 16]
         ids, _ = sim.candidates(window, self.k, among=idle)
-        ids = drop_decliners(sim, window, ids)
+        ids = sim.drop_last_decliners(window, ids)
         n_valid = (ids >= 0).sum(axis=1)
         # candidates are packed left (padding at the end) except where the decliner was removed: re-pack
         packed = np.take_along_axis(ids, np.argsort(ids < 0, axis=1, kind="stable"), axis=1)
@@ -244,7 +227,7 @@ class HungarianPolicy(Policy):
             return Decision()
         window = self.window(sim, orders, free)
         ids, eta = sim.candidates(window, self.k, among=among)
-        ids = drop_decliners(sim, window, ids)
+        ids = sim.drop_last_decliners(window, ids)
         rows, d = match_min_cost(ids, self.pair_cost(sim, window, ids, eta))
         o = window[rows]
         return sorted_decision(o, d, self.levels(sim, o, d))
@@ -295,7 +278,9 @@ class BatchingPolicy(HungarianPolicy):
             raise ValueError(f"bundle_k: must be >= 0, got {bundle_k!r}")
         self.bundle_k, self.busy_penalty_s, self.append = int(bundle_k), float(busy_penalty_s), bool(append)
 
-    def bundle_candidates(self, sim: Simulator, orders: np.ndarray, among: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def bundle_candidates(
+        self, sim: Simulator, orders: np.ndarray, among: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, bundle_k) drivers (among ``among``) already due at each order's pickup: ``(ids, eta, hold)``.
 
         ``eta`` is the pickup ETA if the order joins that visit (the visit waits for the latest ready
@@ -314,7 +299,7 @@ class BatchingPolicy(HungarianPolicy):
         pos = np.arange(S)[None, :]
         live = (pos < dr.route_len[busy][:, None]) & (dr.route_kind[busy] == STOP_PICKUP)
         live &= od.status[np.maximum(ro, 0)] == ORDER_ASSIGNED
-        live &= ~((dr.phase[busy] == PH_SERVICE)[:, None] & (pos < dr.group_n[busy][:, None]))  # visit under way
+        live &= ~sim.visit_stops(busy)  # visit under way
         if not live.any():
             return ids, eta, hold
         r, s = live.nonzero()
@@ -322,7 +307,9 @@ class BatchingPolicy(HungarianPolicy):
         st_eta = rows_eta[np.searchsorted(np.unique(r), r), s] - sim.t
         st_drv = busy[r]
         G = int(od.group.max()) + 1
-        key = dr.route_node[st_drv, s].astype(np.int64) * G + od.group[ro[r, s]].astype(np.int64)  # (pickup node, group)
+        key = dr.route_node[st_drv, s].astype(np.int64) * G + od.group[ro[r, s]].astype(
+            np.int64
+        )  # (pickup node, group)
         srt = np.lexsort((st_eta, key))
         key, st_drv, st_eta = key[srt], st_drv[srt], st_eta[srt]
         # one entry per (driver, pickup place): its earliest stop there
@@ -359,7 +346,7 @@ class BatchingPolicy(HungarianPolicy):
         window = self.window(sim, orders, int(idle.sum()))
         ids, eta = sim.candidates(window, self.k, among=among if self.append else idle)
         bids, beta, hold = self.bundle_candidates(sim, window, among)
-        ids = drop_decliners(sim, window, np.concatenate([ids, bids], axis=1))
+        ids = sim.drop_last_decliners(window, np.concatenate([ids, bids], axis=1))
         eta = np.concatenate([eta, beta], axis=1)
         cost = self.pair_cost(sim, window, ids, eta)
         cost[:, self.k :] += hold
@@ -420,7 +407,7 @@ class SlaPriorityPolicy(Policy):
         risky = risky[od.status[risky] == ORDER_ASSIGNED]
         if risky.size == 0 or not idle.any():
             return _EMPTY, _EMPTY
-        risky = risky[~in_service(sim, risky)]
+        risky = risky[~sim.in_service(risky)]
         if risky.size == 0:
             return _EMPTY, _EMPTY
         cur = od.driver[risky].astype(np.int64)
@@ -459,7 +446,7 @@ class SlaPriorityPolicy(Policy):
             pick = np.argpartition(np.minimum(od.deadline[orders], give_up), self.max_orders - 1)[: self.max_orders]
             orders, give_up = orders[pick], give_up[pick]
         ids, eta = sim.candidates(orders, self.k, among=idle)
-        ids = drop_decliners(sim, orders, ids)
+        ids = sim.drop_last_decliners(orders, ids)
         best = np.where(ids >= 0, eta, np.inf).min(axis=1)
         trip = sim.city.travel_s(od.pickup[orders], od.dropoff[orders])
         t_pick = np.maximum(sim.t + np.where(np.isfinite(best), best, 0.0), od.t_ready[orders])
@@ -492,7 +479,12 @@ class AuctionPolicy(HungarianPolicy):
     name = "auction"
 
     def __init__(
-        self, k: int = 8, max_orders: int = 200, window_factor: float = 2.0, threshold: float = 0.5, max_level: int | None = 1
+        self,
+        k: int = 8,
+        max_orders: int = 200,
+        window_factor: float = 2.0,
+        threshold: float = 0.5,
+        max_level: int | None = 1,
     ) -> None:
         super().__init__(k=k, max_orders=max_orders, window_factor=window_factor)
         if not 0.0 <= threshold <= 1.0:
@@ -509,7 +501,7 @@ def open_demand(sim: Simulator, offered: np.ndarray) -> np.ndarray:
     """(Z,) open orders not offered this epoch (``offered``), by pickup zone."""
     op = sim.open_orders()
     op = op[~np.isin(op, offered)]
-    return np.bincount(sim.city.zone_of[sim.orders.pickup[op]], minlength=sim.city.n_zones).astype(np.float64)
+    return sim.zone_demand_of(op)
 
 
 def idle_supply(sim: Simulator, busy_now: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -519,12 +511,9 @@ def idle_supply(sim: Simulator, busy_now: np.ndarray) -> tuple[np.ndarray, np.nd
     just offered); ``where`` (D,): each driver's zone, the target zone for one already repositioning;
     ``supply`` (Z,): the idle drivers per zone.
     """
-    dr, city = sim.drivers, sim.city
     idle = sim.eligible(idle_only=True)
     idle[busy_now] = False
-    where = city.zone_of[np.where(dr.phase == PH_IDLE, dr.node, dr.leg_to)]
-    supply = np.bincount(where[idle], minlength=city.n_zones).astype(np.float64)
-    return idle, where, supply
+    return idle, sim.driver_zone(heading=True), sim.zone_supply_of(idle, heading=True)
 
 
 class NearestThenMoves(Policy):
@@ -558,7 +547,9 @@ class DemandRepositionPolicy(NearestThenMoves):
 
     name = "reposition"
 
-    def __init__(self, k: int = 8, rounds: int = 4, history_min: float = 30.0, lookahead_min: float = 15.0, max_moves: int = 50) -> None:
+    def __init__(
+        self, k: int = 8, rounds: int = 4, history_min: float = 30.0, lookahead_min: float = 15.0, max_moves: int = 50
+    ) -> None:
         self.nearest = NearestPolicy(k=k, rounds=rounds)
         self.history_min, self.lookahead_min, self.max_moves = float(history_min), float(lookahead_min), int(max_moves)
 
@@ -567,12 +558,10 @@ class DemandRepositionPolicy(NearestThenMoves):
 
     def expected_demand(self, sim: Simulator, offered: np.ndarray) -> np.ndarray:
         """(Z,) open orders not offered now + recent placements scaled to the lookahead, by pickup zone."""
-        od, Z = sim.orders, sim.city.n_zones
-        zone = sim.city.zone_of
         dem = open_demand(sim, offered)
         h = self.history_min * 60.0
-        lo, hi = np.searchsorted(od.t_place, [sim.t - h, sim.t], side="left")
-        recent = np.bincount(zone[od.pickup[lo:hi]], minlength=Z).astype(np.float64)
+        lo, hi = np.searchsorted(sim.orders.t_place, [sim.t - h, sim.t], side="left")
+        recent = sim.zone_demand_of(slice(lo, hi))
         return dem + recent * (self.lookahead_min / max(self.history_min, 1e-9))
 
     def moves(self, sim: Simulator, busy_now: np.ndarray, offered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -595,7 +584,9 @@ class DemandRepositionPolicy(NearestThenMoves):
         nb_def = np.where(nb >= 0, deficit[np.maximum(nb, 0)], -1.0)
         best = nb[np.arange(Z), nb_def.argmax(axis=1)]
         best_def = nb_def.max(axis=1)
-        quota = np.where((surplus >= 1.0) & (best_def >= 0.5), np.minimum(np.floor(surplus), np.ceil(best_def)), 0).astype(np.int64)
+        quota = np.where(
+            (surplus >= 1.0) & (best_def >= 0.5), np.minimum(np.floor(surplus), np.ceil(best_def)), 0
+        ).astype(np.int64)
         if quota.sum() == 0:
             return _EMPTY, _EMPTY
         movable = (idle & (dr.phase == PH_IDLE)).nonzero()[0]
@@ -617,4 +608,11 @@ class HungarianEtaPolicy(HungarianPolicy):
     name = "hungarian-eta"
 
     def __init__(self, k: int = 8, max_orders: int = 200, window_factor: float = 2.0) -> None:
-        super().__init__(k=k, max_orders=max_orders, window_factor=window_factor, slack_weight=0.0, age_weight=0.0, decline_cost_s=0.0)
+        super().__init__(
+            k=k,
+            max_orders=max_orders,
+            window_factor=window_factor,
+            slack_weight=0.0,
+            age_weight=0.0,
+            decline_cost_s=0.0,
+        )

@@ -9,37 +9,132 @@ candidates), ``observe`` and ``decode``; neither touches the simulator's state. 
 (``predict(..., deterministic=True)``, with the env's action masks for MaskablePPO) and are decoded as
 ``DispatchEnv.step`` does: masked-out choices hold, a driver chosen by two orders goes to the older one.
 
+Loading owns what it reads: the algorithm table (``ALGORITHMS``: a run's ``algo`` -> the
+stable-baselines3 class that loads its checkpoints) and the few keys of ``config.yaml`` it needs
+(``env``, ``algo``, ``dispatch.*``), read from the YAML with plain checks (``read_run_config``), not
+through the training config schema; a key that is missing or of the wrong kind is a one-line
+``LearnedPolicyError`` naming it. ``training.runs`` writes run folders with these file names.
+
 Epochs: the policy decides at every simulator step where some pending order has a candidate (the
 env's decision epochs); elsewhere it returns an empty ``Decision``.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import Policy
-from envs.core.sim import Decision, Simulator
+from gigdispatch.agents.base import Policy
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.sim import Decision, Simulator
+
+# a run's ``algo`` -> "module:Class" of the stable-baselines3 model that saves and loads its checkpoints
+ALGORITHMS: dict[str, str] = {
+    "maskable_ppo": "sb3_contrib:MaskablePPO",
+    "ppo": "stable_baselines3:PPO",
+}
+MASKED_ALGORITHMS = frozenset({"maskable_ppo"})  # these predict with the env's action masks
+# the run folder's files this module reads
+RUN_CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+BEST = "best.zip"
+LATEST = "latest.zip"
+
+
+class LearnedPolicyError(InputError):
+    """A run folder or checkpoint that cannot act as a learned policy; the message names the path and why."""
+
+
+def algo_class(algo: str) -> Any:
+    """The stable-baselines3 class of ``algo`` (imported here: SB3 is an optional dependency)."""
+    spec = ALGORITHMS.get(algo)
+    if spec is None:
+        raise LearnedPolicyError(f"algo {algo!r}: not a stable-baselines3 algorithm (one of {', '.join(ALGORITHMS)})")
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint .zip) for a run folder or a checkpoint file; ``ValueError`` naming what is missing."""
+    """(run folder, checkpoint .zip) for a run folder or a checkpoint file; ``LearnedPolicyError`` naming what is
+    missing."""
     p = Path(path)
     if p.is_file() and p.suffix == ".zip":
-        run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        run = p.parent.parent if p.parent.name == CHECKPOINTS else p.parent
         ckpt = p
     elif p.is_dir():
         run = p
-        ckpt = next((p / "checkpoints" / n for n in ("best.zip", "latest.zip") if (p / "checkpoints" / n).is_file()), p / "missing")
+        ckpt = next((p / CHECKPOINTS / n for n in (BEST, LATEST) if (p / CHECKPOINTS / n).is_file()), p / "missing")
         if not ckpt.is_file():
-            raise ValueError(f"policy {str(path)!r}: a folder, but not a training run (no checkpoints/best.zip or checkpoints/latest.zip)")
+            raise LearnedPolicyError(
+                f"policy {str(path)!r}: a folder, but not a training run "
+                f"(no {CHECKPOINTS}/{BEST} or {CHECKPOINTS}/{LATEST})"
+            )
     else:
-        raise ValueError(f"policy {str(path)!r}: no such run folder or checkpoint file")
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"policy {str(path)!r}: no config.yaml in the run folder {str(run)!r}")
+        raise LearnedPolicyError(f"policy {str(path)!r}: no such run folder or checkpoint file")
+    if not (run / RUN_CONFIG).is_file():
+        raise LearnedPolicyError(f"policy {str(path)!r}: no {RUN_CONFIG} in the run folder {str(run)!r}")
     return run, ckpt
+
+
+def _whole(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}: must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _positive(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{key}: must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: must be true or false, got {value!r}")
+    return value
+
+
+def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
+    """What a learned policy needs from a run's ``config.yaml``: ``{"algo", "env_kwargs"}`` (the Dispatch-v0
+    arguments ``max_orders``, ``k``, ``reward_scale``, ``idle_only``).
+
+    Plain checks, no schema: the file must be a YAML mapping with ``env: dispatch``, an ``algo`` of
+    ``ALGORITHMS`` and a ``dispatch`` mapping with the four keys; otherwise ``LearnedPolicyError`` naming
+    ``what``, the file and the key.
+    """
+    import yaml
+
+    f = run / RUN_CONFIG
+    try:
+        data = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise LearnedPolicyError(f"{what}: {f}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise LearnedPolicyError(f"{what}: {f}: expected a mapping of keys to values, got {type(data).__name__}")
+    env = data.get("env")
+    if env != "dispatch":
+        raise LearnedPolicyError(
+            f"{what}: trained on env {env!r}; only 'dispatch' runs act as a platform dispatch policy"
+        )
+    algo = data.get("algo")
+    if algo not in ALGORITHMS:
+        raise LearnedPolicyError(f"{what}: {f}: algo: {algo!r} is not one of {', '.join(ALGORITHMS)}")
+    d = data.get("dispatch")
+    if not isinstance(d, dict):
+        raise LearnedPolicyError(f"{what}: {f}: dispatch: expected a mapping of the Dispatch-v0 arguments, got {d!r}")
+    try:
+        env_kwargs = {
+            "max_orders": _whole(d.get("max_orders"), "dispatch.max_orders"),
+            "k": _whole(d.get("k"), "dispatch.k"),
+            "reward_scale": _positive(d.get("reward_scale"), "dispatch.reward_scale"),
+            "idle_only": _flag(d.get("idle_only"), "dispatch.idle_only"),
+        }
+    except ValueError as exc:
+        raise LearnedPolicyError(f"{what}: {f}: {exc}") from None
+    return {"algo": algo, "env_kwargs": env_kwargs}
 
 
 class EnvDispatchPolicy(Policy):
@@ -79,43 +174,39 @@ class EnvDispatchPolicy(Policy):
 
 
 class LearnedDispatchPolicy(EnvDispatchPolicy):
-    """A MaskablePPO / PPO model trained on Dispatch-v0 (``env: dispatch``), loaded from a run folder."""
+    """A MaskablePPO / PPO model trained on Dispatch-v0 (``env: dispatch``), loaded from a run folder.
+
+    Attributes: ``run_dir``, ``checkpoint`` (the .zip loaded), ``algo``, ``masked``, ``env_kwargs`` (the
+    Dispatch-v0 arguments of the run) and ``model`` (the SB3 model).
+    """
 
     name: ClassVar[str] = "learned"
 
     def __init__(self, path: str | Path, device: str = "cpu", torch_threads: int | None = 1) -> None:
-        import yaml
-
-        from training.config import ConfigError, build_config
-        from training.train import _algo_class
-
         run, ckpt = resolve_checkpoint(path)
-        try:
-            self.cfg = build_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")), source=str(run / "config.yaml"))
-        except ConfigError as exc:
-            raise ValueError(f"policy {str(path)!r}: {exc}") from None
-        if self.cfg.env != "dispatch":
-            raise ValueError(
-                f"policy {str(path)!r}: trained on env {self.cfg.env!r}; only 'dispatch' runs act as a platform dispatch policy"
-            )
+        rc = read_run_config(run, what=f"policy {str(path)!r}")
         if torch_threads is not None:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.masked = self.cfg.algo == "maskable_ppo"
-        self.model = _algo_class(self.cfg.algo).load(ckpt, device=device)
+        self.run_dir = run
+        self.algo: str = rc["algo"]
+        self.masked = self.algo in MASKED_ALGORITHMS
+        self.env_kwargs: dict[str, Any] = rc["env_kwargs"]
+        self.model = algo_class(self.algo).load(ckpt, device=device)
         self.checkpoint = ckpt
 
     def _make_env(self, scenario: Any) -> Any:
-        from envs.dispatch_env import DispatchEnv
+        from gigdispatch.envs.dispatch_env import DispatchEnv
 
-        d = self.cfg.dispatch
-        env = DispatchEnv(scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
+        env = DispatchEnv(scenario, **self.env_kwargs)
         expected = self.model.observation_space
         if any(env.observation_space[key].shape != expected[key].shape for key in expected.spaces):
-            raise ValueError(f"policy {str(self.checkpoint)!r}: the model's observation shapes do not fit this scenario")
+            raise LearnedPolicyError(
+                f"policy {str(self.checkpoint)!r}: the model's observation shapes do not fit this scenario"
+            )
         if env.action_space.shape != self.model.action_space.shape:
-            raise ValueError(
+            raise LearnedPolicyError(
                 f"policy {str(self.checkpoint)!r}: trained with action shape {self.model.action_space.shape}, "
                 f"this scenario needs {env.action_space.shape} (pricing on/off differs)"
             )

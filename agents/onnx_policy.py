@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.learned import EnvDispatchPolicy
+from gigdispatch.agents.learned import EnvDispatchPolicy
 
 OBS_KEYS = ("orders", "candidates", "globals")
 
@@ -35,7 +35,9 @@ class OnnxDispatchPolicy(EnvDispatchPolicy):
         if p.suffix != ".onnx" or not p.is_file():
             raise ValueError(f"policy {str(path)!r}: no such .onnx file")
         if not side.is_file():
-            raise ValueError(f"policy {str(path)!r}: its sidecar {side.name!r} is missing (written by gigdispatch export)")
+            raise ValueError(
+                f"policy {str(path)!r}: its sidecar {side.name!r} is missing (written by gigdispatch export)"
+            )
         try:
             self.meta = json.loads(side.read_text(encoding="utf-8"))
             d = self.meta["dispatch"]
@@ -44,11 +46,15 @@ class OnnxDispatchPolicy(EnvDispatchPolicy):
             self.nvec = [int(n) for n in self.meta["action_nvec"]]
             self.shapes = {key: tuple(int(s) for s in self.meta["inputs"][key]["shape"][1:]) for key in OBS_KEYS}
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"policy {str(path)!r}: the sidecar {side.name!r} is not valid ({type(exc).__name__}: {exc})") from None
+            raise ValueError(
+                f"policy {str(path)!r}: the sidecar {side.name!r} is not valid ({type(exc).__name__}: {exc})"
+            ) from None
         try:
             import onnxruntime as ort
         except ModuleNotFoundError:
-            raise ValueError(f"policy {str(path)!r}: onnxruntime is not installed (pip install 'gigdispatch[serve]')") from None
+            raise ValueError(
+                f"policy {str(path)!r}: onnxruntime is not installed (pip install 'gigdispatch[serve]')"
+            ) from None
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
@@ -60,13 +66,17 @@ class OnnxDispatchPolicy(EnvDispatchPolicy):
             raise ValueError(f"policy {str(path)!r}: not a loadable ONNX model ({type(exc).__name__})") from None
         names = [i.name for i in self.session.get_inputs()]
         if names != [*OBS_KEYS, "action_mask"]:
-            raise ValueError(f"policy {str(path)!r}: the graph's inputs {names} are not (orders, candidates, globals, action_mask)")
+            raise ValueError(
+                f"policy {str(path)!r}: the graph's inputs {names} are not (orders, candidates, globals, action_mask)"
+            )
         self.path = p
 
     def _make_env(self, scenario: Any) -> Any:
-        from envs.dispatch_env import DispatchEnv
+        from gigdispatch.envs.dispatch_env import DispatchEnv
 
-        env = DispatchEnv(scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only)
+        env = DispatchEnv(
+            scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only
+        )
         if any(env.observation_space[key].shape != self.shapes[key] for key in OBS_KEYS):
             raise ValueError(f"policy {str(self.path)!r}: the model's observation shapes do not fit this scenario")
         if list(env.action_space.nvec) != self.nvec:

@@ -44,12 +44,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment, linprog
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import csgraph_from_dense, floyd_warshall
 
-from agents.base import Policy, escalation_levels
-from envs.core.sim import Decision, Simulator
+from gigdispatch.agents.base import Policy, escalation_levels
+from gigdispatch.envs.core.sim import Decision, Simulator
 
 BIG = 1e18
 _GEO_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # city -> {geofence: (N, N) seconds}
@@ -69,7 +70,8 @@ def geo_travel_s(city: Any, geofence_m: float, max_nodes: int = 4000) -> np.ndar
     key = float(geofence_m)
     if key > 0 and n > max_nodes:
         raise ValueError(
-            f"oracle: not computed: the city has {n} nodes, more than max_nodes={max_nodes} for the all-pairs travel-time bound "
+            f"oracle: not computed: the city has {n} nodes, more than max_nodes={max_nodes} "
+            "for the all-pairs travel-time bound "
             "(needed with a geofence); pass a larger max_nodes to try anyway"
         )
     per = _GEO_CACHE.get(city)
@@ -110,7 +112,9 @@ class _Episode:
     fee_max: np.ndarray  # (O,) cents: the largest fee that can be charged (surge cap, conversion draw)
     tip: np.ndarray  # (O,) cents
     u_val: np.ndarray  # (O,) cents: the margin of the order if neither delivered nor in flight at the end
-    must: np.ndarray  # (O,) bool: created for sure and never cancelled: delivered in any run that ends with none in flight
+    must: (
+        np.ndarray
+    )  # (O,) bool: created for sure and never cancelled: delivered in any run that ends with none in flight
     ctd_min_s: np.ndarray  # (O,) seconds: lower bound on drop-off - placement (inf: nobody can deliver it)
     cls_owned: np.ndarray  # (C,) bool
     tau_a: np.ndarray  # (O, C) seconds charged per order, row A (service + entry legs)
@@ -137,8 +141,8 @@ def step_times(sim: Simulator) -> np.ndarray:
     return np.cumsum(np.concatenate([[sim.t_start], np.full(n, sim.dt)]))
 
 
-def _first_ge(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The first step time >= x (the last one when none is)."""
+def _first_ge(grid: np.ndarray, x: np.ndarray | float) -> np.ndarray:
+    """The first step time >= x (the last one when none is); a scalar for a scalar ``x``."""
     i = np.searchsorted(grid, np.asarray(x, dtype=np.float64), side="left")
     return grid[np.minimum(i, grid.size - 1)]
 
@@ -150,18 +154,9 @@ def _first_gt(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _quote_cents(sim: Simulator, idx: np.ndarray, surge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fee (cents) the simulator would quote for orders ``idx`` at the given surge (the same arithmetic as
-    ``Simulator.quote_cents``), and the fee in euros before surge."""
-    cfg, od, city = sim.cfg, sim.orders, sim.city
-    fee = cfg.pricing.fee
-    vs = sorted(cfg.fleet.vehicles.values(), key=lambda v: v.size_class)
-    caps = np.array([v.capacity_litres for v in vs])
-    size_cls = np.array([v.size_class for v in vs])
-    km = city.dist_m(od.pickup[idx], od.dropoff[idx]) / 1000.0
-    cls = size_cls[np.minimum(np.searchsorted(caps, od.volume[idx]), len(size_cls) - 1)]
-    speed = np.array([fee.express, fee.standard, fee.same_day])[od.level[idx]]
-    base = fee.base + fee.per_km * km + np.array(fee.size)[cls] + speed
-    return np.round(base * surge * 100.0).astype(np.int64), np.asarray(base, dtype=np.float64)
+    """Fee (cents) the simulator would quote for orders ``idx`` at the given surge (``Simulator.quote_cents``),
+    and the fee in euros before surge (``Simulator.quote_base_eur``)."""
+    return sim.quote_cents(idx, surge), np.asarray(sim.quote_base_eur(idx), dtype=np.float64)
 
 
 def _surge_cap(sim: Simulator, conv: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -241,7 +236,10 @@ def _classes(sim: Simulator, active: np.ndarray, max_owned_classes: int = 40) ->
         cls[owned] = np.arange(owned.size)
         n_own = owned.size
     else:
-        key = np.stack([dr.vehicle[owned], np.round(dr.shift_start[owned] / 1800.0), np.round(dr.shift_end[owned] / 1800.0)], axis=1)
+        key = np.stack(
+            [dr.vehicle[owned], np.round(dr.shift_start[owned] / 1800.0), np.round(dr.shift_end[owned] / 1800.0)],
+            axis=1,
+        )
         _, inv = np.unique(key, axis=0, return_inverse=True)
         cls[owned] = inv.ravel()
         n_own = int(inv.max()) + 1
@@ -255,8 +253,9 @@ def _read_episode(sim: Simulator, max_pairs: int, max_nodes: int) -> _Episode:
     n_o, n_d = od.n, dr.n
     if n_o * max(n_d, 1) > max_pairs:
         raise ValueError(
-            f"oracle: not computed for scenario {cfg.name!r}: {n_o} orders x {n_d} drivers = {n_o * n_d:,} order-driver pairs, "
-            f"more than max_pairs={max_pairs:,} (the earliest-delivery table is that large); pass a larger max_pairs to try anyway"
+            f"oracle: not computed for scenario {cfg.name!r}: {n_o} orders x {n_d} drivers = "
+            f"{n_o * n_d:,} order-driver pairs, more than max_pairs={max_pairs:,} "
+            "(the earliest-delivery table is that large); pass a larger max_pairs to try anyway"
         )
     pr, fl, sla, pay = cfg.pricing, cfg.fleet, cfg.sla, cfg.pricing.payout
     t_end, day_end = sim.t_end, sim.day_end
@@ -270,7 +269,7 @@ def _read_episode(sim: Simulator, max_pairs: int, max_nodes: int) -> _Episode:
 
     # ---- conversion and fees: the surge cap and the conversion draw bound the fee
     placed = od.t_place < t_end  # orders are placed only before the horizon's end
-    pen = round(sla.cancel_penalty * 100.0) if pr.enabled else 0
+    pen = sim.cancel_penalty_cents()
     if pr.enabled:
         e_el, ref = cfg.demand.conversion_elasticity, pr.fee.reference
         fee1, base_eur = _quote_cents(sim, allo, np.ones(n_o))
@@ -325,7 +324,9 @@ def _read_episode(sim: Simulator, max_pairs: int, max_nodes: int) -> _Episode:
                 np.maximum(t_dec[o][:, None], on[None, :]) + lag[d][None, :],
                 on[None, :] + geo[home[None, :], p_node[o][:, None]] / speed[d][None, :],
             )
-            tp = np.maximum(arr + hp[d][None, :], od.t_ready[o][:, None])  # pickup: half the service, and the ready time
+            tp = np.maximum(
+                arr + hp[d][None, :], od.t_ready[o][:, None]
+            )  # pickup: half the service, and the ready time
             ok = (tp <= end[None, :] + 1e-6) & (od.volume[o][:, None] <= cap[d][None, :] + 1e-9)
             td = np.where(ok, tp + hp[d][None, :] + trip_geo[o][:, None] / speed[d][None, :] + hd[d][None, :], np.inf)
             tdel[np.ix_(o, present)] = np.minimum.reduceat(td, starts, axis=1)
@@ -350,7 +351,9 @@ def _read_episode(sim: Simulator, max_pairs: int, max_nodes: int) -> _Episode:
         sf_c[c], sfmax_c[c] = float(sf[m].min()), float(sf[m].max())
         sp_c[c], spmin_c[c] = float(speed[m].max()), float(speed[m].min())
         cap_c = float(cap[m].max())
-        k_c[c] = float(S if vol_min <= 0 or not np.isfinite(cap_c) else max(1, min(S, math.floor(cap_c / vol_min + 1e-9))))
+        k_c[c] = float(
+            S if vol_min <= 0 or not np.isfinite(cap_c) else max(1, min(S, math.floor(cap_c / vol_min + 1e-9)))
+        )
         span_c[c] = float(np.maximum(win["end"][m] - win["on"][m], 0.0).sum())
         n_c[c] = float(m.sum())
     drop_svc = (dsvc / g_q)[:, None] * sf_c[None, :]
@@ -515,7 +518,10 @@ def _solve(
         const = min(k for _, k in branches)
         return _LPResult(bound=float(const), primal=float(const), x=np.zeros((n_o, M)))
     i_w = n_x + n_s  # the column of w
-    r_i, r_j, r_v, b_ub = [], [], [], []
+    r_i: list[npt.ArrayLike] = []  # the constraint matrix in blocks: rows, columns, values
+    r_j: list[npt.ArrayLike] = []
+    r_v: list[npt.ArrayLike] = []
+    b_ub: list[float] = []
     for b, (coef, const) in enumerate(branches):
         r_i += [np.full(n_x, b), np.full(n_s, b), [b]]
         r_j += [np.arange(n_x), n_x + np.arange(n_s), [i_w]]
@@ -591,7 +597,9 @@ def _solve(
 
 
 # ------------------------------------------------------------------------------------------ bounds
-def compute_bounds(sim: Simulator, max_pairs: int = 40_000_000, max_nodes: int = 4000) -> tuple[dict[str, Any], _Episode, np.ndarray]:
+def compute_bounds(
+    sim: Simulator, max_pairs: int = 40_000_000, max_nodes: int = 4000
+) -> tuple[dict[str, Any], _Episode, np.ndarray]:
     """The certified bounds of the episode just reset in ``sim`` (read only), the episode data, and the
     (O, M) solution of the realistic plan LP. ``bounds`` is the JSON-safe dict of ``docs/oracle.md``."""
     ep = _read_episode(sim, max_pairs, max_nodes)
@@ -618,7 +626,9 @@ def compute_bounds(sim: Simulator, max_pairs: int = 40_000_000, max_nodes: int =
     ctd = np.maximum(ctd - 1e-6, 0.0)
     prefix = np.cumsum(ctd) / np.arange(1, ctd.size + 1) if ctd.size else np.zeros(0)
     # the plan: realistic times, no slack, no suspensions (only the ranking of the orders matters)
-    plan = _solve(ep, [(ep.tau_plan, ep.bud_plan)], [(coef_a, u_sum - ep.wage_lb)], savings=False).x
+    plan_lp = _solve(ep, [(ep.tau_plan, ep.bud_plan)], [(coef_a, u_sum - ep.wage_lb)], savings=False)
+    assert plan_lp is not None  # no order must be delivered: feasible
+    plan = plan_lp.x
     bounds: dict[str, Any] = {
         "profit_upper": u0,
         "profit_upper_any": float(by_open[-1]),
@@ -627,11 +637,14 @@ def compute_bounds(sim: Simulator, max_pairs: int = 40_000_000, max_nodes: int =
         "certified": True,
         "method": "Lagrangian dual of an LP relaxation (HiGHS via scipy.optimize.linprog) for profit; "
         "per-order earliest drop-off for click-to-door",
-        "valid_for": "any policy run with sim.run(policy, seed) on this scenario and seed: profit_upper if orders_open == 0 "
+        "valid_for": "any policy run with sim.run(policy, seed) on this scenario and seed: "
+        "profit_upper if orders_open == 0 "
         "at the end, profit_upper_by_open_eur[h] if orders_open == h, profit_upper_any always; "
         "click_to_door_lower_by_delivered_min[k - 1] if orders_delivered == k (bounds_for_run does the lookup)",
-        "gap_notes": "relaxed: acceptance randomness and escalation (level-0 payout, zero pickup distance); routing (per-order "
-        "time charges allow S/2 pickups and S drop-offs per visit and S orders on board); traffic (free flow); surge (capped by "
+        "gap_notes": "relaxed: acceptance randomness and escalation (level-0 payout, zero pickup distance); "
+        "routing (per-order "
+        "time charges allow S/2 pickups and S drop-offs per visit and S orders on board); traffic (free flow); "
+        "surge (capped by "
         "every convertible order of the zone being open with one idle driver); see docs/oracle.md",
         "lp_primal_eur": (strict or lp).primal / 100.0,
         "orders_must_deliver": int(ep.must.sum()),
@@ -653,11 +666,15 @@ def bounds_for_run(bounds: dict[str, Any], kpis: dict[str, float]) -> dict[str, 
     by_open = bounds["profit_upper_by_open_eur"]
     h = int(kpis["orders_open"])
     if not 0 <= h < len(by_open):
-        raise ValueError(f"bounds_for_run: orders_open={h} is outside 0..{len(by_open) - 1} (a run of another scenario or seed?)")
+        raise ValueError(
+            f"bounds_for_run: orders_open={h} is outside 0..{len(by_open) - 1} (a run of another scenario or seed?)"
+        )
     prefix = bounds["click_to_door_lower_by_delivered_min"]
     k = int(kpis["orders_delivered"])
     if not 0 <= k <= len(prefix):
-        raise ValueError(f"bounds_for_run: orders_delivered={k} is outside 0..{len(prefix)} (a run of another scenario or seed?)")
+        raise ValueError(
+            f"bounds_for_run: orders_delivered={k} is outside 0..{len(prefix)} (a run of another scenario or seed?)"
+        )
     return {"profit_upper": float(by_open[h]), "click_to_door_lower": float(prefix[k - 1]) if k > 0 else float("nan")}
 
 
@@ -732,7 +749,7 @@ class OraclePolicy(Policy):
         orders = orders[np.argsort(od.t_patience[orders], kind="stable")]
         window = orders[: 2 * n_idle + 16]
         ids, eta = sim.candidates(window, self.k, among=idle)
-        ids = np.where(ids == od.last_decliner[window][:, None], -1, ids)
+        ids = sim.drop_last_decliners(window, ids)
         valid = ids >= 0
         if not valid.any():
             return Decision()
@@ -750,7 +767,7 @@ class OraclePolicy(Policy):
         gain = fee - pay_c / 100.0 - refund  # margin if delivered this way
         # what the order is worth if left open now: cancelled (-penalty) when its patience runs out this
         # step, otherwise most of a typical gig delivery's margin
-        pen = sim.cfg.sla.cancel_penalty if sim.cfg.pricing.enabled else 0.0
+        pen = sim.cancel_penalty_cents() / 100.0
         urgent = od.t_patience[window] <= sim.t + sim.dt + 1e-9
         typical = np.where(valid, gain, -np.inf).max(axis=1)
         wait = np.where(urgent, -pen, self.wait_share * np.maximum(typical, -pen))

@@ -35,7 +35,9 @@ def check_numbers(
     return out
 
 
-def read_policy_json(path: str | os.PathLike, fmt: str, error: type[ValueError], what: str) -> tuple[Path, dict[str, Any]]:
+def read_policy_json(
+    path: str | os.PathLike, fmt: str, error: type[ValueError], what: str
+) -> tuple[Path, dict[str, Any]]:
     """``(file, document)`` of ``policy.json`` (or the one inside the folder ``path``) in format ``fmt``:
     it must hold a ``params`` mapping and, optionally, ``scenarios`` mapping names to such mappings.
     ``what`` says what the file should be, for the missing-file message."""

@@ -6,27 +6,29 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from agents.base import Policy
+from gigdispatch.agents.base import Policy
+from gigdispatch.envs.core.errors import InputError
 
 # name -> "module:Class"; every class takes keyword arguments with defaults
 POLICIES: dict[str, str] = {
-    "random": "agents.heuristics:RandomPolicy",
-    "nearest": "agents.nearest:NearestPolicy",
-    "hungarian": "agents.heuristics:HungarianPolicy",
-    "hungarian-eta": "agents.heuristics:HungarianEtaPolicy",
-    "batching": "agents.heuristics:BatchingPolicy",
-    "sla-priority": "agents.heuristics:SlaPriorityPolicy",
-    "auction": "agents.heuristics:AuctionPolicy",
-    "reposition": "agents.heuristics:DemandRepositionPolicy",
-    "value-hungarian": "agents.value_hungarian:ValueHungarianPolicy",
-    "oracle": "agents.oracle:OraclePolicy",
-    "scored-match": "agents.scored:ScoredMatchPolicy",  # untrained: value-hungarian's weights with the auction lever
-    "learned-reposition": "agents.reposition:CoverageRepositionPolicy",  # untrained: its default parameters
+    "random": "gigdispatch.agents.heuristics:RandomPolicy",
+    "nearest": "gigdispatch.agents.nearest:NearestPolicy",
+    "hungarian": "gigdispatch.agents.heuristics:HungarianPolicy",
+    "hungarian-eta": "gigdispatch.agents.heuristics:HungarianEtaPolicy",
+    "batching": "gigdispatch.agents.heuristics:BatchingPolicy",
+    "sla-priority": "gigdispatch.agents.heuristics:SlaPriorityPolicy",
+    "auction": "gigdispatch.agents.heuristics:AuctionPolicy",
+    "reposition": "gigdispatch.agents.heuristics:DemandRepositionPolicy",
+    "value-hungarian": "gigdispatch.agents.value_hungarian:ValueHungarianPolicy",
+    "oracle": "gigdispatch.agents.oracle:OraclePolicy",
+    # untrained: value-hungarian's weights with the auction lever
+    "scored-match": "gigdispatch.agents.scored:ScoredMatchPolicy",
+    "learned-reposition": "gigdispatch.agents.reposition:CoverageRepositionPolicy",  # untrained: its default parameters
 }
 
 
-class UnknownPolicyError(ValueError):
-    pass
+class UnknownPolicyError(InputError):
+    """A policy name, folder or file that names no policy that can be made; the message says which and why."""
 
 
 def policy_names() -> list[str]:
@@ -42,24 +44,25 @@ def _from_policy_json(path: Path) -> Policy:
         fmt = json.loads(f.read_text()).get("format")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         fmt = None  # the loader below reports what is wrong with the file
-    from agents.reposition import FORMAT as REPOSITION_FORMAT
+    from gigdispatch.agents.reposition import FORMAT as REPOSITION_FORMAT
 
     if fmt == REPOSITION_FORMAT:
-        from agents.reposition import CoverageRepositionPolicy
+        from gigdispatch.agents.reposition import CoverageRepositionPolicy
 
         return CoverageRepositionPolicy.from_file(path)
-    from agents.scored import ScoredMatchPolicy
+    from gigdispatch.agents.scored import ScoredMatchPolicy
 
     return ScoredMatchPolicy.from_file(path)
 
 
 def make_policy(name: str, **kwargs: Any) -> Policy:
-    """A policy by registry name, or from a checkpoint folder path (learned policies, later)."""
+    """A policy by registry name, or from a path: an exported ``.onnx``, a ``policy.json`` (or a folder holding one),
+    a training run folder or a checkpoint ``.zip``."""
     spec = POLICIES.get(name)
     if spec is None:
         path = Path(name)
         if path.suffix == ".onnx" and path.is_file():
-            from agents.onnx_policy import OnnxDispatchPolicy  # an exported policy (gigdispatch export)
+            from gigdispatch.agents.onnx_policy import OnnxDispatchPolicy  # an exported policy (gigdispatch export)
 
             try:
                 return OnnxDispatchPolicy(name, **kwargs)
@@ -71,20 +74,21 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         if path.is_dir() or (path.suffix == ".zip" and path.is_file()):
-            from agents.learned import LearnedDispatchPolicy  # a training run folder or a checkpoint file
+            from gigdispatch.agents.learned import LearnedDispatchPolicy  # a run folder of gigdispatch train, or a .zip
 
             try:
                 return LearnedDispatchPolicy(name, **kwargs)
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         raise UnknownPolicyError(
-            f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}, or give a training run folder, a checkpoint .zip or an exported .onnx"
+            f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}, "
+            "or give a training run folder, a checkpoint .zip or an exported .onnx"
         )
     module, cls = spec.split(":")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name == module:
-            raise UnknownPolicyError(f"policy {name!r} is not implemented yet ({module} is missing)") from None
+            raise UnknownPolicyError(f"policy {name!r} is not available ({module} is missing)") from None
         raise
     return getattr(mod, cls)(**kwargs)

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from agents.heuristics import NearestThenMoves, idle_supply, open_demand
-from agents.nearest import NearestPolicy
-from agents.policy_file import check_numbers, read_policy_json
-from envs.core.sim import Simulator
-from envs.core.types import PH_DRIVING, PH_IDLE
+from gigdispatch.agents.heuristics import NearestThenMoves, idle_supply, open_demand
+from gigdispatch.agents.nearest import NearestPolicy
+from gigdispatch.agents.policy_file import check_numbers, read_policy_json
+from gigdispatch.envs.core.sim import Simulator
+from gigdispatch.envs.core.types import PH_DRIVING, PH_IDLE
 
 FORMAT = "gigdispatch-reposition/1"
 
@@ -77,12 +77,15 @@ class CoverageRepositionPolicy(NearestThenMoves):
         self.default_params = check_params(params or {})
         self.params = self.default_params
         self.by_scenario: dict[str, dict[str, float]] = {}
+        self.source_file: str | None = None  # the policy.json that from_file read
         self._idle_since = np.zeros(0)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> CoverageRepositionPolicy:
         """Load ``policy.json`` (or the one inside a folder)."""
-        f, doc = read_policy_json(path, FORMAT, RepositionPolicyError, "a repositioning policy is a folder with policy.json")
+        f, doc = read_policy_json(
+            path, FORMAT, RepositionPolicyError, "a repositioning policy is a folder with policy.json"
+        )
         pol = cls(check_params(doc["params"], where=f"{f}: params"))
         for name, ps in doc["scenarios"].items():
             pol.by_scenario[str(name)] = check_params(ps, where=f"{f}: scenarios.{name}")
@@ -101,16 +104,17 @@ class CoverageRepositionPolicy(NearestThenMoves):
     # ------------------------------------------------------------------------------------ parts
     def forecast(self, sim: Simulator, offered: np.ndarray) -> np.ndarray:
         """(Z,) demand weight of each zone (recent placements, decayed, + open orders not offered now)."""
-        p, od, city = self.params, sim.orders, sim.city
-        Z = city.n_zones
+        p, od = self.params, sim.orders
         h = max(p["history_min"], 1.0) * 60.0
         lo, hi = np.searchsorted(od.t_place, [sim.t - 2.0 * h, sim.t], side="left")
         age = sim.t - od.t_place[lo:hi]
         w = np.exp2(-age / (h / 2.0))
-        recent = np.bincount(city.zone_of[od.pickup[lo:hi]], weights=w, minlength=Z)
+        recent = sim.zone_demand_of(slice(lo, hi), weights=w)
         return recent + p["open_weight"] * open_demand(sim, offered)
 
-    def moves(self, sim: Simulator, offered_drivers: np.ndarray, offered_orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def moves(
+        self, sim: Simulator, offered_drivers: np.ndarray, offered_orders: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         p, dr, city = self.params, sim.drivers, sim.city
         Z = city.n_zones
         standing = (dr.phase == PH_IDLE) & (dr.route_len == 0)

@@ -13,7 +13,8 @@ Pairs with ``w < hold_below`` (euros) are not offered this epoch (the order wait
 is left to cancel when serving it loses money); one ``linear_sum_assignment`` over the rest maximises the
 total score among the largest matchings. With ``batching`` on (a switch, > 0.5) the candidates are those of
 ``batching``: busy drivers with room (their ETA after the route; a detour costs ``busy_penalty_s`` at the
-time value) and drivers already due at the same pickup (bundles; the wait they cause costs its seconds). The payout level of each matched pair is the lowest level, from
+time value) and drivers already due at the same pickup (bundles; the wait they cause costs its seconds).
+The payout level of each matched pair is the lowest level, from
 ``min(declines, max_level)`` up to ``max_level``, at which the acceptance probability reaches
 ``level_threshold`` (the auction lever; ``max_level`` 0 turns it off). ``window_factor`` sets how many of
 the oldest open orders enter each epoch's problem (``window_factor x idle drivers + 16``).
@@ -33,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.heuristics import BatchingPolicy, auction_levels, drop_decliners, match_min_cost, sorted_decision
-from agents.policy_file import check_numbers, read_policy_json
-from agents.value_hungarian import ValueHungarianPolicy
-from envs.core.sim import Decision, Simulator
+from gigdispatch.agents.heuristics import BatchingPolicy, auction_levels, match_min_cost, sorted_decision
+from gigdispatch.agents.policy_file import check_numbers, read_policy_json
+from gigdispatch.agents.value_hungarian import ValueHungarianPolicy
+from gigdispatch.envs.core.sim import Decision, Simulator
 
 FORMAT = "gigdispatch-scored-match/1"
 
@@ -76,11 +77,14 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
 
     name = "scored-match"
 
-    def __init__(self, params: dict[str, Any] | None = None, values_path: str | os.PathLike | None = None, k: int = 8) -> None:
+    def __init__(
+        self, params: dict[str, Any] | None = None, values_path: str | os.PathLike | None = None, k: int = 8
+    ) -> None:
         p = check_params(params or {})
         self.default_params = p
         super().__init__(values_path=values_path, k=k)  # every weight is then set from p by _use
         self.by_scenario: dict[str, dict[str, float]] = {}
+        self.source_file: str | None = None  # the policy.json that from_file read
         self._bundles = BatchingPolicy(k=k, bundle_k=2)  # its same-pickup bundle candidates
         self._use(p)
 
@@ -101,14 +105,17 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
         self.max_level = int(p["max_level"])
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
-        """Parameters learned for this scenario (``scenarios`` in ``policy.json``) if any, else the file's ``params``."""
+        """Parameters learned for this scenario (``scenarios`` in ``policy.json``) if any, else the file's
+        ``params``."""
         self._use(self.by_scenario.get(sim.scenario.name, self.default_params))
         super().reset(sim, rng)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ScoredMatchPolicy:
         """Load ``policy.json`` (or the one inside a run folder)."""
-        f, doc = read_policy_json(path, FORMAT, ScoredMatchPolicyError, "a scored-match policy is a run folder with policy.json")
+        f, doc = read_policy_json(
+            path, FORMAT, ScoredMatchPolicyError, "a scored-match policy is a run folder with policy.json"
+        )
         values = doc.get("values")
         vpath = None
         if values:
@@ -138,7 +145,7 @@ class ScoredMatchPolicy(ValueHungarianPolicy):
         if self.batching:  # busy drivers with room (ETA after their route) and same-pickup bundles
             bids, beta, hold = self._bundles.bundle_candidates(sim, window, among)
             ids, eta = np.concatenate([ids, bids], axis=1), np.concatenate([eta, beta], axis=1)
-        ids = drop_decliners(sim, window, ids)
+        ids = sim.drop_last_decliners(window, ids)
         w = self.pair_weight(sim, window, ids, eta)
         if self.batching:
             extra = np.where(sim.drivers.route_len[np.maximum(ids, 0)] > 0, self.busy_penalty_s, 0.0)

@@ -34,7 +34,7 @@ was 1 until the surge rule changed to ``requests``; re-tuned then on the same tr
 0.25-1 x 12-36 EUR/h against ``hungarian``): 0.5 gained +82.5 +- 41 EUR/day over ``hungarian`` on
 ``default`` (1 gained +48.7 +- 37) and +2,553 +- 1,095 on ``city-1000`` (1: +2,368 +- 1,482; 95 % half-widths).
 
-**Files.** ``python -m agents.value_hungarian --scenario default --seeds 1000-1009 --out
+**Files.** ``python -m gigdispatch.agents.value_hungarian --scenario default --seeds 1000-1009 --out
 checkpoints/values/default.npz`` trains and saves a table (a few KB; the npz records the scenario,
 seeds, bucket size, gamma, the shape and the command). The policy loads ``values_path`` if given, else
 ``<values dir>/<scenario name>.npz`` (``$GIGDISPATCH_VALUES``, else the repository's
@@ -54,11 +54,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.base import Policy, escalation_levels
-from agents.heuristics import HungarianPolicy, drop_decliners, match_min_cost, sorted_decision, trip_seconds
-from envs.core.scenario import Scenario
-from envs.core.sim import Decision, Simulator
-from envs.core.types import ORDER_DELIVERED, PH_IDLE, PH_OFFLINE
+from gigdispatch.agents.base import Policy, escalation_levels
+from gigdispatch.agents.heuristics import HungarianPolicy, match_min_cost, sorted_decision, trip_seconds
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.core.seeding import parse_seeds
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.core.types import ORDER_DELIVERED, PH_OFFLINE
 
 EVAL_SEEDS = range(0, 20)  # never train or tune on these
 DEFAULT_TRAIN_SEEDS = tuple(range(1000, 1010))
@@ -109,7 +110,9 @@ class ExploringHungarian(HungarianPolicy):
     def pair_cost(self, sim: Simulator, orders: np.ndarray, ids: np.ndarray, eta: np.ndarray) -> np.ndarray:
         cost = super().pair_cost(sim, orders, ids, eta)
         if self.rng is None:
-            raise RuntimeError("exploring hungarian: call reset(sim, rng) before act(sim); its noise comes from that rng")
+            raise RuntimeError(
+                "exploring hungarian: call reset(sim, rng) before act(sim); its noise comes from that rng"
+            )
         if self.noise_s > 0:
             cost = cost + self.noise_s * self.rng.standard_normal(cost.shape)
         return cost
@@ -128,7 +131,9 @@ def _check_seeds(seeds) -> list[int]:
     return out
 
 
-def collect_transitions(scenario: Scenario, seeds, bucket_s: float, behaviour: Policy | None = None) -> dict[str, np.ndarray]:
+def collect_transitions(
+    scenario: Scenario, seeds, bucket_s: float, behaviour: Policy | None = None
+) -> dict[str, np.ndarray]:
     """Run ``behaviour`` (default ``ExploringHungarian()``) on each seed and return the drivers' transitions.
 
     Returns arrays ``s``, ``s2`` (state = zone * B + bucket; ``s2 == Z * B`` is terminal), ``r`` (euros),
@@ -152,7 +157,7 @@ def collect_transitions(scenario: Scenario, seeds, bucket_s: float, behaviour: P
         while not sim.done:
             t = sim.t
             idle = sim.eligible(idle_only=True).nonzero()[0]
-            z_before = city.zone_of[np.where(dr.phase == PH_IDLE, dr.node, dr.leg_to)]
+            z_before = sim.driver_zone(heading=True)
             sim.step(policy.act(sim))
             sl = sim.active_orders()
             new = sl.start + (od.t_assigned[sl] == t).nonzero()[0]
@@ -163,7 +168,7 @@ def collect_transitions(scenario: Scenario, seeds, bucket_s: float, behaviour: P
             still = idle[(dr.route_len[idle] == 0) & (dr.offer_order[idle] < 0)]
             off = dr.phase[still] == PH_OFFLINE
             s_now = z_before[still] * B + bucket_of(t, t0, bucket_s, B)
-            z_after = city.zone_of[np.where(dr.phase[still] == PH_IDLE, dr.node[still], dr.leg_to[still])]
+            z_after = sim.driver_zone(still, heading=True)
             s_next = np.where(off, term, z_after * B + bucket_of(sim.t, t0, bucket_s, B))
             idle_keys.append(s_now * (term + 1) + s_next)
         # idle steps, aggregated
@@ -234,7 +239,7 @@ def train_values(
     ``(table, meta)`` with ``return_meta``.
     """
     if isinstance(scenario, str | os.PathLike):
-        from envs.scenarios import load_scenario
+        from gigdispatch.envs.scenarios import load_scenario
 
         scenario = load_scenario(scenario)
     if not bucket_minutes > 0:
@@ -361,7 +366,11 @@ class ValueHungarianPolicy(Policy):
             age_weight=age_weight,
             decline_cost_s=decline_cost_s,
         )
-        self.time_value, self.profit_weight, self.value_weight = float(time_value), float(profit_weight), float(value_weight)
+        self.time_value, self.profit_weight, self.value_weight = (
+            float(time_value),
+            float(profit_weight),
+            float(value_weight),
+        )
         self.train_episodes = int(train_episodes)
         self.table: dict | None = None
         self.source = ""
@@ -398,6 +407,7 @@ class ValueHungarianPolicy(Policy):
     def value(self, sim: Simulator, zones: np.ndarray, t: np.ndarray | float) -> np.ndarray:
         """V(zone, bucket of t) from the table (times past its last bucket read the last bucket, worth ~0)."""
         tab = self.table
+        assert tab is not None  # set by reset or act, which run before any value is read
         V = tab["V"]
         b = bucket_of(t, tab["t0"], tab["bucket_s"], V.shape[1])
         return V[zones, b]
@@ -405,7 +415,7 @@ class ValueHungarianPolicy(Policy):
     # --------------------------------------------------------------------------------- the weights
     def pair_weight(self, sim: Simulator, orders: np.ndarray, ids: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """(n, k) weight in euros of each candidate pair (the module docstring's formula)."""
-        od, dr, city = sim.orders, sim.drivers, sim.city
+        od, city = sim.orders, sim.city
         w = -self.time_value / 3600.0 * self.base.pair_cost(sim, orders, ids, eta)
         if not (self.profit_weight or self.value_weight):
             return w
@@ -421,8 +431,10 @@ class ValueHungarianPolicy(Policy):
         gain = self.profit_weight * (od.fee[o] - pay - refund) / 100.0
         if self.value_weight and self.table is not None:
             g = self.table["gamma"] ** ((t_drop - sim.t) / 3600.0)
-            here = city.zone_of[np.where(dr.phase[d] == PH_IDLE, dr.node[d], dr.leg_to[d])]
-            gain = gain + self.value_weight * (g * self.value(sim, city.zone_of[od.dropoff[o]], t_drop) - self.value(sim, here, sim.t))
+            here = sim.driver_zone(d, heading=True)
+            gain = gain + self.value_weight * (
+                g * self.value(sim, city.zone_of[od.dropoff[o]], t_drop) - self.value(sim, here, sim.t)
+            )
         return w + p * gain
 
     def act(self, sim: Simulator) -> Decision:
@@ -435,7 +447,7 @@ class ValueHungarianPolicy(Policy):
             return Decision()
         window = self.base.window(sim, orders, free)
         ids, eta = sim.candidates(window, self.base.k, among=idle)
-        ids = drop_decliners(sim, window, ids)
+        ids = sim.drop_last_decliners(window, ids)
         w = self.pair_weight(sim, window, ids, eta)
         rows, d = match_min_cost(ids, np.where(ids >= 0, -w, np.inf))
         o = window[rows]
@@ -443,38 +455,30 @@ class ValueHungarianPolicy(Policy):
 
 
 # ---------------------------------------------------------------------------------------- command line
-def parse_seeds(text: str) -> list[int]:
-    """``"1000-1009"``, ``"1000,1003,1007"`` or a mix -> a list of seeds."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            a, b = int(m.group(1)), int(m.group(2))
-            if b < a:
-                raise ValueError(f"--seeds: range {part!r} is empty (end before start)")
-            out.extend(range(a, b + 1))
-        elif re.fullmatch(r"\d+", part):
-            out.append(int(part))
-        else:
-            raise ValueError(f"--seeds: expected 'A-B' or comma-separated integers, got {part!r}")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m agents.value_hungarian",
-        description="Train the spatio-temporal value table of value-hungarian by TD(0) on training seeds and save it as .npz.",
+        prog="python -m gigdispatch.agents.value_hungarian",
+        description="Train the spatio-temporal value table of value-hungarian by TD(0) on training seeds "
+        "and save it as .npz.",
     )
     ap.add_argument("--scenario", required=True, help="built-in name (default, city-1000), YAML path or MDRP folder")
-    ap.add_argument("--seeds", default="1000-1009", help="training seeds, e.g. 1000-1009 (0-19 are evaluation seeds and refused)")
+    ap.add_argument(
+        "--seeds", default="1000-1009", help="training seeds, e.g. 1000-1009 (0-19 are evaluation seeds and refused)"
+    )
     ap.add_argument("--out", default=None, help="output .npz (default: checkpoints/values/<scenario name>.npz)")
-    ap.add_argument("--bucket-minutes", type=float, default=30.0, help="time-of-day bucket size in minutes (default 30)")
+    ap.add_argument(
+        "--bucket-minutes", type=float, default=30.0, help="time-of-day bucket size in minutes (default 30)"
+    )
     ap.add_argument("--gamma", type=float, default=0.7, help="discount per hour (default 0.7)")
-    ap.add_argument("--noise-s", type=float, default=120.0, help="exploration: sd of the noise on the behaviour policy's costs, seconds")
+    ap.add_argument(
+        "--noise-s",
+        type=float,
+        default=120.0,
+        help="exploration: sd of the noise on the behaviour policy's costs, seconds",
+    )
     args = ap.parse_args(argv)
     try:
-        from envs.scenarios import ScenarioError, load_scenario
+        from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 
         seeds = parse_seeds(args.seeds)
         try:
@@ -484,18 +488,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.noise_s < 0:
             raise ValueError(f"--noise-s: must be >= 0, got {args.noise_s:g}")
         V, meta = train_values(
-            scenario, seeds, args.bucket_minutes, args.gamma, behaviour=ExploringHungarian(noise_s=args.noise_s), return_meta=True
+            scenario,
+            seeds,
+            args.bucket_minutes,
+            args.gamma,
+            behaviour=ExploringHungarian(noise_s=args.noise_s),
+            return_meta=True,
         )
         out = Path(args.out) if args.out else values_dir() / values_file_name(scenario.name)
         if out.suffix != ".npz":
             raise ValueError(f"--out: must end in .npz, got {str(out)!r}")
-        cmd = "python -m agents.value_hungarian " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        cmd = "python -m gigdispatch.agents.value_hungarian " + " ".join(
+            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+        )
         save_values(out, V, meta, command=cmd)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {out}: V {V.shape[0]} zones x {V.shape[1]} buckets of {meta['bucket_s'] / 60:g} min, gamma {meta['gamma']:g}/h, "
+        f"wrote {out}: V {V.shape[0]} zones x {V.shape[1]} buckets of {meta['bucket_s'] / 60:g} min, "
+        f"gamma {meta['gamma']:g}/h, "
         f"{meta['transitions']} transitions from seeds {args.seeds}; V range [{V.min():.2f}, {V.max():.2f}] EUR"
     )
     return 0
