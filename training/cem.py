@@ -39,22 +39,24 @@ from typing import Any
 
 import numpy as np
 
-from training.config import TrainConfig
-from training.io import atomic_write_json
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.training.config import TrainConfig
+from gigdispatch.training.io import atomic_write_json, atomic_write_text
+from gigdispatch.training.runs import CEM_STATE, COMMAND, CONFIG, GIT_REVISION, KPI_TAGS, POLICY, TB, read_record
 
 
 def family(name: str) -> tuple[str, dict[str, tuple[float, str]], list[str]]:
     """``(format, PARAMS, NAMES)`` of a searchable policy family (``cem.policy``)."""
     if name == "scored-match":
-        from agents.scored import FORMAT, PARAMS
+        from gigdispatch.agents.scored import FORMAT, PARAMS
 
         return FORMAT, PARAMS, [*PARAMS, "max_level"]
     if name == "reposition":
-        from agents.reposition import FORMAT as RFORMAT
-        from agents.reposition import PARAMS as RPARAMS
+        from gigdispatch.agents.reposition import FORMAT as RFORMAT
+        from gigdispatch.agents.reposition import PARAMS as RPARAMS
 
         return RFORMAT, RPARAMS, list(RPARAMS)
-    raise ValueError(f"cem.policy: unknown policy family {name!r} (scored-match or reposition)")
+    raise InputError(f"cem.policy: unknown policy family {name!r} (scored-match or reposition)")
 
 
 NAMES = family("scored-match")[2]  # the scored-match search coordinates (kept for callers and tests)
@@ -86,10 +88,10 @@ _SCEN: dict[str, Any] = {}
 
 def _make(policy: str, params: dict[str, Any], values: str | None) -> Any:
     if policy == "reposition":
-        from agents.reposition import CoverageRepositionPolicy
+        from gigdispatch.agents.reposition import CoverageRepositionPolicy
 
         return CoverageRepositionPolicy(params)
-    from agents.scored import ScoredMatchPolicy
+    from gigdispatch.agents.scored import ScoredMatchPolicy
 
     return ScoredMatchPolicy(params, values_path=values)
 
@@ -97,7 +99,7 @@ def _make(policy: str, params: dict[str, Any], values: str | None) -> Any:
 def _margin(task: tuple[str, str, dict[str, Any], int, str | None]) -> dict[str, float]:
     """One simulated day of a policy of the family with these parameters: its KPIs (a worker process
     caches the scenario)."""
-    from envs import Simulator, load_scenario
+    from gigdispatch.envs import Simulator, load_scenario
 
     scenario, policy, params, seed, values = task
     if scenario not in _SCEN:
@@ -108,7 +110,12 @@ def _margin(task: tuple[str, str, dict[str, Any], int, str | None]) -> dict[str,
 
 
 def _evaluate(
-    pool: Any, scenario: str, params_list: list[dict[str, Any]], seeds: list[int], values: str | None, policy: str = "scored-match"
+    pool: Any,
+    scenario: str,
+    params_list: list[dict[str, Any]],
+    seeds: list[int],
+    values: str | None,
+    policy: str = "scored-match",
 ) -> list[list[dict]]:
     tasks = [(scenario, policy, p, s, values) for p in params_list for s in seeds]
     res = pool.map(_margin, tasks) if pool is not None else [_margin(t) for t in tasks]
@@ -128,13 +135,11 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from training.train import KPI_TAGS
-
     c = cfg.cem
     _, _, names = family(c.policy)
     n = len(names)
     obj = c.objective
-    state_file = run_dir / "cem_state.json"
+    state_file = run_dir / CEM_STATE
     if resume and state_file.is_file():
         st = json.loads(state_file.read_text())
     else:
@@ -150,7 +155,7 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     values = c.values
     train_seeds = list(cfg.train_seeds)
     eval_seeds = list(cfg.eval.seeds)[: cfg.eval.episodes]
-    writer = SummaryWriter(str(run_dir / "tb"))
+    writer = SummaryWriter(str(run_dir / TB))
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     pool = ctx.Pool(c.workers) if c.workers > 1 else None
     try:
@@ -166,7 +171,10 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             mean, std = np.asarray(st["mean"]), np.asarray(st["std"])
             xs = mean + std * rng.standard_normal((c.population, n))
             xs[0] = mean  # the current mean is always a candidate
-            seeds = [int(s) for s in rng.choice(train_seeds, size=min(c.seeds_per_iteration, len(train_seeds)), replace=False)]
+            seeds = [
+                int(s)
+                for s in rng.choice(train_seeds, size=min(c.seeds_per_iteration, len(train_seeds)), replace=False)
+            ]
             cands = [to_params(x, c.policy) for x in xs]
             scores = np.array([_mean(r, obj) for r in _evaluate(pool, scenario, cands, seeds, values, c.policy)])
             elite = xs[np.argsort(-scores)[: c.elite]]
@@ -232,7 +240,7 @@ def _write_policy(run_dir: Path, cfg: TrainConfig, st: dict[str, Any]) -> None:
     }
     if cfg.cem.policy == "scored-match":
         doc["values"] = cfg.cem.values
-    atomic_write_json(run_dir / "policy.json", doc)
+    atomic_write_json(run_dir / POLICY, doc)
 
 
 def combine(runs: list[Path], out: Path) -> dict[str, Any]:
@@ -241,43 +249,44 @@ def combine(runs: list[Path], out: Path) -> dict[str, Any]:
     ``params``, and each run's provenance; each run's ``config.yaml`` is copied as ``config-<scenario>.yaml``."""
     import yaml
 
-    from envs import load_scenario
-    from training.io import atomic_write_text
+    from gigdispatch.envs import load_scenario
 
     if not runs:
-        raise ValueError("--run: give at least one CEM run folder")
-    from agents.reposition import FORMAT as RFORMAT
-    from agents.scored import FORMAT
+        raise InputError("--run: give at least one CEM run folder")
+    from gigdispatch.agents.reposition import FORMAT as RFORMAT
+    from gigdispatch.agents.scored import FORMAT
 
     scenarios: dict[str, Any] = {}
     trained: dict[str, Any] = {}
     first = None
     fmt = None
     for run in runs:
-        doc_path = run / "policy.json"
-        if not doc_path.is_file() or not (run / "config.yaml").is_file():
-            raise ValueError(f"--run {run}: not a CEM run folder (needs policy.json and config.yaml)")
+        doc_path = run / POLICY
+        if not doc_path.is_file() or not (run / CONFIG).is_file():
+            raise InputError(f"--run {run}: not a CEM run folder (needs {POLICY} and {CONFIG})")
         doc = json.loads(doc_path.read_text())
         if doc.get("format") not in (FORMAT, RFORMAT):
-            raise ValueError(f"--run {run}: policy.json has format {doc.get('format')!r}, not {FORMAT!r} or {RFORMAT!r}")
+            raise InputError(
+                f"--run {run}: policy.json has format {doc.get('format')!r}, not {FORMAT!r} or {RFORMAT!r}"
+            )
         if fmt is not None and doc["format"] != fmt:
-            raise ValueError(f"--run {run}: policy.json has format {doc['format']!r}, the first run's is {fmt!r}")
+            raise InputError(f"--run {run}: policy.json has format {doc['format']!r}, the first run's is {fmt!r}")
         fmt = doc["format"]
         name = load_scenario(doc["scenario"]).name
         if name in scenarios:
-            raise ValueError(f"--run {run}: a second run for scenario {name!r}")
+            raise InputError(f"--run {run}: a second run for scenario {name!r}")
         scenarios[name] = doc["params"]
-        rev = (run / "git_revision.txt").read_text().strip() if (run / "git_revision.txt").is_file() else "unknown"
-        cmd = (run / "command.txt").read_text().strip() if (run / "command.txt").is_file() else ""
+        rev = read_record(run, GIT_REVISION, default="unknown")
+        cmd = read_record(run, COMMAND)
         trained[name] = {**doc["trained"], "run": run.name, "command": cmd, "git_revision": rev}
         out.mkdir(parents=True, exist_ok=True)
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg = yaml.safe_load((run / CONFIG).read_text())
         atomic_write_text(out / f"config-{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
         first = first or doc["params"]
     result = {"format": fmt, "params": first, "scenarios": scenarios, "trained": trained}
     if fmt == FORMAT:
         result["values"] = None
-    atomic_write_json(out / "policy.json", result)
+    atomic_write_json(out / POLICY, result)
     return result
 
 
@@ -286,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     ap = argparse.ArgumentParser(
-        prog="python -m training.cem",
-        description="Combine CEM runs (gigdispatch train with algo: cem), one per scenario, into one shipped policy folder (scored-match or reposition).",
+        prog="python -m gigdispatch.training.cem",
+        description="Combine CEM runs (gigdispatch train with algo: cem), one per scenario, "
+        "into one shipped policy folder (scored-match or reposition).",
     )
     ap.add_argument(
         "--run",
@@ -297,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RUN_DIR",
         help="a CEM run folder (repeatable; the first is the fallback)",
     )
-    ap.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="the policy folder to write (policy.json + configs)")
+    ap.add_argument(
+        "--out", type=Path, required=True, metavar="FOLDER", help="the policy folder to write (policy.json + configs)"
+    )
     args = ap.parse_args(argv)
     try:
         res = combine(args.run, args.out)

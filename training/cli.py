@@ -1,7 +1,9 @@
 """The ``gigdispatch`` command: one entry point, one subcommand per job.
 
-Every subcommand has ``--help``. Bad input (scenario, policy, seed, paths) ends with a one-line
-``error: ...`` naming what is wrong and exit status 2, never a traceback.
+Every subcommand has ``--help``. Bad input (scenario, policy, seed, paths: an ``InputError``) or a
+``CliError`` ends with a one-line ``error: ...`` naming what is wrong and exit status 2, never a traceback.
+The ``simulate`` and ``scenarios`` commands live here; every other command lives in its own module with
+``add_parser(sub)`` setting ``func``, imported below.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from training.argtypes import whole_number
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.training import evaluate, export, mdrp, serve_cli, train
+from gigdispatch.training.argtypes import whole_number
+from gigdispatch.training.errors import CliError
+
+__all__ = ["EXIT_USAGE", "CliError", "build_parser", "main"]
 
 EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """An error to show the user as one line (no traceback)."""
-
+COMMANDS = (evaluate, mdrp, train, serve_cli, export)  # modules adding one subcommand each (add_parser)
 
 _seed = whole_number(0)
 
@@ -28,7 +31,13 @@ def _progress(enabled: bool | None, total: int, desc: str) -> Callable[[object],
     """A tqdm bar on a terminal (``enabled=None``: only when stderr is a TTY)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", disable=(not sys.stderr.isatty()) if enabled is None else not enabled, leave=False)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit="step",
+        disable=(not sys.stderr.isatty()) if enabled is None else not enabled,
+        leave=False,
+    )
     state = {"n": 0}
 
     def tick(sim: object) -> None:
@@ -41,7 +50,7 @@ def _progress(enabled: bool | None, total: int, desc: str) -> Callable[[object],
 
 
 def format_kpi_table(kpis: dict[str, float], title: str) -> str:
-    from envs.core.kpis import KPI_DOC
+    from gigdispatch.envs.core.kpis import KPI_DOC
 
     rows = []
     for name, value in kpis.items():
@@ -59,9 +68,9 @@ def format_kpi_table(kpis: dict[str, float], title: str) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agents import make_policy
-    from envs import Simulator, load_scenario
-    from training.io import atomic_write_json, json_safe
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.training.io import atomic_write_json, json_safe
 
     scenario = load_scenario(args.scenario)
     policy = make_policy(args.policy)
@@ -77,20 +86,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_safe(record)))
     else:
-        print(format_kpi_table(kpis, f"gigdispatch simulate: scenario={scenario.name} policy={policy.name} seed={args.seed}"))
         print(
-            f"\nsimulated {kpis['sim_seconds'] / 3600:.1f} h in {wall:.2f} s wall ({kpis['sim_seconds'] / max(wall, 1e-9):,.0f}x real time)"
+            format_kpi_table(
+                kpis, f"gigdispatch simulate: scenario={scenario.name} policy={policy.name} seed={args.seed}"
+            )
+        )
+        print(
+            f"\nsimulated {kpis['sim_seconds'] / 3600:.1f} h in {wall:.2f} s wall "
+            f"({kpis['sim_seconds'] / max(wall, 1e-9):,.0f}x real time)"
         )
     return 0
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from envs.scenarios import builtin_names, configs_dir, load_scenario
+    from gigdispatch.envs.scenarios import builtin_names, configs_dir, load_scenario
 
     for name in builtin_names():
         sc = load_scenario(name)
         print(f"{name:<12} {sc.cfg.description}")
-    print(f"\n(built-in scenarios live in {configs_dir() / 'scenarios'}; any YAML file or MDRP instance folder also works)")
+    print(
+        f"\n(built-in scenarios live in {configs_dir() / 'scenarios'}; "
+        "any YAML file or MDRP instance folder also works)"
+    )
     return 0
 
 
@@ -119,17 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
     s.set_defaults(func=cmd_simulate)
-    sc = sub.add_parser("scenarios", help="list the built-in scenarios", description="List the built-in scenarios with their descriptions.")
+    sc = sub.add_parser(
+        "scenarios",
+        help="list the built-in scenarios",
+        description="List the built-in scenarios with their descriptions.",
+    )
     sc.set_defaults(func=cmd_scenarios)
-    # further commands live in their own modules, each with add_parser(sub) setting func
-    for module in ("training.evaluate", "training.mdrp", "training.train", "training.serve_cli", "training.export"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.add_parser(sub)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return p
 
 
@@ -139,12 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    from agents import UnknownPolicyError
-    from envs import ActionError, ScenarioError
-
     try:
         return int(args.func(args) or 0)
-    except (ScenarioError, UnknownPolicyError, ActionError, CliError) as exc:
+    except (InputError, CliError) as exc:  # scenario, policy, seed, action, config, paths: one line
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)

@@ -6,10 +6,11 @@ message names the field (dotted path) and the reason. ``key=value`` overrides us
 (``ppo.learning_rate=1e-4``, ``dispatch.k=4``, ``eval.seeds=[5000,5001]``); the value is parsed as a
 YAML scalar/flow value, and an override of a key the schema does not have is rejected.
 
-Seeds: ``train_seeds`` (the episode seeds used for training) and ``eval.seeds`` (held-out seeds of the
-periodic evaluation) must all be >= 1000 -- seeds 0-19 are the evaluation seeds of
-``gigdispatch evaluate`` and nothing may be tuned on them -- and the two sets must not overlap. Both
-accept a list of whole numbers or a range string as ``gigdispatch evaluate --seeds`` does (``"1000-1999"``).
+Seeds (the rule of ``envs/core/seeding.py``): ``train_seeds`` (the episode seeds used for training) and
+``eval.seeds`` (held-out seeds of the periodic evaluation) must all be >= ``MIN_TRAIN_SEED`` (1000) --
+seeds 0-19 are the evaluation seeds of ``gigdispatch evaluate`` and nothing may be tuned on them -- and
+the two sets must not overlap (``check_train_seeds``). Both accept a list of whole numbers or a range
+string as ``gigdispatch evaluate --seeds`` does (``"1000-1999"``, read by ``parse_seeds``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MIN_TRAIN_SEED = 1000
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.seeding import check_train_seeds, parse_seeds
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad training config or override; the message names the field and the reason."""
 
 
@@ -35,9 +37,7 @@ class _Strict(BaseModel):
 def _seed_list(value: Any) -> Any:
     """A list of seeds or a range string (``"1000-1099"``, ``"1000,1005"``) -> list of ints."""
     if isinstance(value, str):
-        from training.evaluate import parse_seeds
-
-        return parse_seeds(value)
+        return parse_seeds(value, what="seeds")
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
     return value
@@ -99,9 +99,7 @@ class EvalConfig(_Strict):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("needs at least one seed")
-        low = [s for s in v if s < MIN_TRAIN_SEED]
-        if low:
-            raise ValueError(f"held-out seeds must be >= {MIN_TRAIN_SEED} (0-19 are the evaluation seeds), got {low[:5]}")
+        check_train_seeds(v, what="held-out seeds")
         if len(set(v)) != len(v):
             raise ValueError("a seed is given more than once")
         return v
@@ -118,10 +116,14 @@ class RLlibConfig(_Strict):
 
     iterations: int = Field(10, ge=1, description="PPO iterations (one sample + update each)")
     num_env_runners: int = Field(0, ge=0, description="sampling actors (0: sample in the driver process)")
-    train_batch_size: int = Field(4000, ge=1, description="env steps sampled per iteration (each is one step of every driver)")
+    train_batch_size: int = Field(
+        4000, ge=1, description="env steps sampled per iteration (each is one step of every driver)"
+    )
     minibatch_size: int = Field(512, ge=1)
     num_epochs: int = Field(5, ge=1)
-    max_cycles: int | None = Field(None, ge=1, description="truncate episodes after this many steps (default: the whole day)")
+    max_cycles: int | None = Field(
+        None, ge=1, description="truncate episodes after this many steps (default: the whole day)"
+    )
 
 
 class CEMConfig(_Strict):
@@ -136,7 +138,9 @@ class CEMConfig(_Strict):
     workers: int = Field(2, ge=1, description="rollout processes")
     values: str | None = Field(None, description="value table (.npz); default: the scenario's shipped table")
     policy: Literal["scored-match", "reposition"] = Field("scored-match", description="the policy family searched")
-    objective: Literal["platform_margin", "on_time_rate"] = Field("platform_margin", description="the day's KPI maximised")
+    objective: Literal["platform_margin", "on_time_rate"] = Field(
+        "platform_margin", description="the day's KPI maximised"
+    )
 
     @model_validator(mode="after")
     def _elite(self) -> CEMConfig:
@@ -175,10 +179,7 @@ class TrainConfig(_Strict):
     def _train_seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("needs at least one seed")
-        low = [s for s in v if s < MIN_TRAIN_SEED]
-        if low:
-            raise ValueError(f"training episode seeds must be >= {MIN_TRAIN_SEED} (0-19 are the evaluation seeds), got {low[:5]}")
-        return v
+        return check_train_seeds(v, what="training episode seeds")
 
     @model_validator(mode="after")
     def _cem_env(self) -> TrainConfig:
@@ -208,7 +209,11 @@ def _format(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             msg = "required"
         shown = repr(err.get("input"))
-        got = f" (got {shown})" if err["type"] not in ("extra_forbidden", "missing", "value_error") and len(shown) < 80 else ""
+        got = (
+            f" (got {shown})"
+            if err["type"] not in ("extra_forbidden", "missing", "value_error") and len(shown) < 80
+            else ""
+        )
         parts.append(f"{loc}: {msg}{got}" if err["loc"] else f"{msg}{got}")
     return f"{source}: " + "; ".join(parts)
 
@@ -255,7 +260,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def build_config(data: Any, overrides: list[str] | None = None, source: str = "config", base_dir: Path | None = None) -> TrainConfig:
+def build_config(
+    data: Any, overrides: list[str] | None = None, source: str = "config", base_dir: Path | None = None
+) -> TrainConfig:
     """Validate a mapping (+ overrides) into a ``TrainConfig``; ``ConfigError`` names the field and reason.
 
     A ``scenario`` that is a relative path existing next to the config file (``base_dir``) is made absolute,

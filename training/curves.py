@@ -1,4 +1,5 @@
-"""Learning curves of training runs as one PNG: ``python -m training.curves --run RUN_DIR ... --out FILE.png``.
+"""Learning curves of training runs as one PNG:
+``python -m gigdispatch.training.curves --run RUN_DIR ... --out FILE.png``.
 
 Reads what each run folder records per iteration: ``cem_state.json`` (``algo: cem``: the population's mean,
 the elite's mean and the held-out mean of the search distribution's mean, EUR per day) or ``progress.json``
@@ -12,17 +13,21 @@ import json
 import sys
 from pathlib import Path
 
+from gigdispatch.training.runs import CEM_STATE, CONFIG, PROGRESS
+
 
 def _series(run: Path) -> tuple[str, str, dict[str, tuple[list[int], list[float]]]]:
-    if (run / "cem_state.json").is_file():
-        h = json.loads((run / "cem_state.json").read_text())["history"]
+    if (run / CEM_STATE).is_file():
+        h = json.loads((run / CEM_STATE).read_text())["history"]
         it = [r["iteration"] for r in h]
         objective = "platform_margin"
-        if (run / "config.yaml").is_file():
+        if (run / CONFIG).is_file():
             import yaml
 
-            objective = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("cem", {}).get("objective", objective)
-        label = {"platform_margin": "platform margin, EUR/day", "on_time_rate": "on-time rate"}.get(objective, objective)
+            objective = (yaml.safe_load((run / CONFIG).read_text()) or {}).get("cem", {}).get("objective", objective)
+        label = {"platform_margin": "platform margin, EUR/day", "on_time_rate": "on-time rate"}.get(
+            objective, objective
+        )
         return (
             "CEM",
             label,
@@ -32,7 +37,7 @@ def _series(run: Path) -> tuple[str, str, dict[str, tuple[list[int], list[float]
                 "search mean on held-out days": (it, [r.get("eval_objective_mean", r["eval_profit_mean"]) for r in h]),
             },
         )
-    prog = run / "progress.json"
+    prog = run / PROGRESS
     if prog.is_file():
         doc = json.loads(prog.read_text())
         if doc.get("backend") == "rllib":
@@ -51,7 +56,7 @@ def plot(runs: list[Path], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.evaluate import _png
+    from gigdispatch.training.report import write_png
 
     data = [(_series(r), r) for r in runs]
     fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 4), squeeze=False)
@@ -64,13 +69,20 @@ def plot(runs: list[Path], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    _png(fig, out, dpi=110)
+    write_png(fig, out, dpi=110)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.curves", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", action="append", type=Path, required=True, metavar="RUN_DIR", help="a run folder (repeatable: one panel each)")
+    ap = argparse.ArgumentParser(prog="python -m gigdispatch.training.curves", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--run",
+        action="append",
+        type=Path,
+        required=True,
+        metavar="RUN_DIR",
+        help="a run folder (repeatable: one panel each)",
+    )
     ap.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="the PNG to write")
     args = ap.parse_args(argv)
     try:

@@ -38,7 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from training.io import atomic_write_bytes, atomic_write_json
+from gigdispatch.envs.core.errors import GigdispatchError, InputError
+from gigdispatch.envs.core.seeding import MIN_TRAIN_SEED
+from gigdispatch.training.argtypes import whole_number
+from gigdispatch.training.config import TrainConfig
+from gigdispatch.training.io import atomic_write_bytes, atomic_write_json
+from gigdispatch.training.runs import CONFIG, load_run_config
 
 OPSET = 17
 OBS_KEYS = ("orders", "candidates", "globals")
@@ -46,11 +51,11 @@ INPUT_NAMES = [*OBS_KEYS, "action_mask"]
 OUTPUT_NAME = "action"
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """Bad input to ``export_policy`` (checkpoint, output path); one line, naming what is wrong."""
 
 
-class CheckError(RuntimeError):
+class CheckError(GigdispatchError, RuntimeError):
     """The exported graph's decisions differ from the torch policy's."""
 
 
@@ -114,11 +119,16 @@ def export_bytes(model: Any, masked: bool, obs_shapes: dict[str, tuple[int, ...]
     import torch
 
     module = build_graph_module(model, masked)
-    example = (*tuple(torch.zeros((1, *obs_shapes[k]), dtype=torch.float32) for k in OBS_KEYS), torch.ones((1, mask_len), dtype=torch.bool))
+    example = (
+        *tuple(torch.zeros((1, *obs_shapes[k]), dtype=torch.float32) for k in OBS_KEYS),
+        torch.ones((1, mask_len), dtype=torch.bool),
+    )
     buf = io.BytesIO()
     dyn = {name: {0: "batch"} for name in [*INPUT_NAMES, OUTPUT_NAME]}
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)  # "legacy TorchScript-based exporter": chosen on purpose
+        warnings.filterwarnings(
+            "ignore", category=DeprecationWarning
+        )  # "legacy TorchScript-based exporter": chosen on purpose
         torch.onnx.export(
             module,
             example,
@@ -146,7 +156,8 @@ def ort_session(model: bytes | str | Path, threads: int = 1) -> Any:
 
 
 def ort_inputs(obs: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The feed of the graph: observations as float32 batches, the mask as a bool batch (a single obs gets a batch of 1)."""
+    """The feed of the graph: observations as float32 batches, the mask as a bool batch (a single obs gets a
+    batch of 1)."""
     feed = {k: np.asarray(obs[k], dtype=np.float32) for k in OBS_KEYS}
     m = np.asarray(mask, dtype=bool)
     if feed["globals"].ndim == 1:
@@ -156,26 +167,33 @@ def ort_inputs(obs: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.nda
 
 
 # ----------------------------------------------------------------------------------- verification
-def held_out_seeds(cfg: Any, count: int) -> list[int]:
+def fresh_seed(cfg: TrainConfig) -> int:
+    """The first seed after every training and held-out seed of the run (and never below ``MIN_TRAIN_SEED``)."""
+    return max([*cfg.train_seeds, *cfg.eval.seeds, MIN_TRAIN_SEED - 1]) + 1
+
+
+def held_out_seeds(cfg: TrainConfig, count: int) -> list[int]:
     """``count`` held-out seeds: the run's ``eval.seeds``, then the seeds after every training and evaluation seed."""
     seeds = [int(s) for s in cfg.eval.seeds if int(s) not in set(cfg.train_seeds)]
-    nxt = max([*cfg.train_seeds, *cfg.eval.seeds, 999]) + 1
+    nxt = fresh_seed(cfg)
     while len(seeds) < count:
         seeds.append(nxt)
         nxt += 1
     return seeds[:count]
 
 
-def record_rollouts(learned: Any, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[int]]:
+def record_rollouts(
+    learned: Any, cfg: TrainConfig, n: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[int]]:
     """``n`` Dispatch-v0 observations, masks and the torch policy's deterministic actions, from rollouts on
-    held-out seeds driven by that policy (``predict(..., action_masks=mask, deterministic=True)``; no mask
-    for PPO). Returns (obs batch, mask batch, action batch, seeds used)."""
-    from training.train import _dispatch_env
+    held-out seeds of the run's config ``cfg`` driven by that policy (``predict(..., action_masks=mask,
+    deterministic=True)``; no mask for PPO). Returns (obs batch, mask batch, action batch, seeds used)."""
+    from gigdispatch.envs.core.seeding import SeedSchedule
+    from gigdispatch.training.train import dispatch_env
 
-    cfg, model = learned.cfg, learned.model
+    model = learned.model
     seeds = held_out_seeds(cfg, 10_000)
-    env = _dispatch_env(cfg, seeds, 0)
-    env.cycle.seeds = np.asarray(seeds)  # in this order
+    env = dispatch_env(cfg, SeedSchedule(seeds=seeds))  # in this order
     obs_rows: dict[str, list[np.ndarray]] = {k: [] for k in OBS_KEYS}
     masks, actions, used = [], [], []
     while len(actions) < n:
@@ -197,11 +215,11 @@ def record_rollouts(learned: Any, n: int) -> tuple[dict[str, np.ndarray], np.nda
     return {k: np.stack(v) for k, v in obs_rows.items()}, np.stack(masks), np.stack(actions), used
 
 
-def check_decisions(onnx_model: bytes | str | Path, learned: Any, n: int) -> dict[str, Any]:
+def check_decisions(onnx_model: bytes | str | Path, learned: Any, cfg: TrainConfig, n: int) -> dict[str, Any]:
     """Record ``n`` realistic observations (``record_rollouts``) and compare the ONNX actions with torch's.
 
     Raises ``CheckError`` naming how many differ and the first one; returns the check's record."""
-    obs, masks, torch_actions, seeds = record_rollouts(learned, n)
+    obs, masks, torch_actions, seeds = record_rollouts(learned, cfg, n)
     sess = ort_session(onnx_model)
     onnx_actions = sess.run([OUTPUT_NAME], ort_inputs(obs, masks))[0]
     if onnx_actions.shape != torch_actions.shape:
@@ -213,14 +231,18 @@ def check_decisions(onnx_model: bytes | str | Path, learned: Any, n: int) -> dic
             f"the ONNX decisions differ from the torch policy's on {differ.size} of {n} observations "
             f"(first: #{i}, onnx {onnx_actions[i].tolist()} vs torch {torch_actions[i].tolist()})"
         )
-    single = sess.run([OUTPUT_NAME], ort_inputs({k: v[0] for k, v in obs.items()}, masks[0]))[0]  # batch of one works too
+    single = sess.run([OUTPUT_NAME], ort_inputs({k: v[0] for k, v in obs.items()}, masks[0]))[
+        0
+    ]  # batch of one works too
     if not np.array_equal(single[0], torch_actions[0]):
         raise CheckError("the ONNX decision for a batch of one differs from the torch policy's")
     return {
         "observations": int(n),
         "identical": int(n),
         "seeds": seeds,
-        "held_actions_share": float(np.mean(torch_actions[:, : learned.cfg.dispatch.max_orders] == learned.cfg.dispatch.k)),
+        "held_actions_share": float(
+            np.mean(torch_actions[:, : learned.env_kwargs["max_orders"]] == learned.env_kwargs["k"])
+        ),
     }
 
 
@@ -239,7 +261,7 @@ def _versions() -> dict[str, str]:
 
 def load_learned(checkpoint: str | Path) -> Any:
     """``LearnedDispatchPolicy`` for a run folder or checkpoint; ``ExportError`` for anything that is not one."""
-    from agents.learned import LearnedDispatchPolicy
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
 
     p = Path(checkpoint)
     try:
@@ -249,7 +271,9 @@ def load_learned(checkpoint: str | Path) -> Any:
             raise ExportError(f"--checkpoint {str(p)!r}: {exc}") from None
         raise ExportError(f"--checkpoint {str(p)!r}: not a loadable SB3 checkpoint ({exc})".splitlines()[0]) from None
     except Exception as exc:  # a corrupted or foreign .zip: zipfile, pickle, torch errors
-        raise ExportError(f"--checkpoint {str(p)!r}: not a loadable SB3 checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise ExportError(
+            f"--checkpoint {str(p)!r}: not a loadable SB3 checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
 
 
 def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, check_served: int = 0) -> dict[str, Any]:
@@ -268,14 +292,18 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
     if check_served < 0:
         raise ExportError(f"--check-served: must be >= 0, got {check_served}")
     learned = load_learned(checkpoint)
-    from envs.dispatch_env import DispatchEnv
+    from gigdispatch.envs.dispatch_env import DispatchEnv
 
-    cfg, model = learned.cfg, learned.model
-    d = cfg.dispatch
-    env = DispatchEnv(cfg.scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
+    cfg, model = load_run_config(learned.run_dir, what="--checkpoint"), learned.model
+    env = DispatchEnv(cfg.scenario, **learned.env_kwargs)
     shapes = {k: tuple(int(s) for s in model.observation_space[k].shape) for k in OBS_KEYS}
-    if any(env.observation_space[k].shape != shapes[k] for k in OBS_KEYS) or env.action_space.shape != model.action_space.shape:
-        raise ExportError(f"--checkpoint {str(checkpoint)!r}: the model's spaces do not fit its run's scenario and dispatch settings")
+    if (
+        any(env.observation_space[k].shape != shapes[k] for k in OBS_KEYS)
+        or env.action_space.shape != model.action_space.shape
+    ):
+        raise ExportError(
+            f"--checkpoint {str(checkpoint)!r}: the model's spaces do not fit its run's scenario and dispatch settings"
+        )
     nvec = [int(n) for n in model.action_space.nvec]
     mask_len = int(sum(nvec))
     t0 = time.perf_counter()
@@ -284,17 +312,17 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
     verified = None
     if check:
         t0 = time.perf_counter()
-        verified = check_decisions(data, learned, check)
+        verified = check_decisions(data, learned, cfg, check)
         verified["seconds"] = round(time.perf_counter() - t0, 3)
-    run_dir = learned.checkpoint.parent.parent if learned.checkpoint.parent.name == "checkpoints" else learned.checkpoint.parent
+    run_dir = learned.run_dir
     meta = {
         "format": "gigdispatch-dispatch-onnx/1",
-        "config": str((run_dir / "config.yaml").resolve()),
+        "config": str((run_dir / CONFIG).resolve()),
         "checkpoint": str(learned.checkpoint.resolve()),
-        "algo": cfg.algo,
+        "algo": learned.algo,
         "masked": bool(learned.masked),
         "scenario": str(cfg.scenario),
-        "dispatch": {"max_orders": d.max_orders, "k": d.k, "reward_scale": d.reward_scale, "idle_only": d.idle_only},
+        "dispatch": dict(learned.env_kwargs),
         "inputs": {
             **{k: {"shape": ["batch", *shapes[k]], "dtype": "float32"} for k in OBS_KEYS},
             "action_mask": {"shape": ["batch", mask_len], "dtype": "bool"},
@@ -309,31 +337,32 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         "bytes": len(data),
     }
     if check_served:
-        meta["verified_served"] = _check_served(learned, run_dir, data, meta, check_served)
+        meta["verified_served"] = _check_served(learned, cfg, data, meta, check_served)
     atomic_write_bytes(out, data)
     atomic_write_json(sidecar_path(out), meta)
     return meta
 
 
-def _check_served(learned: Any, run_dir: Path, data: bytes, meta: dict[str, Any], n: int) -> dict[str, Any]:
+def _check_served(learned: Any, cfg: TrainConfig, data: bytes, meta: dict[str, Any], n: int) -> dict[str, Any]:
     """Serve the checkpoint and the ONNX graph (from a scratch copy) and compare their answers on ``n``
     requests recorded from held-out days (seeds >= 1000); ``CheckError`` when any answer differs."""
     import tempfile
 
-    from training.serve_check import check_served, record_requests
+    from gigdispatch.training.serve_check import check_served, record_requests
 
     t0 = time.perf_counter()
-    cfg = learned.cfg
-    fresh = max([*cfg.train_seeds, *cfg.eval.seeds, 999]) + 1  # days used neither in training nor in its evaluation
-    requests = record_requests(str(cfg.scenario), n, policy="nearest", first_seed=fresh)
+    # days used neither in training nor in its evaluation
+    requests = record_requests(str(cfg.scenario), n, policy="nearest", first_seed=fresh_seed(cfg))
     with tempfile.TemporaryDirectory(prefix="gigdispatch-export-") as tmp:
         scratch = Path(tmp) / "policy.onnx"
         scratch.write_bytes(data)
         sidecar_path(scratch).write_text(json.dumps(meta))
-        res = check_served(str(run_dir), str(scratch), str(learned.cfg.scenario), requests)
+        res = check_served(str(learned.run_dir), str(scratch), str(cfg.scenario), requests)
     if res["differing"]:
         f = res["first_difference"]
-        raise CheckError(f"{res['differing']} of {res['requests']} served answers differ (first: request #{f['request']})")
+        raise CheckError(
+            f"{res['differing']} of {res['requests']} served answers differ (first: request #{f['request']})"
+        )
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
 
@@ -344,7 +373,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ModuleNotFoundError as exc:
-        print(f"error: exporting needs onnx and onnxruntime (the 'serve' extra): {exc.name} is not installed", file=sys.stderr)
+        print(
+            f"error: exporting needs onnx and onnxruntime (the 'serve' extra): {exc.name} is not installed",
+            file=sys.stderr,
+        )
         return 2
     try:
         meta = export_policy(args.checkpoint, args.out, check=args.check, check_served=args.check_served)
@@ -354,19 +386,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     except CheckError as exc:
         print(f"error: verification failed: {exc}; nothing written", file=sys.stderr)
         return 1
-    print(f"exported {meta['checkpoint']} ({meta['algo']}, action dims {len(meta['action_nvec'])}) to {args.out} ({meta['bytes']:,} bytes)")
+    print(
+        f"exported {meta['checkpoint']} ({meta['algo']}, action dims {len(meta['action_nvec'])}) "
+        f"to {args.out} ({meta['bytes']:,} bytes)"
+    )
     v = meta["verified"]
     if v is None:
         print("not verified (--check 0)")
     else:
         print(
             f"verified: {v['identical']}/{v['observations']} ONNX decisions identical to the torch policy's "
-            f"(onnxruntime CPU; observations from {len(v['seeds'])} held-out days, seeds {v['seeds'][0]}..{v['seeds'][-1]}; {v['seconds']:.1f} s)"
+            f"(onnxruntime CPU; observations from {len(v['seeds'])} held-out days, "
+            f"seeds {v['seeds'][0]}..{v['seeds'][-1]}; {v['seconds']:.1f} s)"
         )
     vs = meta.get("verified_served")
     if vs:
         print(
-            f"served: {vs['requests'] - vs['differing']}/{vs['requests']} /v1/dispatch answers identical, ONNX file vs checkpoint "
+            f"served: {vs['requests'] - vs['differing']}/{vs['requests']} /v1/dispatch answers identical, "
+            "ONNX file vs checkpoint "
             f"({vs['assignments']:,} assignments in {vs['requests_with_assignments']} requests; {vs['seconds']:.1f} s)"
         )
     print(f"sidecar: {sidecar_path(args.out)}")
@@ -374,37 +411,41 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from training.argtypes import whole_number
-
     p = sub.add_parser(
         "export",
         help="export a trained Dispatch-v0 policy to ONNX (masking and argmax inside) and verify it",
         description=(
             "Export the policy of a training run (MaskablePPO/PPO on Dispatch-v0) as one ONNX graph: observation "
-            "preprocessing, action masking and the per-dimension argmax inside. Verifies the ONNX decisions against "
-            "the torch policy on N recorded observations before writing FILE.onnx and FILE.onnx.json. See docs/export.md."
+            "preprocessing, action masking and the per-dimension argmax inside. "
+            "Verifies the ONNX decisions against "
+            "the torch policy on N recorded observations before writing FILE.onnx and FILE.onnx.json. "
+            "See docs/export.md."
         ),
         epilog="Example: gigdispatch export --checkpoint runs/dispatch-default-20261121-120000 --out dispatch.onnx",
     )
     p.add_argument(
-        "--checkpoint", required=True, metavar="RUN_FOLDER_OR_ZIP", help="training run folder (best.zip, else latest.zip) or a .zip"
+        "--checkpoint",
+        required=True,
+        metavar="RUN_FOLDER_OR_ZIP",
+        help="training run folder (best.zip, else latest.zip) or a .zip",
     )
-    p.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (its sidecar is FILE.onnx.json)")
     p.add_argument(
-        "--check", type=whole_number(0), default=1000, metavar="N", help="observations to verify (0: none) [default: %(default)s]"
+        "--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (its sidecar is FILE.onnx.json)"
+    )
+    p.add_argument(
+        "--check",
+        type=whole_number(0),
+        default=1000,
+        metavar="N",
+        help="observations to verify (0: none) [default: %(default)s]",
     )
     p.add_argument(
         "--check-served",
         type=whole_number(0),
         default=0,
         metavar="N",
-        help="also serve the checkpoint and the ONNX file and compare their /v1/dispatch answers on N requests recorded "
+        help="also serve the checkpoint and the ONNX file and compare their /v1/dispatch answers "
+        "on N requests recorded "
         "from held-out days (0: skip) [default: %(default)s]",
     )
     p.set_defaults(func=cmd_export)
-
-
-if __name__ == "__main__":  # python -m training.export ... (same as gigdispatch export ...)
-    from training.cli import main
-
-    raise SystemExit(main(["export", *sys.argv[1:]]))

@@ -38,23 +38,21 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate import (
-    InputError,
-    add_progress_flags,
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.seeding import parse_seeds
+from gigdispatch.training.argtypes import add_progress_flags, seed_list, whole_number
+from gigdispatch.training.report import fmt, format_seeds, md_table, write_csv
+from gigdispatch.training.runner import (
     cached_policy,
+    check_seeds,
     check_workers,
     default_workers,
-    fmt,
-    format_seeds,
-    git_revision,
-    md_table,
-    parse_seeds,
     resolve_policies,
     run_episode,
     run_tasks,
-    write_csv,
 )
-from training.stats import mean_ci
+from gigdispatch.training.runs import git_revision
+from gigdispatch.training.stats import mean_ci
 
 TARGET_CTD_MIN = 40.0
 
@@ -124,13 +122,14 @@ SUMMARY_COLUMNS = (
 
 # ------------------------------------------------------------------------------------- instances
 def _is_instance(path: Path) -> bool:
-    from envs.scenarios.mdrp import REQUIRED
+    from gigdispatch.envs.scenarios.mdrp import REQUIRED
 
     return path.is_dir() and all((path / f).is_file() for f in REQUIRED)
 
 
 def find_instances(path: str | os.PathLike[str], match: str = "*") -> list[Path]:
-    """``path`` itself if it is an instance folder, else its instance sub-folders (sorted) whose name matches ``match``."""
+    """``path`` itself if it is an instance folder, else its instance sub-folders (sorted) whose name matches
+    ``match``."""
     root = Path(path)
     if not root.exists():
         raise InputError(f"--instances: {root} does not exist")
@@ -172,7 +171,7 @@ class WaitMeter:
         self.total = 0.0
 
     def __call__(self, sim: Any) -> None:
-        from envs.core.types import PH_SERVICE, STOP_PICKUP
+        from gigdispatch.envs.core.types import PH_SERVICE, STOP_PICKUP
 
         dr = sim.drivers
         if self.arrive.size != dr.n:  # first step of the episode
@@ -196,7 +195,7 @@ class WaitMeter:
 
 def mdrp_metrics(sim: Any, wait_s: float) -> dict[str, float]:
     """The MDRP metrics of a finished replay (see the module docstring)."""
-    from envs.core.types import ORDER_DELIVERED
+    from gigdispatch.envs.core.types import ORDER_DELIVERED
 
     od, dr = sim.orders, sim.drivers
     n_o = od.n
@@ -238,8 +237,8 @@ def mdrp_metrics(sim: Any, wait_s: float) -> dict[str, float]:
 
 def _instance_task(task: tuple[str, list[tuple[str, str]], list[int]]) -> list[dict[str, Any]]:
     """Worker entry point: one instance, every policy and seed (the instance is loaded once)."""
-    from envs import Simulator
-    from envs.scenarios.mdrp import load_mdrp
+    from gigdispatch.envs import Simulator
+    from gigdispatch.envs.scenarios.mdrp import load_mdrp
 
     folder, policies, seeds = task
     sim = Simulator(load_mdrp(folder))
@@ -329,22 +328,28 @@ def write_report(
     wall_s: float,
     workers: int,
 ) -> None:
-    from training.io import atomic_write_text
+    from gigdispatch.training.io import atomic_write_text
 
     out = [
         "# gigdispatch mdrp: Grubhub Meal Delivery Routing Problem instances",
         "",
         f"- command: `{command}`",
         f"- git revision: `{git_revision()}`",
-        f"- {n_instances} instance(s), seeds {format_seeds(seeds)}; wall time {wall_s:.1f} s with {workers} worker process(es)",
+        f"- {n_instances} instance(s), seeds {format_seeds(seeds)}; "
+        f"wall time {wall_s:.1f} s with {workers} worker process(es)",
         "- published: Reyes, Erera, Savelsbergh, Sahasrabudhe, O'Neil, *The Meal Delivery Routing Problem* (2018), "
-        "rolling-horizon matching with bundling and perfect preparation-time information, mean over all 240 upstream "
-        "instances (seeds 0-9); ours: mean over the instances run here (an instance's figure is first averaged over seeds).",
-        "- metric definitions: docs/evaluation.md (utilisation = (driving + service) / Σ(off - on), waiting for food excluded).",
+        "rolling-horizon matching with bundling and perfect preparation-time information, "
+        "mean over all 240 upstream "
+        "instances (seeds 0-9); ours: mean over the instances run here "
+        "(an instance's figure is first averaged over seeds).",
+        "- metric definitions: docs/evaluation.md "
+        "(utilisation = (driving + service) / Σ(off - on), waiting for food excluded).",
         *(
             [
-                f"- caution: our mean covers {n_instances} instance(s), the published one all 240; seeds and variants differ in "
-                "difficulty (e.g. the historical-shift `s1` variants leave more orders undelivered), so compare per variant "
+                f"- caution: our mean covers {n_instances} instance(s), the published one all 240; "
+                "seeds and variants differ in "
+                "difficulty (e.g. the historical-shift `s1` variants leave more orders undelivered), "
+                "so compare per variant "
                 "and over the same instance set where you can."
             ]
             if n_instances < 240
@@ -370,7 +375,8 @@ def write_report(
         out.append(md_table(["metric", "ours", "published", "ours - published", "ours vs published"], table))
         out += [
             "",
-            f"`{p}` beats the published results on: {', '.join(better) or 'none'}; trails them on: {', '.join(worse) or 'none'}. "
+            f"`{p}` beats the published results on: {', '.join(better) or 'none'}; "
+            f"trails them on: {', '.join(worse) or 'none'}. "
             "(Utilisation and orders per bundle are efficiency figures, shown as higher/lower, not better/worse.)",
             "",
         ]
@@ -381,7 +387,10 @@ def write_report(
         out.append(
             md_table(
                 ["variant", "instances", *(lab for _, lab, _ in REPORT_METRICS)],
-                [[r["variant"], str(r["instances"]), *(fmt(float(r[k]) * s, 2) for k, _, s in REPORT_METRICS)] for r in rows],
+                [
+                    [r["variant"], str(r["instances"]), *(fmt(float(r[k]) * s, 2) for k, _, s in REPORT_METRICS)]
+                    for r in rows
+                ],
             )
         )
         out.append("")
@@ -407,9 +416,7 @@ def run_mdrp(
     command: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every policy on every instance found under ``instances``; write the files; return summary rows."""
-    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else [int(s) for s in seeds]
-    if not seed_list or any(s < 0 for s in seed_list) or len(set(seed_list)) != len(seed_list):
-        raise InputError(f"--seeds: seeds must be distinct, >= 0 and at least one, got {seed_list}")
+    days = check_seeds(parse_seeds(seeds) if isinstance(seeds, str) else seeds)
     n_workers = check_workers(workers)
     folders = find_instances(instances, match)
     pols = resolve_policies(policies)
@@ -423,84 +430,95 @@ def run_mdrp(
             args += ["--match", match]
         for label, spec in pols:
             args += ["--policy", spec if label in (spec, spec.rstrip("/")) else f"{label}={spec}"]
-        args += ["--seeds", format_seeds(seed_list), "--out", str(out), "--workers", str(n_workers)]
+        args += ["--seeds", format_seeds(days), "--out", str(out), "--workers", str(n_workers)]
         import shlex
 
         command = shlex.join(args)
 
     # largest instances first: the pool finishes with the small ones (better load balance)
     by_size = sorted(folders, key=lambda f: -(f / "orders.txt").stat().st_size)
-    tasks = [(str(f), pols, seed_list) for f in by_size]
+    tasks = [(str(f), pols, days) for f in by_size]
     t0 = time.perf_counter()
     results = run_tasks(_instance_task, tasks, n_workers, progress, "mdrp", "instance")
     wall = time.perf_counter() - t0
     order = {f.name: i for i, f in enumerate(folders)}
     p_rank = {lab: i for i, (lab, _) in enumerate(pols)}
-    rows = sorted((r for rs in results for r in rs), key=lambda r: (p_rank[r["policy"]], order[r["instance"]], r["seed"]))
+    rows = sorted(
+        (r for rs in results for r in rs), key=lambda r: (p_rank[r["policy"]], order[r["instance"]], r["seed"])
+    )
     labels = [lab for lab, _ in pols]
     summary = summarise(rows, labels)
     write_csv(out / "instances.csv", INSTANCE_COLUMNS, rows)
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
-    write_report(out / "report.md", summary, labels, len(folders), seed_list, command, wall, min(n_workers, len(tasks)))
+    write_report(out / "report.md", summary, labels, len(folders), days, command, wall, min(n_workers, len(tasks)))
     return summary
 
 
 # --------------------------------------------------------------------------------------------- CLI
 def cmd_mdrp(args: argparse.Namespace) -> int:
-    from training.cli import CliError
-
-    try:
-        summary = run_mdrp(
-            args.instances,
-            args.policy or ["nearest"],
-            args.out,
-            seeds=args.seeds,
-            workers=args.workers,
-            progress=args.progress,
-            match=args.match,
-        )
-    except InputError as exc:
-        raise CliError(str(exc)) from None
+    """``gigdispatch mdrp``: run, write the files, print the overall table (bad input: ``InputError``, one line)."""
+    summary = run_mdrp(
+        args.instances,
+        args.policy or ["nearest"],
+        args.out,
+        seeds=args.seeds,
+        workers=args.workers,
+        progress=args.progress,
+        match=args.match,
+    )
     rows = [r for r in summary if r["variant"] == "all"]
     head = ["policy", *(lab for _, lab, _ in REPORT_METRICS)]
     table = [[r["policy"], *(fmt(float(r[k]) * s, 2) for k, _, s in REPORT_METRICS)] for r in rows]
     table.append(["published", *(fmt(PUBLISHED[k] * s, 2) for k, _, s in REPORT_METRICS)])
     widths = [max(len(str(x[i])) for x in [head, *table]) for i in range(len(head))]
     for line in [head, *table]:
-        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+        print(
+            "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
     n = rows[0]["instances"] if rows else 0
     print(f"\n{n} instance(s); wrote {Path(args.out) / 'instances.csv'}, summary.csv and report.md")
     return 0
 
 
-def _seeds_arg(text: str) -> list[int]:
-    from training.evaluate import _seeds_arg as parse
-
-    return parse(text)
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from training.evaluate import _workers_arg
-
     p = sub.add_parser(
         "mdrp",
         help="run policies on MDRP (Grubhub) instances and compare with the published results",
         description=(
-            "Replay every MDRP instance folder under INSTANCES with each POLICY, measure the metrics as Reyes et al. (2018) "
+            "Replay every MDRP instance folder under INSTANCES with each POLICY, "
+            "measure the metrics as Reyes et al. (2018) "
             "define them, and write instances.csv, summary.csv (per variant and overall) and report.md (against the "
             "published results) to OUT."
         ),
-        epilog="Example: gigdispatch mdrp --instances ../shared/data/mdrplib/public_instances --match '0*' --out results/mdrp",
+        epilog="Example: gigdispatch mdrp --instances ../shared/data/mdrplib/public_instances --match '0*' "
+        "--out results/mdrp",
     )
     p.add_argument("--instances", required=True, help="an MDRP instance folder, or a folder of instance folders")
-    p.add_argument("--match", default="*", help="only instance folders whose name matches this glob, e.g. '0*' [default: all]")
     p.add_argument(
-        "--policy", action="append", metavar="P", help="policy name or checkpoint folder, optionally LABEL=NAME; repeat [default: nearest]"
+        "--match", default="*", help="only instance folders whose name matches this glob, e.g. '0*' [default: all]"
     )
     p.add_argument(
-        "--seeds", type=_seeds_arg, default="0", help="seeds per instance (they feed the policy's random stream) [default: %(default)s]"
+        "--policy",
+        action="append",
+        metavar="P",
+        help="policy name or checkpoint folder, optionally LABEL=NAME; repeat [default: nearest]",
     )
-    p.add_argument("--out", required=True, help="output folder (created; files of the same names are replaced, others kept)")
-    p.add_argument("--workers", type=_workers_arg, default=None, help=f"worker processes [default: CPU count = {default_workers()}]")
+    p.add_argument(
+        "--seeds",
+        type=seed_list,
+        default="0",
+        help="seeds per instance (they feed the policy's random stream) [default: %(default)s]",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder (created; files of the same names are replaced, others kept)"
+    )
+    p.add_argument(
+        "--workers",
+        type=whole_number(1),
+        default=None,
+        help=f"worker processes [default: CPU count = {default_workers()}]",
+    )
     add_progress_flags(p)
     p.set_defaults(func=cmd_mdrp)

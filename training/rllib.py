@@ -15,9 +15,9 @@ Locally ``ray.init()`` starts a one-machine Ray; with ``--address`` (``auto``, `
 ``ray://HOST:10001``) the run joins that cluster, and ``rllib.num_env_runners`` sampling actors spread
 over its nodes (each needs gigdispatch installed, e.g. through the cluster's runtime environment).
 
-The run folder is the SB3 backend's: ``config.yaml``, ``command.txt``, ``git_revision.txt``, ``seed``,
-``progress.json`` (after every iteration), ``tb/`` (TensorBoard: ``rllib/episode_return_mean``,
-``rllib/env_steps``, ``rllib/iteration_seconds``) and
+The run folder is the SB3 backend's (``training.runs``): ``config.yaml``, ``command.txt``,
+``git_revision.txt``, ``seed``, ``progress.json`` (after every iteration), ``tb/`` (TensorBoard:
+``rllib/episode_return_mean``, ``rllib/env_steps``, ``rllib/iteration_seconds``) and
 ``checkpoints/rllib/`` (``Algorithm.save_to_path``, written into a scratch folder and swapped in
 whole after every iteration, so a killed run keeps its last complete checkpoint). ``--resume RUN_DIR``
 restores it and runs the remaining iterations.
@@ -31,14 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
-from training.io import atomic_write_json
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.training.config import TrainConfig
+from gigdispatch.training.io import atomic_write_json
+from gigdispatch.training.runs import CHECKPOINTS, PROGRESS, RLLIB_CHECKPOINT, TB, read_progress, write_run_files
 
 ENV_NAME = "gigdispatch-fleet"
 POLICY_ID = "shared"
 
 
-class RLlibError(ValueError):
+class RLlibError(InputError):
     """A bad RLlib run request (the wrong env, Ray missing, an unreachable cluster address)."""
 
 
@@ -99,17 +101,20 @@ def make_env(env_config: dict[str, Any]) -> Any:
     import numpy as np
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
-    import envs
+    from gigdispatch import envs
+    from gigdispatch.agents import make_policy
 
     seeds = list(env_config["train_seeds"])
-    order = np.random.default_rng(int(env_config["seed"]) + 7919 * int(getattr(env_config, "worker_index", 0))).permutation(len(seeds))
+    order = np.random.default_rng(
+        int(env_config["seed"]) + 7919 * int(getattr(env_config, "worker_index", 0))
+    ).permutation(len(seeds))
 
     class SeededFleet(ParallelPettingZooEnv):
         def __init__(self) -> None:
             super().__init__(
                 envs.parallel_env(
                     scenario=env_config["scenario"],
-                    platform_policy=env_config["platform_policy"],
+                    platform_policy=make_policy(env_config["platform_policy"]),  # the name in env_config
                     reward=env_config["reward"],
                     max_cycles=env_config["max_cycles"],
                 )
@@ -139,7 +144,9 @@ def build_config(cfg: TrainConfig) -> Any:
         "train_seeds": list(cfg.train_seeds),
         "seed": cfg.seed,
     }
-    spec = RLModuleSpec(module_class=_module_class(), model_config={"fcnet_hiddens": list(p.net_arch), "vf_share_layers": False})
+    spec = RLModuleSpec(
+        module_class=_module_class(), model_config={"fcnet_hiddens": list(p.net_arch), "vf_share_layers": False}
+    )
     return (
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config)
@@ -202,23 +209,32 @@ def train_rllib(
     if cfg.env != "fleet":
         raise RLlibError(f"--backend rllib trains the fleet env (env: fleet), not env: {cfg.env}")
     ray = _import_ray()
-    import json
-
     from ray.tune.registry import register_env
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from training.train import write_run_files
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / "checkpoints" / "rllib"
+    ckpt = run_dir / CHECKPOINTS / RLLIB_CHECKPOINT
     ckpt.parent.mkdir(exist_ok=True)
     write_run_files(run_dir, cfg, command, resumed=resume)
-    state: dict[str, Any] = {"backend": "rllib", "iteration": 0, "iterations": cfg.rllib.iterations, "env_steps": 0, "history": []}
-    if resume and (run_dir / "progress.json").is_file():
-        state = json.loads((run_dir / "progress.json").read_text())
+    state: dict[str, Any] = {
+        "backend": "rllib",
+        "iteration": 0,
+        "iterations": cfg.rllib.iterations,
+        "env_steps": 0,
+        "history": [],
+    }
+    saved = read_progress(run_dir) if resume else None
+    if saved is not None:
+        state = saved
     try:
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
     except Exception as exc:  # a wrong address or an unreachable cluster: one line, not a traceback
         raise RLlibError(
             f"--address {address!r}: could not start or reach Ray ({type(exc).__name__}: {str(exc).splitlines()[0]})"
@@ -228,16 +244,27 @@ def train_rllib(
         algo = build_config(cfg).build_algo()
         if resume and ckpt.is_dir():
             algo.restore_from_path(str(ckpt.resolve()))
-        writer = SummaryWriter(str(run_dir / "tb"))
-        bar = tqdm(total=cfg.rllib.iterations, initial=state["iteration"], unit="iter", disable=not progress, desc="rllib")
+        writer = SummaryWriter(str(run_dir / TB))
+        bar = tqdm(
+            total=cfg.rllib.iterations, initial=state["iteration"], unit="iter", disable=not progress, desc="rllib"
+        )
         while state["iteration"] < cfg.rllib.iterations:
             t0 = time.perf_counter()
             res = algo.train()
             secs = time.perf_counter() - t0
             state["iteration"] += 1
-            steps = _metric(res, "num_env_steps_sampled_lifetime") or _metric(res, "env_runners", "num_env_steps_sampled_lifetime") or 0.0
+            steps = (
+                _metric(res, "num_env_steps_sampled_lifetime")
+                or _metric(res, "env_runners", "num_env_steps_sampled_lifetime")
+                or 0.0
+            )
             ret = _metric(res, "env_runners", "episode_return_mean")
-            rec = {"iteration": state["iteration"], "env_steps": int(steps), "episode_return_mean": ret, "seconds": round(secs, 3)}
+            rec = {
+                "iteration": state["iteration"],
+                "env_steps": int(steps),
+                "episode_return_mean": ret,
+                "seconds": round(secs, 3),
+            }
             state["env_steps"] = int(steps)
             state["history"].append(rec)
             it = state["iteration"]
@@ -247,7 +274,7 @@ def train_rllib(
                 writer.add_scalar("rllib/episode_return_mean", ret, it)
             writer.flush()
             _save(algo, ckpt)
-            atomic_write_json(run_dir / "progress.json", {**state, "done": state["iteration"] >= cfg.rllib.iterations})
+            atomic_write_json(run_dir / PROGRESS, {**state, "done": state["iteration"] >= cfg.rllib.iterations})
             bar.update(1)
         bar.close()
         writer.close()
@@ -255,5 +282,5 @@ def train_rllib(
     finally:
         ray.shutdown()
     state["done"] = True
-    atomic_write_json(run_dir / "progress.json", state)
+    atomic_write_json(run_dir / PROGRESS, state)
     return state

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.core.sim import Simulator
-from envs.core.types import ACC_ACTIVE, PH_OFFLINE, SERVICE_LEVELS, STOP_PICKUP, VEHICLES
+from gigdispatch.envs.core.sim import Simulator
+from gigdispatch.envs.core.types import ACC_ACTIVE, PH_OFFLINE, SERVICE_LEVELS, STOP_PICKUP, VEHICLES
 
 
 def _finite(x: float) -> float | None:
@@ -37,13 +37,22 @@ def request_from_sim(sim: Simulator) -> dict[str, Any]:
     dr, od = sim.drivers, sim.orders
     drivers = []
     for i in range(dr.n):
-        offline = dr.phase[i] == PH_OFFLINE or dr.account[i] != ACC_ACTIVE or dr.offer_order[i] >= 0 or sim.t >= dr.shift_end[i]
+        offline = (
+            dr.phase[i] == PH_OFFLINE
+            or dr.account[i] != ACC_ACTIVE
+            or dr.offer_order[i] >= 0
+            or sim.t >= dr.shift_end[i]
+        )
         L = int(dr.route_len[i])
         d: dict[str, Any] = {"id": f"d{i}", "node": int(dr.node[i]), "vehicle": VEHICLES[int(dr.vehicle[i])]}
         d["status"] = "offline" if offline else ("busy" if L else "idle")
         if not offline and L:
             d["route"] = [
-                {"node": int(dr.route_node[i, j]), "kind": "pickup" if dr.route_kind[i, j] == STOP_PICKUP else "dropoff"} for j in range(L)
+                {
+                    "node": int(dr.route_node[i, j]),
+                    "kind": "pickup" if dr.route_kind[i, j] == STOP_PICKUP else "dropoff",
+                }
+                for j in range(L)
             ]
         cap = _finite(dr.capacity[i])
         if cap is not None:
@@ -74,11 +83,13 @@ def request_from_sim(sim: Simulator) -> dict[str, Any]:
     return {"now": float(sim.t), "drivers": drivers, "orders": orders}
 
 
-def record_requests(scenario: str, n: int, policy: str = "nearest", first_seed: int = 1000, every: int = 1) -> list[dict[str, Any]]:
+def record_requests(
+    scenario: str, n: int, policy: str = "nearest", first_seed: int = 1000, every: int = 1
+) -> list[dict[str, Any]]:
     """``n`` requests from days of ``scenario`` run by ``policy`` (seeds ``first_seed``, ``first_seed`` + 1, ...),
     one per ``every``-th decision epoch with open orders and an idle driver."""
-    from agents import make_policy
-    from envs import load_scenario
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs import load_scenario
 
     if first_seed < 1000:
         raise ValueError("record_requests: seeds below 1000 are kept for evaluation; use first_seed >= 1000")
@@ -105,7 +116,7 @@ def check_served(policy_a: str, policy_b: str, scenario: str, requests: list[dic
     """Send every request to two apps serving ``policy_a`` and ``policy_b``; returns counts and the first difference."""
     from fastapi.testclient import TestClient
 
-    from agents.serve import create_app
+    from gigdispatch.service import create_app
 
     answers: list[list[Any]] = [[], []]
     for side, pol in enumerate((policy_a, policy_b)):
@@ -122,7 +133,9 @@ def check_served(policy_a: str, policy_b: str, scenario: str, requests: list[dic
     return {
         "requests": len(requests),
         "differing": len(differ),
-        "first_difference": None if not differ else {"request": differ[0], "a": answers[0][differ[0]], "b": answers[1][differ[0]]},
+        "first_difference": None
+        if not differ
+        else {"request": differ[0], "a": answers[0][differ[0]], "b": answers[1][differ[0]]},
         "assignments": n_assign,
         "requests_with_assignments": int(np.sum([len(a["assignments"]) > 0 for a in answers[0]])),
     }

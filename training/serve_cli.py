@@ -1,4 +1,4 @@
-"""``gigdispatch serve``: the HTTP inference service (FastAPI on uvicorn), see ``agents/serve.py``.
+"""``gigdispatch serve``: the HTTP inference service (FastAPI on uvicorn), see ``gigdispatch.service``.
 
 The scenario and the policy are loaded once when the server starts; a bad scenario or policy name,
 port or limit ends with a one-line ``error: ...`` before anything listens. The service binds to
@@ -19,7 +19,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from training.argtypes import whole_number
+from gigdispatch.training.argtypes import whole_number
+from gigdispatch.training.errors import CliError
 
 
 def free_port() -> int:
@@ -35,10 +36,26 @@ def serve_process(scenario: str, policy: str, *extra_args: str, wait_s: float = 
     ``/healthz`` answers, and always stop it afterwards. The child's stderr goes to a temporary file
     (a pipe nobody reads could fill up and stall the server); its tail is in the error if it fails to start."""
     port = free_port()
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--scenario", scenario, "--policy", policy, "--port", str(port), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gigdispatch.training.cli",
+        "serve",
+        "--scenario",
+        scenario,
+        "--policy",
+        policy,
+        "--port",
+        str(port),
+        *extra_args,
+    ]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            cmd, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=err
+            cmd,
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -87,26 +104,31 @@ def _body_limit(text: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from training.cli import CliError
-
     try:
         import uvicorn
 
-        from agents.serve import ServeState, create_app
+        from gigdispatch.service import create_app
+        from gigdispatch.service.state import ServeState
     except ModuleNotFoundError as exc:
         raise CliError(
-            f"serving needs the 'serve' extra (fastapi, uvicorn): {exc.name} is not installed; pip install 'gigdispatch[serve]'"
+            f"serving needs the 'serve' extra (fastapi, uvicorn): {exc.name} is not installed; "
+            "pip install 'gigdispatch[serve]'"
         ) from None
     if args.token is not None and not args.token.strip():
         raise CliError("--token: must not be empty")
     state = ServeState(args.scenario, args.policy, seed=args.seed)  # ScenarioError / UnknownPolicyError -> one line
     app = create_app(args.scenario, args.policy, token=args.token, max_body_bytes=args.max_body_bytes, state=state)
-    print(f"gigdispatch serve: policy={state.policy_name} scenario={state.scenario.name} on http://{args.host}:{args.port}", flush=True)
+    print(
+        f"gigdispatch serve: policy={state.policy_name} scenario={state.scenario.name} on http://{args.host}:{args.port}",
+        flush=True,
+    )
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         if exc.code:
-            raise CliError(f"--port: could not serve on {args.host}:{args.port} (address in use or not allowed)") from None
+            raise CliError(
+                f"--port: could not serve on {args.host}:{args.port} (address in use or not allowed)"
+            ) from None
     return 0
 
 
@@ -121,11 +143,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="Example: gigdispatch serve --policy nearest --scenario default --port 8000 --token s3cret",
     )
     p.add_argument("--policy", default="nearest", help="policy name or training run folder [default: %(default)s]")
-    p.add_argument("--scenario", default="default", help="built-in name, YAML file or MDRP folder: the city served [default: %(default)s]")
+    p.add_argument(
+        "--scenario",
+        default="default",
+        help="built-in name, YAML file or MDRP folder: the city served [default: %(default)s]",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind [default: %(default)s]")
     p.add_argument("--port", type=_port, default=8000, help="TCP port [default: %(default)s]")
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on the /v1 endpoints")
-    p.add_argument("--max-body-bytes", type=_body_limit, default=16 * 1024 * 1024, help="larger bodies get 413 [default: %(default)s]")
-    p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the start-up reset (policy RNG stream) [default: %(default)s]")
-    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
+    p.add_argument(
+        "--max-body-bytes",
+        type=_body_limit,
+        default=16 * 1024 * 1024,
+        help="larger bodies get 413 [default: %(default)s]",
+    )
+    p.add_argument(
+        "--seed",
+        type=whole_number(0),
+        default=0,
+        help="seed of the start-up reset (policy RNG stream) [default: %(default)s]",
+    )
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level",
+    )
     p.set_defaults(func=cmd_serve)

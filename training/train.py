@@ -10,8 +10,9 @@
 * Checkpoints are written at rollout boundaries (after a PPO update, before the next rollout), so a
   checkpoint's weights have been trained on exactly the ``num_timesteps`` it records, and a resumed run
   collects the same rollouts-count as an uninterrupted one: a run killed at any moment (even SIGKILL)
-  and resumed ends with the same ``num_timesteps``. Every file is written atomically
-  (``training.io.atomic_write_bytes``: temp file in the same folder, fsync, ``os.replace``).
+  and resumed ends with the same ``num_timesteps``. The run folder's files are those of ``training.runs``,
+  every one written atomically (``training.io.atomic_write_bytes``: temp file in the same folder, fsync,
+  ``os.replace``).
 * PPO collects whole rollouts of ``n_steps x n_envs`` steps, so the final ``num_timesteps`` is
   ``total_timesteps`` rounded up to a whole number of rollouts.
 """
@@ -19,117 +20,88 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shlex
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.config import ConfigError, TrainConfig, load_config
-from training.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from gigdispatch.agents.learned import MASKED_ALGORITHMS, algo_class
+from gigdispatch.envs.core.seeding import SeedSchedule
+from gigdispatch.training.cem import train_cem
+from gigdispatch.training.config import ConfigError, TrainConfig, load_config
+from gigdispatch.training.errors import TrainError
+from gigdispatch.training.rllib import RLlibError, train_rllib
+from gigdispatch.training.runs import (
+    BEST,
+    CHECKPOINTS,
+    KPI_TAGS,
+    LATEST,
+    POLICY,
+    TB,
+    load_run_config,
+    new_run_dir,
+    read_progress,
+    save_checkpoint,
+    write_progress,
+    write_run_files,
+)
 
-# KPI -> TensorBoard tag (stable names; dashboards rely on them)
-KPI_TAGS = {
-    "platform_margin": "dispatch/profit",
-    "on_time_rate": "dispatch/on_time_rate",
-    "click_to_door_mean_min": "dispatch/click_to_door_mean_min",
-    "acceptance_rate": "dispatch/acceptance_rate",
-    "orders_cancelled": "dispatch/cancellations",
-}
-LATEST = "latest.zip"
-BEST = "best.zip"
-
-
-class TrainError(ValueError):
-    """Bad input to ``train`` (run folder, resume folder); one line, naming what is wrong."""
+__all__ = ["KPI_TAGS", "TrainError", "build_model", "evaluate_model", "make_train_env", "seed_everything", "train"]
 
 
 # ------------------------------------------------------------------------------------------- envs
-class _SeedCycle:
-    """Yields the training episode seeds in a permuted, repeating order (quacks like ``Generator.integers``)."""
-
-    def __init__(self, seeds: list[int], seed: int) -> None:
-        self.seeds = np.random.default_rng(seed).permutation(np.asarray(seeds, dtype=np.int64))
-        self.i = 0
-
-    def next(self) -> int:
-        s = int(self.seeds[self.i % len(self.seeds)])
-        self.i += 1
-        return s
-
-    def integers(self, *args: Any, **kwargs: Any) -> int:  # FleetVecEnv draws its day seeds with this
-        return self.next()
-
-
-def _dispatch_env(cfg: TrainConfig, seeds: list[int] | None, order_seed: int) -> Any:
-    """A Dispatch-v0 env whose every reset uses the next seed of ``seeds`` (ignoring the seed SB3 passes)."""
-    import gymnasium as gym
-
-    from envs.dispatch_env import DispatchEnv
-
-    class SeededEpisodes(gym.Wrapper):
-        def __init__(self, env: gym.Env, cycle: _SeedCycle) -> None:
-            super().__init__(env)
-            self.cycle = cycle
-
-        def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
-            return self.env.reset(seed=self.cycle.next(), options=options)
-
-        def action_masks(self) -> np.ndarray:
-            return self.env.unwrapped.action_masks()
+def dispatch_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
+    """Dispatch-v0 with the run's ``dispatch`` settings, playing the days of ``seed_schedule``."""
+    from gigdispatch.envs.dispatch_env import DispatchEnv
 
     d = cfg.dispatch
-    env = DispatchEnv(cfg.scenario, max_orders=d.max_orders, k=d.k, reward_scale=d.reward_scale, idle_only=d.idle_only)
-    return SeededEpisodes(env, _SeedCycle(seeds or cfg.train_seeds, order_seed))
+    return DispatchEnv(
+        cfg.scenario,
+        max_orders=d.max_orders,
+        k=d.k,
+        reward_scale=d.reward_scale,
+        idle_only=d.idle_only,
+        seed_schedule=seed_schedule,
+    )
 
 
-def _fleet_env(cfg: TrainConfig, seeds: list[int] | None, order_seed: int) -> Any:
-    """A ``FleetVecEnv`` whose days are seeded from ``seeds`` (its internal seed generator is replaced)."""
-    from envs.fleet_vec import FleetVecEnv
+def fleet_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
+    """``FleetVecEnv`` with the run's ``fleet`` settings (the platform policy by name), playing the days of
+    ``seed_schedule``."""
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs.fleet_vec import FleetVecEnv
 
-    class SeededFleet(FleetVecEnv):
-        def reset(self) -> np.ndarray:
-            self._reset_seeds()
-            self._seeds = [None] * self.num_envs  # seeds come from the cycle, never from SB3's seed()
-            return super().reset()
-
+    policy = make_policy(cfg.fleet.platform_policy)
     with warnings.catch_warnings():  # FleetVecEnv has no render_mode attribute; SB3 warns about it
         warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
-        venv = SeededFleet(cfg.scenario, platform_policy=cfg.fleet.platform_policy, reward=cfg.fleet.reward)
-    venv._seed_rng = _SeedCycle(seeds or cfg.train_seeds, order_seed)  # type: ignore[assignment]
-    return venv
+        return FleetVecEnv(cfg.scenario, platform_policy=policy, reward=cfg.fleet.reward, seed_schedule=seed_schedule)
+
+
+def train_schedule(cfg: TrainConfig) -> SeedSchedule:
+    """The training days: ``train_seeds`` cycled in an order drawn from ``seed``, whatever seed SB3 passes."""
+    return SeedSchedule(seeds=cfg.train_seeds, shuffle=cfg.seed, ignore_reset_seed=True)
 
 
 def make_train_env(cfg: TrainConfig) -> Any:
     """The SB3 VecEnv used for training (``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv, or the fleet)."""
     if cfg.env == "fleet":
-        return _fleet_env(cfg, None, cfg.seed)
+        return fleet_env(cfg, train_schedule(cfg))
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    return DummyVecEnv([lambda: Monitor(_dispatch_env(cfg, None, cfg.seed))])
+    return DummyVecEnv([lambda: Monitor(dispatch_env(cfg, train_schedule(cfg)))])
 
 
-def _algo_class(algo: str) -> Any:
-    if algo == "maskable_ppo":
-        from sb3_contrib import MaskablePPO
-
-        return MaskablePPO
-    from stable_baselines3 import PPO
-
-    return PPO
-
-
-def build_model(cfg: TrainConfig, env: Any, tensorboard_log: str | None = None, algo: str | None = None, policy: str | None = None) -> Any:
+def build_model(
+    cfg: TrainConfig, env: Any, tensorboard_log: str | None = None, algo: str | None = None, policy: str | None = None
+) -> Any:
     """A new PPO / MaskablePPO model on ``env`` with the run's ``ppo`` settings (also used by the training
     throughput benchmark, with ``algo``/``policy`` overridden for the CartPole reference)."""
-    Algo = _algo_class(algo or cfg.algo)
+    Algo = algo_class(algo or cfg.algo)
     p = cfg.ppo
     batch = min(p.batch_size, p.n_steps * env.num_envs)
     return Algo(
@@ -161,11 +133,10 @@ def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
     Fleet: ``reward_mean`` is the mean over days of the mean driver return. ``profit_mean`` etc. are KPI means.
     """
     seeds = cfg.eval.seeds[: cfg.eval.episodes]
-    masked = cfg.algo == "maskable_ppo"
+    masked = cfg.algo in MASKED_ALGORITHMS
     returns, kpis = [], []
     if cfg.env == "dispatch":
-        env = _dispatch_env(cfg, seeds, 0)
-        env.cycle.seeds = np.asarray(seeds)  # in the given order
+        env = dispatch_env(cfg, SeedSchedule(seeds=seeds))  # the held-out days, in the given order
         for _ in seeds:
             obs, _ = env.reset()
             done, total = False, 0.0
@@ -177,10 +148,9 @@ def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
             returns.append(total)
             kpis.append(info["kpis"])
     else:
-        venv = _fleet_env(cfg, seeds, 0)
-        venv._seed_rng.seeds = np.asarray(seeds)
-        for _ in seeds:
-            obs = venv.reset()
+        venv = fleet_env(cfg, SeedSchedule(seeds=seeds))  # the held-out days, in the given order
+        obs = venv.reset()
+        for _ in seeds:  # when a day ends the next one starts at once: ``obs`` is its first observation
             while True:
                 kw = {"action_masks": venv.action_masks()} if masked else {}
                 action, _ = model.predict(obs, deterministic=True, **kw)
@@ -189,7 +159,11 @@ def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
                     break
             returns.append(float(np.mean([i["episode"]["r"] for i in infos])))
             kpis.append(venv.last_kpis or {})
-    out = {"reward_mean": float(np.mean(returns)), "reward_std": float(np.std(returns)), "episodes": float(len(returns))}
+    out = {
+        "reward_mean": float(np.mean(returns)),
+        "reward_std": float(np.std(returns)),
+        "episodes": float(len(returns)),
+    }
     for key, tag in KPI_TAGS.items():
         vals = [float(k[key]) for k in kpis if key in k and k[key] == k[key]]
         if vals:
@@ -198,16 +172,16 @@ def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------- callbacks
-def _save_model(model: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    model.save(buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _last_kpis(env: Any) -> dict[str, float]:
+    """The ``last_kpis`` of the fleet env under any VecEnv wrappers (``{}`` before the first day ends)."""
+    while not hasattr(env, "last_kpis") and hasattr(env, "venv"):  # through any VecEnv wrappers
+        env = env.venv
+    return getattr(env, "last_kpis", None) or {}
 
 
-def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool) -> list[Any]:
+def _kpi_callback(cfg: TrainConfig) -> Any:
+    """The callback that logs the day's KPIs under ``dispatch/``."""
     from stable_baselines3.common.callbacks import BaseCallback
-
-    ckpt_dir = run_dir / "checkpoints"
 
     class KpiCallback(BaseCallback):
         """Logs the day's KPIs under ``dispatch/`` whenever a training episode (a day) ends."""
@@ -217,10 +191,7 @@ def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool)
             if dones is None or not np.any(dones):
                 return True
             if cfg.env == "fleet":
-                env = self.training_env
-                while not hasattr(env, "last_kpis") and hasattr(env, "venv"):  # through any VecEnv wrappers
-                    env = env.venv
-                self._record(getattr(env, "last_kpis", None) or {})
+                self._record(_last_kpis(self.training_env))
             else:
                 for info, done in zip(self.locals.get("infos", []), dones, strict=False):
                     if done and "kpis" in info:
@@ -232,6 +203,15 @@ def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool)
                 v = kpis.get(key)
                 if v is not None and v == v:
                     self.logger.record_mean(tag, float(v))
+
+    return KpiCallback()
+
+
+def _checkpoint_eval_callback(cfg: TrainConfig, run_dir: Path, total: int, state: dict[str, Any]) -> Any:
+    """The callback that evaluates and checkpoints the model; ``state`` is the run's resumable state."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    ckpt_dir = run_dir / CHECKPOINTS
 
     class CheckpointEvalCallback(BaseCallback):
         """At rollout boundaries: evaluate every ``eval.every_steps``, checkpoint every ``checkpoint_every_steps``."""
@@ -263,12 +243,19 @@ def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool)
             if best is None or res["reward_mean"] > best:
                 self.state["best_reward"] = res["reward_mean"]
                 self.state["best_timesteps"] = self.model.num_timesteps
-                _save_model(self.model, ckpt_dir / BEST)
+                save_checkpoint(self.model, ckpt_dir / BEST)
 
         def checkpoint(self) -> None:
-            _save_model(self.model, ckpt_dir / LATEST)
+            save_checkpoint(self.model, ckpt_dir / LATEST)
             self.state["last_ckpt"] = self.model.num_timesteps
             write_progress(run_dir, self.model.num_timesteps, total, self.state, done=False)
+
+    return CheckpointEvalCallback(state)
+
+
+def _tqdm_callback(cfg: TrainConfig, total: int) -> Any:
+    """The callback that shows a progress bar of the run's timesteps."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
     class TqdmCallback(BaseCallback):
         def _on_training_start(self) -> None:
@@ -286,55 +273,21 @@ def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool)
             self.bar.n = self.model.num_timesteps
             self.bar.close()
 
-    state = json.loads((run_dir / "progress.json").read_text())["state"] if (run_dir / "progress.json").is_file() else {}
-    cbs: list[Any] = [KpiCallback(), CheckpointEvalCallback(state)]
+    return TqdmCallback()
+
+
+def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool) -> list[Any]:
+    """The run's callbacks: KPI logging, evaluation and checkpoints (resuming the run's saved state), a
+    progress bar if ``progress``."""
+    prog = read_progress(run_dir)
+    state = prog["state"] if prog is not None else {}
+    cbs: list[Any] = [_kpi_callback(cfg), _checkpoint_eval_callback(cfg, run_dir, total, state)]
     if progress:
-        cbs.append(TqdmCallback())
+        cbs.append(_tqdm_callback(cfg, total))
     return cbs
 
 
-def write_progress(run_dir: Path, timesteps: int, total: int, state: dict[str, Any], done: bool) -> None:
-    atomic_write_json(
-        run_dir / "progress.json",
-        {"num_timesteps": int(timesteps), "total_timesteps": int(total), "done": done, "time": time.time(), "state": state},
-    )
-
-
 # ------------------------------------------------------------------------------------------- main
-def _git_revision() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    """The config a run folder was started with (``config.yaml``); ``TrainError`` if it is not a run folder."""
-    from training.config import build_config
-
-    f = run_dir / "config.yaml"
-    if not f.is_file():
-        raise TrainError(f"--resume {run_dir}: not a run folder (no config.yaml)")
-    import yaml
-
-    return build_config(yaml.safe_load(f.read_text()), source=str(f))
-
-
-def write_run_files(run_dir: Path, cfg: TrainConfig, command: str, resumed: bool) -> None:
-    """A new run's record (config, command, git revision, seed), or the resuming command appended."""
-    if not resumed:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        atomic_write_text(run_dir / "command.txt", command + "\n")
-        atomic_write_text(run_dir / "git_revision.txt", _git_revision() + "\n")
-        atomic_write_text(run_dir / "seed", f"{cfg.seed}\n")
-    else:
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
-            f.write(command + "\n")
-
-
 def seed_everything(seed: int, threads: int) -> None:
     """The one seeding block: torch, NumPy's legacy global RNG, Python's random, via SB3 ``set_random_seed``."""
     import torch
@@ -344,16 +297,6 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     set_random_seed(seed)
-
-
-def new_run_dir(cfg: TrainConfig, out_dir: str | Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(out_dir) / f"{cfg.name}-{stamp}"
-    run_dir, i = base, 1
-    while run_dir.exists():
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    return run_dir
 
 
 def train(
@@ -375,7 +318,9 @@ def train(
         rdir = Path(resume)
         saved = load_run_config(rdir)
         if cfg is not None and cfg.model_dump() != saved.model_dump():
-            raise TrainError(f"--resume {rdir}: the given config differs from the run's config.yaml; resume without --config")
+            raise TrainError(
+                f"--resume {rdir}: the given config differs from the run's config.yaml; resume without --config"
+            )
         cfg = saved
     elif cfg is None:
         raise TrainError("train: a config is needed to start a new run")
@@ -385,33 +330,35 @@ def train(
             raise TrainError(f"--out {rdir}: the run folder exists and is not empty (use --resume to continue it)")
     seed_everything(cfg.seed, cfg.torch_threads)
     if cfg.algo == "cem":
-        from envs import load_scenario
+        from gigdispatch.envs import load_scenario
 
         load_scenario(cfg.scenario)  # a bad scenario fails here, before the run folder is made
         env = None
     else:
         env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
-    ckpt = rdir / "checkpoints"
+    ckpt = rdir / CHECKPOINTS
     ckpt.mkdir(parents=True, exist_ok=True)
     write_run_files(rdir, cfg, command or shlex.join(sys.argv), resumed=resume is not None)
 
     if cfg.algo == "cem":
-        from training.cem import train_cem
-
         st = train_cem(cfg, rdir, resume=resume is not None, progress=progress)
         days = st["iteration"] * cfg.cem.population * cfg.cem.seeds_per_iteration
         write_progress(
-            rdir, days, cfg.cem.iterations * cfg.cem.population * cfg.cem.seeds_per_iteration, {"cem": st["history"][-1:]}, done=True
+            rdir,
+            days,
+            cfg.cem.iterations * cfg.cem.population * cfg.cem.seeds_per_iteration,
+            {"cem": st["history"][-1:]},
+            done=True,
         )
         return rdir
-    Algo = _algo_class(cfg.algo)
+    Algo = algo_class(cfg.algo)
     latest = ckpt / LATEST
     if resume is not None and latest.is_file():
-        model = Algo.load(latest, env=env, device=cfg.device, tensorboard_log=str(rdir / "tb"))
+        model = Algo.load(latest, env=env, device=cfg.device, tensorboard_log=str(rdir / TB))
         model.set_random_seed(cfg.seed + int(model.num_timesteps))
     else:
-        model = build_model(cfg, env, tensorboard_log=str(rdir / "tb"))
-        _save_model(model, latest)  # a loadable checkpoint from the first moment on
+        model = build_model(cfg, env, tensorboard_log=str(rdir / TB))
+        save_checkpoint(model, latest)  # a loadable checkpoint from the first moment on
         write_progress(rdir, 0, cfg.total_timesteps, {"last_ckpt": 0, "last_eval": 0}, done=False)
     done_steps = int(model.num_timesteps)
     callbacks = _make_callbacks(cfg, rdir, cfg.total_timesteps, progress)
@@ -427,10 +374,12 @@ def train(
     if cfg.eval.every_steps and ce.state.get("last_eval") != model.num_timesteps:
         ce.evaluate()
     model.logger.dump(model.num_timesteps)
-    _save_model(model, latest)
+    save_checkpoint(model, latest)
     if not (ckpt / BEST).is_file():
-        _save_model(model, ckpt / BEST)
-    write_progress(rdir, model.num_timesteps, cfg.total_timesteps, {**ce.state, "last_ckpt": model.num_timesteps}, done=True)
+        save_checkpoint(model, ckpt / BEST)
+    write_progress(
+        rdir, model.num_timesteps, cfg.total_timesteps, {**ce.state, "last_ckpt": model.num_timesteps}, done=True
+    )
     env.close()
     return rdir
 
@@ -458,12 +407,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, TrainError) as exc:  # ValueErrors naming the field: one line, exit status 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    prog = json.loads((run_dir / "progress.json").read_text())
+    prog = read_progress(run_dir) or {}
     if "cem" in prog.get("state", {}):
-        pol = json.loads((run_dir / "policy.json").read_text())["trained"]
+        pol = json.loads((run_dir / POLICY).read_text())["trained"]
         print(
-            f"searched {pol['iterations']} CEM iterations ({prog['num_timesteps']:,} simulated days); held-out {pol['objective']} "
-            f"{pol['start_held_out_objective_mean']:,.4g} at the start, {pol['held_out_objective_mean']:,.4g} best; policy: {run_dir / 'policy.json'}"
+            f"searched {pol['iterations']} CEM iterations ({prog['num_timesteps']:,} simulated days); "
+            f"held-out {pol['objective']} "
+            f"{pol['start_held_out_objective_mean']:,.4g} at the start, {pol['held_out_objective_mean']:,.4g} best; "
+            f"policy: {run_dir / 'policy.json'}"
         )
         return 0
     print(f"trained {prog['num_timesteps']:,} steps; run folder: {run_dir}")
@@ -471,8 +422,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> int:
-    from training.rllib import RLlibError, train_rllib
-
     try:
         if args.resume:
             if args.config or args.overrides:
@@ -484,7 +433,9 @@ def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> 
                 raise TrainError("--config is required (or --resume RUN_DIR)")
             cfg = load_config(args.config, args.overrides)
             run_dir = new_run_dir(cfg, Path(args.out) if args.out else Path("runs"))
-        state = train_rllib(cfg, run_dir, resume=bool(args.resume), address=args.address, command=command, progress=progress)
+        state = train_rllib(
+            cfg, run_dir, resume=bool(args.resume), address=args.address, command=command, progress=progress
+        )
     except (ConfigError, TrainError, RLlibError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -507,7 +458,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "config fields by dotted key (ppo.learning_rate=1e-4, dispatch.k=4). Writes a run folder with the resolved "
             "config, checkpoints/latest.zip and best.zip, progress.json and TensorBoard logs (tb/)."
         ),
-        epilog="Example: gigdispatch train --config configs/train/dispatch-default.yaml total_timesteps=50000 --out runs/",
+        epilog="Example: gigdispatch train --config configs/train/dispatch-default.yaml "
+        "total_timesteps=50000 --out runs/",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys, YAML values")
     p.add_argument("--config", help="YAML training config (e.g. configs/train/dispatch-default.yaml)")
@@ -517,20 +469,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--backend",
         choices=("sb3", "rllib"),
         default="sb3",
-        help="sb3: stable-baselines3 / sb3-contrib in this process; rllib: the fleet env on Ray RLlib (the 'rllib' extra) [default: %(default)s]",
+        help="sb3: stable-baselines3 / sb3-contrib in this process; "
+        "rllib: the fleet env on Ray RLlib (the 'rllib' extra) [default: %(default)s]",
     )
     p.add_argument(
         "--address",
         metavar="RAY_ADDRESS",
-        help="with --backend rllib: join this Ray cluster (auto, HOST:PORT or ray://HOST:10001) instead of starting a local Ray",
+        help="with --backend rllib: join this Ray cluster (auto, HOST:PORT or ray://HOST:10001) "
+        "instead of starting a local Ray",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
     p.set_defaults(func=cmd_train)
-
-
-if __name__ == "__main__":  # python -m training.train ... (same as gigdispatch train ...)
-    from training.cli import main
-
-    raise SystemExit(main(["train", *sys.argv[1:]]))

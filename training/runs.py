@@ -1,0 +1,163 @@
+"""The run folder: what ``gigdispatch train`` writes (every backend and algorithm) and how it is read back.
+
+A run folder holds:
+
+* ``config.yaml``: the resolved ``TrainConfig`` (``load_run_config`` reads it back, for ``--resume``);
+* ``command.txt``: the command that started the run, one more line per resuming command;
+* ``git_revision.txt``: ``git_revision()`` when the run started;
+* ``seed``: the run's ``seed``;
+* ``progress.json``: how far the run got (``write_progress``; the RLlib backend writes its iteration record);
+* ``checkpoints/latest.zip`` and ``checkpoints/best.zip`` (SB3), ``checkpoints/rllib/`` (RLlib);
+* ``policy.json`` and ``cem_state.json`` (``algo: cem``);
+* ``tb/``: TensorBoard logs, the KPIs under the tags of ``KPI_TAGS``.
+
+Every file is written atomically (``training.io``: temporary file in the same folder, fsync, ``os.replace``).
+The names of the files a learned policy loads (``config.yaml``, the checkpoints) are those of
+``agents.learned``, which reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from gigdispatch.agents.learned import BEST, CHECKPOINTS, LATEST, RUN_CONFIG
+from gigdispatch.training.config import TrainConfig, build_config
+from gigdispatch.training.errors import TrainError
+from gigdispatch.training.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "BEST",
+    "CEM_STATE",
+    "CHECKPOINTS",
+    "COMMAND",
+    "CONFIG",
+    "GIT_REVISION",
+    "KPI_TAGS",
+    "LATEST",
+    "POLICY",
+    "PROGRESS",
+    "RLLIB_CHECKPOINT",
+    "SEED",
+    "TB",
+    "git_revision",
+    "load_run_config",
+    "new_run_dir",
+    "read_progress",
+    "read_record",
+    "save_checkpoint",
+    "write_progress",
+    "write_run_files",
+]
+
+CONFIG = RUN_CONFIG
+COMMAND = "command.txt"
+GIT_REVISION = "git_revision.txt"
+SEED = "seed"
+PROGRESS = "progress.json"
+TB = "tb"
+POLICY = "policy.json"
+CEM_STATE = "cem_state.json"
+RLLIB_CHECKPOINT = "rllib"  # under checkpoints/
+
+# KPI -> TensorBoard tag (stable names; dashboards rely on them)
+KPI_TAGS = {
+    "platform_margin": "dispatch/profit",
+    "on_time_rate": "dispatch/on_time_rate",
+    "click_to_door_mean_min": "dispatch/click_to_door_mean_min",
+    "acceptance_rate": "dispatch/acceptance_rate",
+    "orders_cancelled": "dispatch/cancellations",
+}
+
+
+def git_revision() -> str:
+    """The repository's commit (12 hex digits), with ``-dirty`` when tracked files have changes; ``unknown``
+    without git. The one format of every record (run folders, evaluation and MDRP reports)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_run_config(run_dir: Path, what: str = "--resume") -> TrainConfig:
+    """The config a run folder was started with (``config.yaml``); ``TrainError`` naming ``what`` if it is not a
+    run folder, ``ConfigError`` if the file does not validate."""
+    import yaml
+
+    f = Path(run_dir) / CONFIG
+    if not f.is_file():
+        raise TrainError(f"{what} {run_dir}: not a run folder (no {CONFIG})")
+    return build_config(yaml.safe_load(f.read_text()), source=str(f))
+
+
+def new_run_dir(cfg: TrainConfig, out_dir: str | Path) -> Path:
+    """A new run's folder ``out_dir/<name>-<timestamp>`` (``-2``, ``-3``, ... when that exists); not created."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(out_dir) / f"{cfg.name}-{stamp}"
+    run_dir, i = base, 1
+    while run_dir.exists():
+        i += 1
+        run_dir = base.with_name(f"{base.name}-{i}")
+    return run_dir
+
+
+def write_run_files(run_dir: Path, cfg: TrainConfig, command: str, resumed: bool) -> None:
+    """A new run's record (config, command, git revision, seed), or the resuming command appended."""
+    if not resumed:
+        atomic_write_text(run_dir / CONFIG, cfg.to_yaml())
+        atomic_write_text(run_dir / COMMAND, command + "\n")
+        atomic_write_text(run_dir / GIT_REVISION, git_revision() + "\n")
+        atomic_write_text(run_dir / SEED, f"{cfg.seed}\n")
+    else:
+        with open(run_dir / COMMAND, "a", encoding="utf-8") as f:
+            f.write(command + "\n")
+
+
+def read_record(run_dir: Path, name: str, default: str = "") -> str:
+    """One line of a run's record (``COMMAND``, ``GIT_REVISION``, ``SEED``), stripped; ``default`` if absent."""
+    f = Path(run_dir) / name
+    return f.read_text().strip() if f.is_file() else default
+
+
+def write_progress(run_dir: Path, timesteps: int, total: int, state: dict[str, Any], done: bool) -> None:
+    """``progress.json`` of an SB3 or CEM run: timesteps (or simulated days) done of ``total``, the callbacks'
+    ``state``, ``done`` and the time."""
+    atomic_write_json(
+        run_dir / PROGRESS,
+        {
+            "num_timesteps": int(timesteps),
+            "total_timesteps": int(total),
+            "done": done,
+            "time": time.time(),
+            "state": state,
+        },
+    )
+
+
+def read_progress(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``progress.json`` (None when there is none yet)."""
+    f = Path(run_dir) / PROGRESS
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def save_checkpoint(model: Any, path: Path) -> None:
+    """An SB3 model's ``save`` into memory, then written atomically to ``path``."""
+    buf = io.BytesIO()
+    model.save(buf)
+    atomic_write_bytes(path, buf.getvalue())
