@@ -27,9 +27,9 @@ ORDERS_PER_DRIVER = 26.0
 
 def run_case(drivers: int | None, seed: int) -> dict[str, float]:
     """One full day in this process; returns wall time, simulated time and peak memory."""
-    from agents import make_policy
-    from envs import Simulator, load_scenario
-    from envs.scenarios.loader import configs_dir, load_yaml
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.envs.scenarios.loader import configs_dir, load_yaml
 
     if drivers is None:
         scenario = load_scenario("city-1000")
@@ -59,7 +59,15 @@ def run_case(drivers: int | None, seed: int) -> dict[str, float]:
 def measure(drivers: int | None, repeats: int, seed: int) -> dict[str, object]:
     runs = []
     for _ in range(repeats):
-        cmd = [sys.executable, "-m", "benchmarks.bench_core", "--one", "" if drivers is None else str(drivers), "--seed", str(seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_core",
+            "--one",
+            "" if drivers is None else str(drivers),
+            "--seed",
+            str(seed),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     walls = [r["wall_seconds"] for r in runs]
@@ -79,9 +87,13 @@ def measure(drivers: int | None, repeats: int, seed: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Benchmark the simulator core (full day, nearest heuristic); prints JSON.")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per case; the median is reported [default: %(default)s]")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="runs per case; the median is reported [default: %(default)s]"
+    )
     ap.add_argument("--seed", type=int, default=0, help="episode seed [default: %(default)s]")
-    ap.add_argument("--drivers", type=int, nargs="*", default=[100, 1000, 5000], help="scaling cases [default: 100 1000 5000]")
+    ap.add_argument(
+        "--drivers", type=int, nargs="*", default=[100, 1000, 5000], help="scaling cases [default: 100 1000 5000]"
+    )
     ap.add_argument("--out", help="also write the JSON here (atomically)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = ap.parse_args(argv)
@@ -93,11 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     by_n = {c["drivers"]: c for c in cases[1:]}
     if 1000 in by_n and 5000 in by_n:
         ratio = by_n[5000]["wall_seconds_median"] / by_n[1000]["wall_seconds_median"]
-        scaling = {"wall_ratio_5000_vs_1000": round(ratio, 2), "linear_would_be": 5.0, "no_worse_than_linear": ratio <= 5.0}
+        scaling = {
+            "wall_ratio_5000_vs_1000": round(ratio, 2),
+            "linear_would_be": 5.0,
+            "no_worse_than_linear": ratio <= 5.0,
+        }
     result = {
         "benchmark": "simulator core, full day, nearest heuristic",
         "command": "python -m benchmarks.bench_core " + " ".join(a for a in (argv or sys.argv[1:])),
-        "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": __import__("os").cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+            "cpus": __import__("os").cpu_count(),
+        },
         "cases": cases,
         "scaling": scaling,
     }

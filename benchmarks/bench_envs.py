@@ -68,7 +68,7 @@ def _random_valid(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 class FleetBatchedRunner(Runner):
     def __init__(self, scenario: str) -> None:
-        from envs import FleetVecEnv
+        from gigdispatch.envs import FleetVecEnv
 
         self.v = FleetVecEnv(scenario=scenario, seed=0)
         self.v.reset()
@@ -87,7 +87,7 @@ class FleetBatchedRunner(Runner):
 
 class FleetParallelRunner(Runner):
     def __init__(self, scenario: str) -> None:
-        import envs
+        from gigdispatch import envs
 
         self.env = envs.parallel_env(scenario=scenario)
         self.env.reset(seed=0)
@@ -116,7 +116,7 @@ def _rate(agent_steps: int, wall: float) -> float:
 def bench_dispatch(scenario: str, seconds: float) -> dict[str, float]:
     import gymnasium as gym
 
-    import envs  # noqa: F401 - registers the env
+    from gigdispatch import envs  # noqa: F401 - registers the env
 
     env = gym.make("gigdispatch/Dispatch-v0", scenario=scenario).unwrapped
     env.reset(seed=0)
@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Environment throughput: MPE simple_spread vs the gigdispatch fleet env; Dispatch-v0. Prints JSON."
     )
-    ap.add_argument("--seconds", type=float, default=20.0, help="wall time per environment, over all rounds [default: %(default)s]")
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="wall time per environment, over all rounds [default: %(default)s]"
+    )
     ap.add_argument(
         "--rounds",
         type=int,
@@ -178,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     ratio_b = [r["fleet_batched_adapter"] / r["mpe_simple_spread_v3_N10"] for r in rounds]
     ratio_p = [r["fleet_pettingzoo_parallel"] / r["mpe_simple_spread_v3_N10"] for r in rounds]
     summary = {
-        name: {"agents": r.agents, "agent_steps": totals[name][0], "seconds": totals[name][1], "agent_steps_per_s": _rate(*totals[name])}
+        name: {
+            "agents": r.agents,
+            "agent_steps": totals[name][0],
+            "seconds": totals[name][1],
+            "agent_steps_per_s": _rate(*totals[name]),
+        }
         for name, r in runners.items()
     }
     disp = bench_dispatch(args.dispatch_scenario, min(args.seconds, 10.0))

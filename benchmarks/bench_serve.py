@@ -1,6 +1,6 @@
 """HTTP inference service benchmark (``gigdispatch serve``), printed as JSON.
 
-Starts a real uvicorn process (``python -m training.cli serve``) on a free 127.0.0.1 port, then:
+Starts a real uvicorn process (``python -m gigdispatch.training.cli serve``) on a free 127.0.0.1 port, then:
 
 1. latency of ``POST /v1/dispatch`` at 100 x 20, 1,000 x 200 and 5,000 x 1,000 drivers x orders
    (one client, keep-alive, bodies encoded once beforehand), each beside the same policy called
@@ -37,7 +37,8 @@ def make_request(n_nodes: int, n_drivers: int, n_orders: int, now: float, seed: 
     status = rng.choice(["idle", "busy", "offline"], size=n_drivers, p=[0.8, 0.15, 0.05])
     drivers = []
     for i in range(n_drivers):
-        d = {"id": f"d{i}", "node": int(rng.integers(n_nodes)), "status": str(status[i]), "vehicle": ["bike", "car", "van"][i % 3]}
+        d = {"id": f"d{i}", "node": int(rng.integers(n_nodes)), "status": str(status[i])}
+        d["vehicle"] = ["bike", "car", "van"][i % 3]
         if status[i] == "busy":
             d["route"] = [{"node": int(rng.integers(n_nodes)), "kind": "pickup"}, {"node": int(rng.integers(n_nodes))}]
             d["load"] = 4.0
@@ -61,13 +62,15 @@ def make_request(n_nodes: int, n_drivers: int, n_orders: int, now: float, seed: 
 
 def _pct(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs) * 1000.0
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": len(xs)}
+    p50, p99 = float(np.percentile(a, 50)), float(np.percentile(a, 99))
+    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": float(a.mean()), "n": len(xs)}
 
 
 def latency_case(base: str, state, body: dict, iters: int) -> dict[str, object]:
     import httpx
 
-    from agents.serve import DispatchRequest
+    from gigdispatch.service import answers
+    from gigdispatch.service.schemas import DispatchRequest
 
     data = json.dumps(body).encode()
     headers = {"content-type": "application/json"}
@@ -84,7 +87,7 @@ def latency_case(base: str, state, body: dict, iters: int) -> dict[str, object]:
     for _ in range(iters):
         t0 = time.perf_counter()
         req = DispatchRequest.model_validate_json(data)
-        state.dispatch(req)
+        answers.dispatch(state, req)
         handler.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         state.policy.act(state.sim)  # the state loaded by the dispatch call just above
@@ -130,28 +133,33 @@ async def _throughput(base: str, data: bytes, clients: int, duration: float) -> 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(c) for _ in range(clients)))
         wall = time.perf_counter() - t0
-    return {"clients": clients, "duration_s": wall, "requests": len(lat), "requests_per_s": len(lat) / wall, "errors": errors, **_pct(lat)}
+    out = {"clients": clients, "duration_s": wall, "requests": len(lat), "requests_per_s": len(lat) / wall}
+    return {**out, "errors": errors, **_pct(lat)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", default="city-1000", help="scenario whose city is served [default: %(default)s]")
     p.add_argument("--policy", default="nearest", help="policy served [default: %(default)s]")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of the throughput phase [default: %(default)s]")
+    p.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of the throughput phase [default: %(default)s]"
+    )
     p.add_argument("--clients", type=int, default=32, help="concurrent clients [default: %(default)s]")
-    p.add_argument("--iters", type=int, default=200, help="requests per latency case (fewer for the largest) [default: %(default)s]")
+    p.add_argument(
+        "--iters", type=int, default=200, help="requests per latency case (the largest: a fifth) [default: %(default)s]"
+    )
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
     if not (0 < args.duration <= 3600) or not (1 <= args.clients <= 1024) or args.iters < 5:
         p.error("--duration must be in (0, 3600], --clients in 1..1024, --iters >= 5")
 
-    from agents.serve import ServeState
+    from gigdispatch.service.state import ServeState
 
     state = ServeState(args.scenario, args.policy)
     gc.collect()
-    gc.freeze()  # as the server does after loading (agents.serve): long-lived objects out of the collector's way
+    gc.freeze()  # as the server does after loading (service/app.py): long-lived objects out of the collector's way
     n_nodes, now = state.n_nodes, float(state.sim.t_start + 4 * 3600.0)
-    from training.serve_cli import serve_process
+    from gigdispatch.training.serve_cli import serve_process
 
     with serve_process(args.scenario, args.policy) as base:
         cases = []

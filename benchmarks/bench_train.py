@@ -46,8 +46,8 @@ def bench_config(path: str, steps: int, rounds: int) -> dict[str, object]:
     import gymnasium as gym
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from training.config import load_config
-    from training.train import build_model, make_train_env, seed_everything
+    from gigdispatch.training.config import load_config
+    from gigdispatch.training.train import build_model, make_train_env, seed_everything
 
     cfg = load_config(ROOT / path if not Path(path).is_absolute() else path, ["eval.every_steps=0"])
     seed_everything(cfg.seed, cfg.torch_threads)
@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Training throughput on default vs SB3 PPO on CartPole-v1 with the same settings. Prints JSON."
     )
-    ap.add_argument("--config", action="append", help=f"training config (repeatable) [default: {', '.join(DEFAULT_CONFIGS)}]")
+    ap.add_argument(
+        "--config", action="append", help=f"training config (repeatable) [default: {', '.join(DEFAULT_CONFIGS)}]"
+    )
     ap.add_argument("--steps", type=int, default=20_000, help="timesteps per measurement round [default: %(default)s]")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds [default: %(default)s]")
     ap.add_argument("--out", help="also write the JSON here")

@@ -9,7 +9,7 @@ from typing import Any
 def emit(result: dict[str, Any], out: str | None) -> int:
     text = json.dumps(result, indent=2)
     if out:
-        from training.io import atomic_write_text
+        from gigdispatch.training.io import atomic_write_text
 
         atomic_write_text(out, text + "\n")
     print(text)

@@ -16,8 +16,12 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Fuzz the inference service with schemathesis (every check; prints its summary).")
-    ap.add_argument("--max-examples", type=int, default=1000, help="examples per API operation and phase [default: %(default)s]")
+    ap = argparse.ArgumentParser(
+        description="Fuzz the inference service with schemathesis (every check; prints its summary)."
+    )
+    ap.add_argument(
+        "--max-examples", type=int, default=1000, help="examples per API operation and phase [default: %(default)s]"
+    )
     ap.add_argument("--policy", default="nearest", help="policy to serve [default: %(default)s]")
     ap.add_argument("--scenario", default="default", help="scenario to serve [default: %(default)s]")
     args = ap.parse_args(argv)
@@ -25,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(st).exists():
         print('error: schemathesis is not installed: pip install -e ".[fuzz]"', file=sys.stderr)
         return 2
-    from training.serve_cli import serve_process
+    from gigdispatch.training.serve_cli import serve_process
 
     try:
         with serve_process(args.scenario, args.policy) as base:
-            cmd = [st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples), "--workers", "1"]
+            cmd = [st, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples)]
+            cmd += ["--workers", "1"]
             print("$ " + " ".join(cmd), flush=True)
             return subprocess.run(cmd, check=False).returncode
     except RuntimeError as exc:

@@ -21,9 +21,9 @@ from benchmarks.common import emit
 
 
 def analyse(scenario: str, seed: int) -> dict[str, object]:
-    from agents.nearest import NearestPolicy
-    from envs import Simulator, load_scenario
-    from envs.core.types import ORDER_DELIVERED
+    from gigdispatch.agents.nearest import NearestPolicy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.envs.core.types import ORDER_DELIVERED
 
     sim = Simulator(load_scenario(scenario))
     pol = NearestPolicy()
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1000-1002", help="training-range seeds, e.g. 1000-1002 [default: %(default)s]")
     ap.add_argument("--out", help="also write the JSON here (atomically)")
     args = ap.parse_args(argv)
-    from training.evaluate import parse_seeds
+    from gigdispatch.envs.core.seeding import parse_seeds
 
     try:
         seeds = parse_seeds(args.seeds)

@@ -1,14 +1,27 @@
-"""Shared fixtures for the simulator-core tests (helpers are in ``simtools.py``)."""
+"""Shared fixtures for the simulator-core tests (helpers are in ``simtools.py``), and the hypothesis profiles.
+
+Hypothesis runs derandomised by default (profile ``ci``: a fixed example sequence, no example database, no
+timing-based checks), so the same commit always gives the same result. ``HYPOTHESIS_PROFILE=dev`` selects
+random examples with the local example database, for exploration.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from simtools import LINE5, MDRP_DIR
 
-from envs.core.scenario import Scenario
-from envs.scenarios import load_scenario
+from gigdispatch.envs.core.scenario import Scenario
+from gigdispatch.envs.scenarios import load_scenario
+
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agents import make_policy
-from agents.base import Policy
-from envs.core.sim import Decision, Simulator
-from envs.core.types import ORDER_FUTURE, ORDER_LOST
+from gigdispatch.agents import make_policy
+from gigdispatch.agents.base import Policy
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.core.types import ORDER_FUTURE, ORDER_LOST
 
 REPO = Path(__file__).resolve().parents[1]
 MDRP_DIR = REPO.parent / "shared" / "data" / "mdrplib" / "public_instances"
@@ -48,7 +48,13 @@ def events_table(sim: Simulator) -> dict[str, np.ndarray]:
     """The recorded pickup/drop-off events as flat arrays, in the order they were recorded."""
     if not sim.events:
         z = np.zeros(0)
-        return {"t": z, "driver": z.astype(np.int64), "order": z.astype(np.int64), "kind": z.astype(np.int64), "node": z.astype(np.int64)}
+        return {
+            "t": z,
+            "driver": z.astype(np.int64),
+            "order": z.astype(np.int64),
+            "kind": z.astype(np.int64),
+            "node": z.astype(np.int64),
+        }
     cols = list(zip(*sim.events, strict=True))
     names = ("t", "driver", "order", "kind", "node")
     return {n: np.concatenate([np.asarray(c) for c in col]) for n, col in zip(names, cols, strict=True)}
@@ -114,7 +120,7 @@ class StepChecker:
         self.steps = 0
 
     def __call__(self, sim: Simulator) -> None:
-        from envs.core.types import (
+        from gigdispatch.envs.core.types import (
             ORDER_ASSIGNED,
             ORDER_CANCELLED,
             ORDER_DELIVERED,
@@ -174,7 +180,9 @@ class StepChecker:
         dc = np.bincount(o[is_d], minlength=od.n)
         assigned, picked = st == ORDER_ASSIGNED, st == ORDER_PICKED
         np.testing.assert_array_equal(pc, assigned.astype(np.int64), err_msg="pickup stops vs assigned orders")
-        np.testing.assert_array_equal(dc, (assigned | picked).astype(np.int64), err_msg="drop-off stops vs assigned/picked orders")
+        np.testing.assert_array_equal(
+            dc, (assigned | picked).astype(np.int64), err_msg="drop-off stops vs assigned/picked orders"
+        )
         ppos = np.full(od.n, -1)
         dpos = np.full(od.n, -1)
         ppos[o[is_p]] = cols[is_p]
@@ -193,8 +201,8 @@ class StepChecker:
 
 def check_final(sim: Simulator, geofence: bool = False) -> None:
     """Invariants of a finished episode (orders, events, ledger)."""
-    from envs.core.kpis import compute_kpis
-    from envs.core.types import (
+    from gigdispatch.envs.core.kpis import compute_kpis
+    from gigdispatch.envs.core.types import (
         LED_FEE,
         ORDER_CANCELLED,
         ORDER_DELIVERED,
@@ -231,7 +239,9 @@ def check_final(sim: Simulator, geofence: bool = False) -> None:
     assert np.isin(st[picked], (ORDER_PICKED, ORDER_DELIVERED)).all()
     assert (od.t_ready[picked] <= od.t_pickup[picked] + _TOL).all()
     fixed_shift = picked[~dr.flex[od.driver[picked]]]  # flex drivers' shifts are reset when they log off
-    assert (od.t_pickup[fixed_shift] <= dr.shift_end[od.driver[fixed_shift]] + _TOL).all(), "pickup after the driver's shift end"
+    assert (od.t_pickup[fixed_shift] <= dr.shift_end[od.driver[fixed_shift]] + _TOL).all(), (
+        "pickup after the driver's shift end"
+    )
     c = np.flatnonzero(cancelled)
     assert np.isnan(od.t_pickup[c]).all() and np.isnan(od.t_delivered[c]).all()
     # a cancellation happens at a step end, once the patience has run out, after the order was created
@@ -251,7 +261,7 @@ def check_final(sim: Simulator, geofence: bool = False) -> None:
 
 
 def check_events(sim: Simulator, geofence: bool = False) -> None:
-    from envs.core.types import ORDER_DELIVERED, ORDER_PICKED, STOP_DROPOFF, STOP_PICKUP
+    from gigdispatch.envs.core.types import ORDER_DELIVERED, ORDER_PICKED, STOP_DROPOFF, STOP_PICKUP
 
     od, dr = sim.orders, sim.drivers
     ev = events_table(sim)
@@ -290,7 +300,7 @@ def check_events(sim: Simulator, geofence: bool = False) -> None:
 
 def check_one_pickup_group_on_board(sim: Simulator) -> None:
     """The MDRP bundle rule: a driver never carries orders of two pickup groups (restaurants) at once."""
-    from envs.core.types import STOP_DROPOFF, STOP_PICKUP
+    from gigdispatch.envs.core.types import STOP_DROPOFF, STOP_PICKUP
 
     ev = events_table(sim)
     grp = sim.orders.group

@@ -1,4 +1,4 @@
-"""Issue 5: the scored-match policy (agents/scored.py) and its cross-entropy-method training (training/cem.py)."""
+"""The scored-match policy (agents/scored.py) and its cross-entropy-method training (training/cem.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import load_config
+from gigdispatch.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/train/scenarios/tiny.yaml"
@@ -32,8 +32,8 @@ def _cfg(tmp: Path, *overrides: str):
 
 
 def test_search_vector_maps_to_valid_params() -> None:
-    from agents.scored import PARAMS, check_params
-    from training.cem import NAMES, to_params
+    from gigdispatch.agents.scored import PARAMS, check_params
+    from gigdispatch.training.cem import NAMES, to_params
 
     zero = to_params(np.zeros(len(NAMES)))
     assert {k: zero[k] for k in PARAMS} == pytest.approx({k: v[0] for k, v in PARAMS.items()})
@@ -45,13 +45,16 @@ def test_search_vector_maps_to_valid_params() -> None:
 
 
 def test_scored_match_without_its_levers_is_value_hungarian() -> None:
-    """With batching off, max_level 0 and no hold the scored policy decides exactly like value-hungarian (level-0 offers)."""
-    from agents import make_policy
-    from agents.scored import ScoredMatchPolicy
-    from envs import Simulator, load_scenario
+    """With batching off, max_level 0 and no hold the scored policy decides exactly like value-hungarian
+    (level-0 offers)."""
+    from gigdispatch.agents import make_policy
+    from gigdispatch.agents.scored import ScoredMatchPolicy
+    from gigdispatch.envs import Simulator, load_scenario
 
     sim = Simulator(load_scenario("default"))
-    sc = ScoredMatchPolicy({"max_level": 0, "hold_below": -1e9, "batching": 0, "value_weight": 0.5})  # value-hungarian's weights
+    sc = ScoredMatchPolicy(
+        {"max_level": 0, "hold_below": -1e9, "batching": 0, "value_weight": 0.5}
+    )  # value-hungarian's weights
     vh = make_policy("value-hungarian")
     sim.reset(1001)
     sc.reset(sim, sim.rng["policy"])
@@ -68,10 +71,10 @@ def test_scored_match_without_its_levers_is_value_hungarian() -> None:
 
 
 def test_cem_run_writes_a_loadable_policy_and_resume_reproduces_it(tmp_path: Path) -> None:
-    from agents import make_policy
-    from agents.scored import ScoredMatchPolicy
-    from envs import Simulator, load_scenario
-    from training.cem import train_cem
+    from gigdispatch.agents import make_policy
+    from gigdispatch.agents.scored import ScoredMatchPolicy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.training.cem import train_cem
 
     full = tmp_path / "full"
     full.mkdir()
@@ -96,7 +99,7 @@ def test_cem_run_writes_a_loadable_policy_and_resume_reproduces_it(tmp_path: Pat
 
 
 def test_cli_cem_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from gigdispatch.training.cli import main
 
     cfg = _cfg(tmp_path, "cem.iterations=1")
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
@@ -104,7 +107,15 @@ def test_cli_cem_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "searched 1 CEM iterations (8 simulated days)" in out
     (run,) = (tmp_path / "runs").iterdir()
-    for name in ("config.yaml", "command.txt", "git_revision.txt", "seed", "policy.json", "cem_state.json", "progress.json"):
+    for name in (
+        "config.yaml",
+        "command.txt",
+        "git_revision.txt",
+        "seed",
+        "policy.json",
+        "cem_state.json",
+        "progress.json",
+    ):
         assert (run / name).is_file(), name
 
 
@@ -115,12 +126,15 @@ def test_cli_cem_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         ({"format": "gigdispatch-scored-match/1"}, "params: missing"),
         ({"format": "gigdispatch-scored-match/1", "params": {"time_value": -1}}, "params.time_value: must be >= 0"),
         ({"format": "gigdispatch-scored-match/1", "params": {"bogus": 1}}, "params.bogus: unknown parameter"),
-        ({"format": "gigdispatch-scored-match/1", "params": {"level_threshold": "x"}}, "params.level_threshold: must be a finite number"),
+        (
+            {"format": "gigdispatch-scored-match/1", "params": {"level_threshold": "x"}},
+            "params.level_threshold: must be a finite number",
+        ),
         ({"format": "gigdispatch-scored-match/1", "params": {}, "values": "missing.npz"}, "values: no such file"),
     ],
 )
 def test_bad_policy_files_name_the_field(tmp_path: Path, doc: dict, needle: str) -> None:
-    from agents.registry import UnknownPolicyError, make_policy
+    from gigdispatch.agents.registry import UnknownPolicyError, make_policy
 
     (tmp_path / "policy.json").write_text(json.dumps(doc))
     with pytest.raises(UnknownPolicyError, match=needle.replace("(", r"\(")):
@@ -131,7 +145,7 @@ def test_bad_policy_files_name_the_field(tmp_path: Path, doc: dict, needle: str)
 
 
 def test_cem_config_errors() -> None:
-    from training.config import ConfigError
+    from gigdispatch.training.config import ConfigError
 
     with pytest.raises(ConfigError, match="use env: dispatch"):
         load_config(ROOT / "configs/train/match-default.yaml", ["env=fleet"])
@@ -140,9 +154,9 @@ def test_cem_config_errors() -> None:
 
 
 def test_combine_runs_into_one_policy_per_scenario(tmp_path: Path) -> None:
-    from agents import make_policy
-    from envs import Simulator, load_scenario
-    from training.cem import main, train_cem
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.training.cem import main, train_cem
 
     run = tmp_path / "run"
     run.mkdir()
@@ -164,8 +178,8 @@ def test_combine_runs_into_one_policy_per_scenario(tmp_path: Path) -> None:
 
 
 def test_scored_match_with_batching_offers_to_busy_drivers() -> None:
-    from agents.scored import ScoredMatchPolicy
-    from envs import Simulator, load_scenario
+    from gigdispatch.agents.scored import ScoredMatchPolicy
+    from gigdispatch.envs import Simulator, load_scenario
 
     sim = Simulator(load_scenario("default"))
     pol = ScoredMatchPolicy({"batching": 1, "hold_below": -1e9})
@@ -185,10 +199,10 @@ def test_shipped_dispatch_policy_loads_evaluates_and_serves() -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from agents import make_policy
-    from agents.scored import ScoredMatchPolicy
-    from agents.serve import create_app
-    from training.serve_check import record_requests
+    from gigdispatch.agents import make_policy
+    from gigdispatch.agents.scored import ScoredMatchPolicy
+    from gigdispatch.service import create_app
+    from gigdispatch.training.serve_check import record_requests
 
     shipped = ROOT / "checkpoints/dispatch"
     pol = make_policy(str(shipped))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from training.cli import main
+from gigdispatch.training.cli import main
 
 REQUIRED = (
     "orders_created",
@@ -89,7 +89,9 @@ def test_bad_seed_rejected_by_argparse(capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.parametrize("cmd", [[], ["simulate"], ["scenarios"]])
 def test_help_everywhere(cmd: list[str]) -> None:
-    r = subprocess.run([sys.executable, "-m", "training.cli", *cmd, "--help"], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "gigdispatch.training.cli", *cmd, "--help"], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0 and "usage: gigdispatch" in r.stdout
 
 
@@ -97,3 +99,53 @@ def test_scenarios_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scenarios"]) == 0
     out = capsys.readouterr().out
     assert "default" in out and "city-1000" in out
+
+
+def test_cli_starts_without_the_heavy_optional_dependencies() -> None:
+    """Every command is attached statically, yet torch, SB3, Ray, FastAPI and ONNX load only when used."""
+    heavy = ["torch", "stable_baselines3", "sb3_contrib", "ray", "fastapi", "uvicorn", "onnxruntime", "matplotlib"]
+    code = (
+        "import sys; from gigdispatch.training.cli import build_parser; "
+        "cmds = build_parser()._subparsers._group_actions[0].choices; "
+        f"print(sorted(cmds)); print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    commands, loaded = r.stdout.splitlines()
+    assert commands == str(["evaluate", "export", "mdrp", "scenarios", "serve", "simulate", "train"])
+    assert loaded == "[]"
+
+
+def test_every_training_error_derives_from_the_package_base() -> None:
+    """Each error class defined under training/ (and the agents' policy errors it shows) is a GigdispatchError."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import gigdispatch.training as training
+    from gigdispatch.agents.learned import LearnedPolicyError
+    from gigdispatch.agents.registry import UnknownPolicyError
+    from gigdispatch.envs.core.errors import GigdispatchError, InputError
+
+    found = {}
+    for info in pkgutil.iter_modules(training.__path__):
+        mod = importlib.import_module(f"gigdispatch.training.{info.name}")
+        for name, obj in inspect.getmembers(mod, inspect.isclass):
+            if issubclass(obj, BaseException) and obj.__module__ == mod.__name__:
+                found[f"{info.name}.{name}"] = obj
+    assert {"errors.CliError", "errors.TrainError", "config.ConfigError", "export.ExportError"} <= set(found)
+    assert [n for n, c in found.items() if not issubclass(c, GigdispatchError)] == []
+    assert issubclass(UnknownPolicyError, InputError) and issubclass(LearnedPolicyError, InputError)
+
+
+def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command raising CliError (without importing the CLI) ends with one error line and exit status 2."""
+    from gigdispatch.training import cli
+    from gigdispatch.training.errors import CliError
+
+    def fail(args: object) -> int:
+        raise CliError("--thing: broken on purpose")
+
+    monkeypatch.setattr(cli, "cmd_scenarios", fail)
+    assert main(["scenarios"]) == 2
+    assert capsys.readouterr().err == "error: --thing: broken on purpose\n"

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import fields
 
 import numpy as np
 import pytest
 from simtools import events_table
 
-from agents import make_policy
-from envs.core.sim import Simulator
-from envs.scenarios import load_scenario
+from gigdispatch.agents import make_policy
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.sim import Simulator
+from gigdispatch.envs.core.state import EpisodeState
+from gigdispatch.envs.core.types import ORDER_ASSIGNED, ORDER_OPEN, ORDER_PICKED
+from gigdispatch.envs.scenarios import load_scenario
 
 
 def _snapshot(sim: Simulator) -> dict[str, np.ndarray]:
@@ -94,7 +99,7 @@ def test_two_simulators_from_one_scenario_and_from_two_loads():
         if not b.done:
             b.step(pb.act(b))
     kc = c.run(make_policy("nearest"), seed=5)
-    from envs.core.kpis import compute_kpis
+    from gigdispatch.envs.core.kpis import compute_kpis
 
     ka, kb = compute_kpis(a), compute_kpis(b)
     _assert_same_kpis(ka, kb)
@@ -115,7 +120,7 @@ def test_recording_events_does_not_change_the_episode(default_scenario):
 def test_fixed_scenario_times_do_not_depend_on_the_seed(seed, line_nodes):
     """A hand-built scenario with always-accept drivers has no randomness that matters: every seed gives
     the same times (the seed only feeds ratings, disputes, offers' response delays)."""
-    from envs.scenarios.fixed import fixed_scenario
+    from gigdispatch.envs.scenarios.fixed import fixed_scenario
 
     orders = [
         {"t_place": 0.0, "pickup": 1, "dropoff": 2},
@@ -127,3 +132,105 @@ def test_fixed_scenario_times_do_not_depend_on_the_seed(seed, line_nodes):
     sim_r, _ = _run(sc, 999)
     for name in ("t_pickup", "t_delivered", "driver", "fee", "payout"):
         np.testing.assert_array_equal(getattr(sim_s.orders, name), getattr(sim_r.orders, name), err_msg=name)
+
+
+# ------------------------------------------------------------------------- copy, pickle, load_state
+def _mid_day(scenario, seed: int, policy_name: str) -> Simulator:
+    """A simulator with events recorded, run with ``policy_name`` to the middle of the horizon."""
+    sim = Simulator(scenario, record_events=True)
+    sim.reset(seed)
+    policy = make_policy(policy_name)
+    policy.reset(sim, sim.rng["policy"])
+    while sim.t < (sim.t_start + sim.t_end) / 2.0:
+        sim.step(policy.act(sim))
+    st = sim.orders.status
+    assert not sim.done and ((st == ORDER_ASSIGNED) | (st == ORDER_PICKED)).any() and (st == ORDER_OPEN).any()
+    return sim
+
+
+def _finish(sim: Simulator, policy_name: str) -> dict:
+    """Step ``sim`` on to the end of the day with a fresh ``policy_name`` reset on its own policy stream."""
+    policy = make_policy(policy_name)
+    policy.reset(sim, sim.rng["policy"])
+    while not sim.done:
+        sim.step(policy.act(sim))
+    return compute_kpis(sim)
+
+
+def _assert_same_day(a: Simulator, ka: dict, b: Simulator, kb: dict) -> None:
+    _assert_same_kpis(ka, kb)
+    _assert_same_state(_snapshot(a), _snapshot(b))
+    ea, eb = events_table(a), events_table(b)
+    for k in ea:
+        np.testing.assert_array_equal(ea[k], eb[k], err_msg=k)
+    assert a.counters == b.counters
+    assert a.t == b.t and a.online_peak == b.online_peak
+
+
+@pytest.mark.parametrize("policy_name", ["random", "sla-priority", "batching"])
+def test_copy_and_pickle_replay_the_original_from_mid_day(default_scenario, policy_name):
+    """From mid-day, ``copy()`` and a pickled-then-unpickled simulator, stepped on with the same policy, end
+    the day exactly as the original (KPIs, order and driver arrays, ledger, events, counters). The original
+    runs to the end first: a copy that shared any state with it would then diverge."""
+    sim = _mid_day(default_scenario, 21, policy_name)
+    copied = sim.copy()
+    pickled = pickle.loads(pickle.dumps(sim))
+    for other in (copied, pickled):
+        assert other.state is not sim.state and other.ledger is not sim.ledger
+        assert not np.shares_memory(other.drivers.route_order, sim.drivers.route_order)
+        assert not np.shares_memory(other.state.committed, sim.state.committed)
+        assert other.rng["behaviour"] is not sim.rng["behaviour"]
+    assert copied.city is sim.city  # the read-only scenario is shared by a copy
+    k_orig = _finish(sim, policy_name)
+    assert k_orig["orders_delivered"] > 0
+    _assert_same_day(sim, k_orig, copied, _finish(copied, policy_name))
+    _assert_same_day(sim, k_orig, pickled, _finish(pickled, policy_name))
+
+
+def test_load_state_sets_a_whole_state(default_scenario):
+    """A fresh simulator given another's orders, drivers, state, ledger and streams (``load_state``) goes on
+    exactly as that one does."""
+    sim = _mid_day(default_scenario, 4, "hungarian")
+    src = sim.copy()
+    fresh = Simulator(default_scenario, record_events=True)
+    fresh.load_state(src.orders, src.drivers, src.state, ledger=src.ledger, rng=src.rng)
+    assert fresh.state is src.state and fresh.t == sim.t
+    _assert_same_day(sim, _finish(sim, "hungarian"), fresh, _finish(fresh, "hungarian"))
+
+
+def test_load_state_from_a_built_state(default_scenario):
+    """What the inference service does: a state at ``t`` with every order placed (``EpisodeState.at``), the
+    zone counts from the loaded arrays (``count_zones``); properties read and write ``state``."""
+    sim = _mid_day(default_scenario, 9, "nearest")
+    orders, drivers = sim.orders, sim.drivers
+    state = EpisodeState.at(sim.t, sim.traffic, drivers.n, sim.city.n_zones, placed=orders.n)
+    state.committed[:] = sim.committed
+    other = Simulator(default_scenario)
+    other.load_state(orders, drivers, state)
+    other.count_zones()
+    assert len(other.ledger) == 0 and other.seed is None and other.counters["invalid"] == 0
+    np.testing.assert_array_equal(other.factor, sim.traffic.factor(sim.t))
+    np.testing.assert_array_equal(other.open_orders(), sim.open_orders())  # every placed order is in the window
+    op = sim.open_orders()
+    expect = np.bincount(sim.city.zone_of[orders.pickup[op]], minlength=sim.city.n_zones)
+    np.testing.assert_array_equal(other.zone_demand, expect)
+    idle = other.eligible(idle_only=True)
+    supply = np.bincount(sim.city.zone_of[drivers.node[idle]], minlength=len(expect))
+    np.testing.assert_array_equal(other.zone_supply, supply)
+    other.t = 123.0
+    assert other.state.t == 123.0
+    other.step()  # steps on from the loaded state
+    assert other.t == 123.0 + other.dt
+
+
+def test_load_state_rejects_shapes_that_do_not_fit(default_scenario):
+    sim = _mid_day(default_scenario, 2, "nearest")
+    st = EpisodeState.at(sim.t, sim.traffic, sim.drivers.n + 1, sim.city.n_zones)
+    with pytest.raises(InputError, match=r"state\.committed"):
+        Simulator(default_scenario).load_state(sim.orders, sim.drivers, st)
+    st = EpisodeState.at(sim.t, sim.traffic, sim.drivers.n, sim.city.n_zones, placed=sim.orders.n + 1)
+    with pytest.raises(InputError, match=r"state\.next_order"):
+        Simulator(default_scenario).load_state(sim.orders, sim.drivers, st)
+    fresh = Simulator(default_scenario)
+    with pytest.raises(RuntimeError, match="reset"):
+        fresh.step()

@@ -1,5 +1,5 @@
-"""Issue 3: the Gymnasium dispatch env and the PettingZoo fleet env pass their libraries' own checkers,
-train with MaskablePPO, handle invalid actions as documented, and are deterministic per seed."""
+"""The Gymnasium dispatch env and the PettingZoo fleet env pass their libraries' own checkers, are
+registered, train with MaskablePPO, handle invalid actions as documented, and play one day per seed."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from simtools import MDRP_DIR
 
-import envs
-from envs.core.types import ORDER_DELIVERED, PH_OFFLINE
+from gigdispatch import envs
+from gigdispatch.envs.core.seeding import SeedSchedule
+from gigdispatch.envs.core.types import ORDER_DELIVERED, PH_OFFLINE
 
 MDRP = Path(__file__).resolve().parents[2] / "shared/data/mdrplib/public_instances/0o50t75s1p100"
 SCENARIOS = ["default", "city-1000", pytest.param(str(MDRP), id="mdrp-0o50t75s1p100")]
@@ -25,6 +27,17 @@ def _skip_missing(scenario: str) -> None:
 @pytest.fixture(autouse=True)
 def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _pettingzoo_tests():
+    """PettingZoo's own test module. Importing it imports ``pettingzoo.classic.connect_four_v3`` (a fixture of
+    its ``api_test``), whose module-level code warns that creating envs from modules is deprecated: that
+    warning is the library's, not ours (our env comes from the registry), so it is silenced here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The old environment creation API", category=DeprecationWarning)
+        import pettingzoo.test
+
+    return pettingzoo.test
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -42,12 +55,14 @@ def test_dispatch_env_passes_gymnasium_and_sb3_checkers(scenario: str) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fleet_env_passes_pettingzoo_tests(scenario: str) -> None:
     _skip_missing(scenario)
-    from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
+    import pettingzoo
 
+    pzt = _pettingzoo_tests()
     cycles = 20 if scenario == "city-1000" else 100
-    parallel_api_test(envs.parallel_env(scenario=scenario), num_cycles=cycles)
-    parallel_seed_test(lambda: envs.parallel_env(scenario=scenario), num_cycles=cycles)
-    api_test(envs.env(scenario=scenario), num_cycles=2 if scenario == "city-1000" else 5)
+    pzt.parallel_api_test(pettingzoo.make("parallel", envs.FLEET_ID, scenario=scenario), num_cycles=cycles)
+    pzt.parallel_seed_test(lambda: envs.parallel_env(scenario=scenario), num_cycles=cycles)
+    aec = pettingzoo.make("aec", envs.FLEET_ID, scenario=scenario)
+    pzt.api_test(aec, num_cycles=2 if scenario == "city-1000" else 5)
 
 
 def test_maskable_ppo_on_dispatch_env() -> None:
@@ -102,13 +117,13 @@ def test_fleet_vec_seeding_is_deterministic() -> None:
 def test_dispatch_env_same_seed_same_rollout() -> None:
     def rollout(seed: int) -> tuple[list[float], dict]:
         env = gym.make("gigdispatch/Dispatch-v0", scenario="default")
-        obs, _ = env.reset(seed=seed)
+        env.reset(seed=seed)
         rewards, done, info = [], False, {}
         while not done:
             m = env.unwrapped.action_masks()[: env.unwrapped.M * (env.unwrapped.K + 1)].reshape(env.unwrapped.M, -1)
             a = np.zeros(env.action_space.shape, np.int64)
             a[: env.unwrapped.M] = np.where(m[:, 0], 0, env.unwrapped.K)
-            obs, r, done, _, info = env.step(a)
+            _, r, done, _, info = env.step(a)
             rewards.append(r)
         return rewards, info["kpis"]
 
@@ -181,3 +196,145 @@ def test_fleet_reposition_moves_to_the_chosen_zone() -> None:
     target = sim.city.zone_neighbors[sim.city.zone_of[sim.drivers.node[i]], j]
     env.step({f"driver_{i}": 2 + j})
     assert sim.drivers.leg_to[i] == sim.city.zone_node[target] or sim.drivers.offer_order[i] >= 0
+
+
+# ------------------------------------------------------------------------------- registries, policies
+def test_registries_and_episode_limit() -> None:
+    import pettingzoo
+
+    from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS, DispatchEnv
+    from gigdispatch.envs.fleet_env import FleetParallelEnv
+
+    spec = gym.spec(envs.DISPATCH_ID)
+    assert spec.max_episode_steps == MAX_EPISODE_STEPS
+    mdrp = sorted(MDRP_DIR.iterdir())[:3] if MDRP_DIR.is_dir() else []
+    for sc in ["default", "city-1000", *map(str, mdrp)]:  # no built-in day is cut short by the limit
+        assert envs.Simulator(envs.load_scenario(sc)).n_steps <= MAX_EPISODE_STEPS, sc
+    env = gym.make(envs.DISPATCH_ID)
+    assert isinstance(env, gym.wrappers.TimeLimit) and env.spec.max_episode_steps == MAX_EPISODE_STEPS
+    assert isinstance(env.unwrapped, DispatchEnv)
+    par = pettingzoo.make("parallel", envs.FLEET_ID, reward="platform", max_cycles=3)
+    assert isinstance(par, FleetParallelEnv) and par.max_cycles == 3 and par.core.reward_mode == "platform"
+    aec = pettingzoo.make("aec", envs.FLEET_ID)
+    assert isinstance(aec, pettingzoo.AECEnv) and aec.possible_agents == par.possible_agents
+    assert isinstance(envs.parallel_env(), FleetParallelEnv)
+    assert isinstance(envs.env(), pettingzoo.AECEnv)
+
+
+def test_creating_the_fleet_env_warns_nothing() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        envs.parallel_env().reset(seed=0)
+        envs.env().reset(seed=0)
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+
+
+def test_platform_policy_is_an_object() -> None:
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs.core.errors import InputError
+    from gigdispatch.envs.core.nearest import NearestPolicy
+
+    assert isinstance(envs.parallel_env().core.policy, NearestPolicy)  # None: the nearest-driver dispatcher
+    hungarian = make_policy("hungarian")
+    assert envs.parallel_env(platform_policy=hungarian).core.policy is hungarian
+    assert envs.FleetVecEnv(platform_policy=hungarian).core.policy is hungarian
+    for bad in ("hungarian", 3):
+        with pytest.raises(TypeError, match=r"platform_policy: pass a Policy object \(e\.g\. gigdispatch\.agents"):
+            envs.parallel_env(platform_policy=bad)
+    with pytest.raises(InputError, match="make_policy\\('nearest'\\)"):
+        envs.FleetVecEnv(platform_policy="nearest")
+
+
+# ------------------------------------------------------------------------------------- one seed rule
+_DAY_FIELDS = ("t_place", "t_ready", "deadline", "pickup", "dropoff", "volume", "value", "tip", "u_convert")
+
+
+def _day(sim) -> list[np.ndarray]:
+    """What the seed draws: the day's orders (as placed, whatever was decided since) and its drivers."""
+    return [getattr(sim.orders, f) for f in _DAY_FIELDS] + [sim.drivers.vehicle, sim.drivers.pref_zone]
+
+
+def _same_day(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(_day(a), _day(b), strict=True))
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_one_seed_is_one_day_in_every_env(default_scenario, seed: int) -> None:
+    from gigdispatch.envs.dispatch_env import DispatchEnv
+
+    ref = envs.Simulator(default_scenario)
+    ref.reset(seed)
+    disp = DispatchEnv(default_scenario)
+    disp.reset(seed=seed)
+    par = envs.parallel_env(scenario=default_scenario)
+    par.reset(seed=seed)
+    built = envs.FleetVecEnv(scenario=default_scenario, seed=seed)
+    built.reset()
+    seeded = envs.FleetVecEnv(scenario=default_scenario)
+    seeded.seed(seed)
+    seeded.reset()
+    for sim in (disp.sim, par.core.sim, built.core.sim, seeded.core.sim):
+        assert sim.seed == seed and _same_day(sim, ref)
+    other = envs.Simulator(default_scenario)
+    other.reset(seed + 1)
+    assert not _same_day(other, ref)  # the comparison can fail
+
+
+def test_later_days_follow_the_schedule(default_scenario) -> None:
+    from gigdispatch.envs.dispatch_env import DispatchEnv
+
+    # no schedule: after a reset with seed s the next days are drawn from default_rng(s), as gymnasium's
+    # np_random drew them before there was a schedule
+    draws = np.random.default_rng(11).integers(0, 2**63 - 1, size=2).tolist()
+    disp = DispatchEnv(default_scenario)
+    disp.reset(seed=11)
+    assert int(disp.np_random.integers(0, 2**63 - 1)) == draws[0]  # what gymnasium's np_random would draw
+    days = []
+    for _ in range(2):
+        disp.reset()
+        days.append(disp.sim.seed)
+    assert days == draws
+    par = envs.parallel_env(scenario=default_scenario)
+    par.reset(seed=11)
+    par.reset()
+    assert par.core.sim.seed == draws[0]
+    vec = envs.FleetVecEnv(scenario=default_scenario, seed=11)
+    vec.reset()
+    vec.reset()
+    assert vec.core.sim.seed == draws[0]
+    # a list of days, in turn; a seed passed to reset is played once unless the schedule ignores it
+    listed = DispatchEnv(default_scenario, seed_schedule=SeedSchedule(seeds=[1003, 1001]))
+    days = []
+    for _ in range(3):
+        listed.reset()
+        days.append(listed.sim.seed)
+    assert days == [1003, 1001, 1003]
+    listed.reset(seed=4)
+    assert listed.sim.seed == 4
+    listed.reset()
+    assert listed.sim.seed == 1001
+    train = SeedSchedule(seeds=range(1000, 1010), shuffle=5, ignore_reset_seed=True)
+    order = np.random.default_rng(5).permutation(np.arange(1000, 1010)).tolist()
+    vec = envs.FleetVecEnv(scenario=default_scenario, seed_schedule=train)
+    vec.seed(0)  # what SB3's model constructor does: ignored, 0 is an evaluation day
+    vec.reset()
+    assert vec.core.sim.seed == order[0]
+    assert [train.day(3) for _ in range(3)] == order[1:4]
+
+
+def test_fleet_vec_env_starts_the_next_day_of_its_schedule_when_a_day_ends() -> None:
+    import yaml
+
+    from gigdispatch.envs.scenarios.loader import parse_config
+
+    text = "horizon: {start: '10:00', end: '10:20', drain_minutes: 0}\nfleet: {drivers: 4}"
+    cfg = parse_config(yaml.safe_load(text), "short day")
+    vec = envs.FleetVecEnv(scenario=cfg, seed_schedule=SeedSchedule(seeds=[1000, 1001]))
+    vec.reset()
+    assert vec.core.sim.seed == 1000
+    for _ in range(vec.core.sim.n_steps):
+        _, _, dones, infos = vec.step(np.zeros(vec.num_envs, np.int64))
+        if dones.all():
+            break
+    assert dones.all() and "terminal_observation" in infos[0]
+    assert vec.core.sim.seed == 1001 and vec.last_kpis is not None

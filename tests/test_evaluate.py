@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import math
 from pathlib import Path
 
@@ -11,21 +12,17 @@ import pytest
 from scipy import stats
 from simtools import MDRP_DIR
 
-from agents import UnknownPolicyError
-from agents.base import Policy
-from agents.nearest import NearestPolicy
-from envs.core.sim import Decision, Simulator
-from training.cli import main
-from training.evaluate import (
-    SUMMARY_COLUMNS,
-    InputError,
-    comparison_pairs,
-    evaluate,
-    format_seeds,
-    parse_policy,
-    parse_seeds,
-)
-from training.stats import mean_ci, paired_diff
+from gigdispatch.agents import UnknownPolicyError
+from gigdispatch.agents.base import Policy
+from gigdispatch.agents.nearest import NearestPolicy
+from gigdispatch.envs.core.errors import InputError
+from gigdispatch.envs.core.seeding import parse_seeds
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.training.cli import main
+from gigdispatch.training.evaluate import evaluate
+from gigdispatch.training.report import SUMMARY_COLUMNS, comparison_pairs, format_seeds
+from gigdispatch.training.runner import parse_policy
+from gigdispatch.training.stats import mean_ci, paired_diff
 
 TINY_YAML = """\
 name: tiny
@@ -89,9 +86,20 @@ def runs(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     out2 = tmp_path_factory.mktemp("eval2")
     (out2 / "keep.txt").write_text("not ours")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(__import__("agents.registry").registry.POLICIES, "skippy", f"{__name__}:SkipPolicy")
+        mp.setitem(importlib.import_module("gigdispatch.agents.registry").POLICIES, "skippy", f"{__name__}:SkipPolicy")
         evaluate([str(tiny)], ["nearest", "skippy"], "0-2", out1, workers=1, progress=False)
-        args = ["--scenario", str(tiny), "--policy", "nearest", "--policy", "skippy", "--seeds", "0,1,2", "--out", str(out2)]
+        args = [
+            "--scenario",
+            str(tiny),
+            "--policy",
+            "nearest",
+            "--policy",
+            "skippy",
+            "--seeds",
+            "0,1,2",
+            "--out",
+            str(out2),
+        ]
         rc = main(["evaluate", *args, "--workers", "2", "--no-progress"])
     assert rc == 0
     return {"w1": out1, "w2": out2}
@@ -123,7 +131,7 @@ def test_parse_seeds_good(text: str, want: list[int]) -> None:
         ("3-1", "ends before it starts"),
         ("0,,1", "empty item"),
         ("-1", ">= 0"),
-        ("0-3,2", "more than once"),
+        ("0-3,2", "given twice"),
         ("0-200000", "more than"),
     ],
 )
@@ -149,11 +157,25 @@ def test_files_and_columns(runs: dict[str, Path]) -> None:
         summary = read_csv(out / "summary.csv")
         assert list(summary[0]) == list(SUMMARY_COLUMNS)
         assert set(REQUIRED_SUMMARY) <= set(summary[0])
-        assert [(r["policy"], r["scenario"], r["episodes"]) for r in summary] == [("nearest", "tiny", "3"), ("skippy", "tiny", "3")]
+        assert [(r["policy"], r["scenario"], r["episodes"]) for r in summary] == [
+            ("nearest", "tiny", "3"),
+            ("skippy", "tiny", "3"),
+        ]
         eps = read_csv(out / "episodes.csv")
         assert len(eps) == 6
-        assert {"policy", "scenario", "seed", "reward", "platform_margin", "on_time_rate", "wall_seconds", "decision_ms_p99"} <= set(eps[0])
-        assert sorted((r["policy"], int(r["seed"])) for r in eps) == [(p, s) for p in ("nearest", "skippy") for s in range(3)]
+        assert {
+            "policy",
+            "scenario",
+            "seed",
+            "reward",
+            "platform_margin",
+            "on_time_rate",
+            "wall_seconds",
+            "decision_ms_p99",
+        } <= set(eps[0])
+        assert sorted((r["policy"], int(r["seed"])) for r in eps) == [
+            (p, s) for p in ("nearest", "skippy") for s in range(3)
+        ]
         for r in eps:
             assert float(r["reward"]) == float(r["platform_margin"])
             assert int(r["decision_calls"]) > 0
@@ -298,11 +320,25 @@ def small_instance() -> Path:
 
 
 def test_mdrp_files(small_instance: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.mdrp import INSTANCE_COLUMNS, PUBLISHED
+    from gigdispatch.training.mdrp import INSTANCE_COLUMNS, PUBLISHED
 
     out = tmp_path / "mdrp"
     assert (
-        main(["mdrp", "--instances", str(small_instance), "--policy", "nearest", "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+        main(
+            [
+                "mdrp",
+                "--instances",
+                str(small_instance),
+                "--policy",
+                "nearest",
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
     )
     assert "published" in capsys.readouterr().out
     inst = read_csv(out / "instances.csv")
@@ -313,7 +349,9 @@ def test_mdrp_files(small_instance: Path, tmp_path: Path, capsys: pytest.Capture
     assert 0.0 <= float(r["undelivered_rate"]) <= 1.0
     assert float(r["click_to_door_p90_min"]) >= float(r["click_to_door_mean_min"]) > 0
     assert 0.0 < float(r["utilization"]) < float(r["utilization_incl_wait"])
-    assert float(r["cost_per_order"]) >= 10.0 * int(r["orders_delivered"]) / int(r["orders"]) - 1e-9  # pay >= 10 per delivery
+    assert (
+        float(r["cost_per_order"]) >= 10.0 * int(r["orders_delivered"]) / int(r["orders"]) - 1e-9
+    )  # pay >= 10 per delivery
     summary = read_csv(out / "summary.csv")
     assert [(s["policy"], s["variant"]) for s in summary] == [("nearest", "o50t75s1p100"), ("nearest", "all")]
     for col in (*PUBLISHED, "policy", "variant", "instances"):
@@ -325,10 +363,10 @@ def test_mdrp_files(small_instance: Path, tmp_path: Path, capsys: pytest.Capture
 
 def test_mdrp_utilisation_is_driving_plus_service(small_instance: Path) -> None:
     """The wait meter against an independent count: legs between recorded stops + 4 min per visit."""
-    from agents import make_policy
-    from envs.scenarios.mdrp import load_mdrp
-    from training.evaluate import run_episode
-    from training.mdrp import WaitMeter, mdrp_metrics
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs.scenarios.mdrp import load_mdrp
+    from gigdispatch.training.mdrp import WaitMeter, mdrp_metrics
+    from gigdispatch.training.runner import run_episode
 
     sim = Simulator(load_mdrp(small_instance), record_events=True)
     meter = WaitMeter()
@@ -353,7 +391,7 @@ def test_mdrp_utilisation_is_driving_plus_service(small_instance: Path) -> None:
 
 
 def test_mdrp_bad_instances(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.mdrp import find_instances, variant_of
+    from gigdispatch.training.mdrp import find_instances, variant_of
 
     assert main(["mdrp", "--instances", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -371,8 +409,6 @@ def test_mdrp_bad_instances(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_oracle_bounds_are_attached_and_hold(tmp_path: Path) -> None:
     """With the oracle among the policies, every run gets the certified bounds of its seed and stays within them."""
     import csv
-
-    from training.evaluate import evaluate
 
     out = tmp_path / "ev"
     evaluate(["default"], ["nearest", "oracle"], [1000], out, workers=1, progress=False, plots=False)

@@ -1,4 +1,4 @@
-"""Issue 6 (part 2): ``gigdispatch export`` -- the trained Dispatch-v0 policy as one ONNX graph (preprocessing,
+"""``gigdispatch export`` -- the trained Dispatch-v0 policy as one ONNX graph (preprocessing,
 masking, argmax inside), verified against the torch policy, and ``OnnxDispatchPolicy`` in the simulator.
 Tiny runs of ``configs/train/smoke.yaml`` (8 drivers, 1.5 h); observations from held-out seeds >= 5000."""
 
@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from training.config import load_config
+from gigdispatch.training.config import load_config
+from gigdispatch.training.runs import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/train/smoke.yaml"
@@ -22,17 +23,21 @@ SMOKE = ROOT / "configs/train/smoke.yaml"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A MaskablePPO smoke run (512 steps) and a PPO one (128 steps), no periodic evaluation."""
-    from training.train import train
+    from gigdispatch.training.train import train
 
     out = tmp_path_factory.mktemp("runs")
     masked = train(load_config(SMOKE, ["eval.every_steps=0"]), out, command="pytest export")
-    ppo = train(load_config(SMOKE, ["algo=ppo", "name=smoke-ppo", "total_timesteps=128", "eval.every_steps=0"]), out, command="pytest")
+    ppo = train(
+        load_config(SMOKE, ["algo=ppo", "name=smoke-ppo", "total_timesteps=128", "eval.every_steps=0"]),
+        out,
+        command="pytest",
+    )
     return {"masked": masked, "ppo": ppo}
 
 
 @pytest.fixture(scope="module")
 def exported(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.export import export_policy
+    from gigdispatch.training.export import export_policy
 
     out = tmp_path_factory.mktemp("onnx") / "smoke.onnx"
     meta = export_policy(runs["masked"], out, check=200)
@@ -42,10 +47,10 @@ def exported(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 def _rollout(learned, seeds: list[int], n: int):
     """Independent recording (not the exporter's): obs, masks and torch's deterministic masked actions."""
-    from training.train import _dispatch_env
+    from gigdispatch.envs.core.seeding import SeedSchedule
+    from gigdispatch.training.train import dispatch_env
 
-    env = _dispatch_env(learned.cfg, seeds, 0)
-    env.cycle.seeds = np.asarray(seeds)
+    env = dispatch_env(load_run_config(learned.run_dir), SeedSchedule(seeds=seeds))
     rows: dict[str, list] = {"orders": [], "candidates": [], "globals": [], "action_mask": []}
     actions = []
     for _ in seeds:
@@ -66,8 +71,8 @@ def _rollout(learned, seeds: list[int], n: int):
 def test_onnx_decisions_equal_torch(runs: dict[str, Path], exported: Path) -> None:
     import onnx
 
-    from agents.learned import LearnedDispatchPolicy
-    from training.export import ort_session, sidecar_path
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.training.export import ort_session, sidecar_path
 
     onnx.checker.check_model(onnx.load(str(exported)))
     meta = json.loads(sidecar_path(exported).read_text())
@@ -95,12 +100,12 @@ def test_onnx_decisions_equal_torch(runs: dict[str, Path], exported: Path) -> No
 
 
 def test_onnx_policy_same_day_as_learned(runs: dict[str, Path], exported: Path) -> None:
-    from agents.learned import LearnedDispatchPolicy
-    from agents.onnx_policy import OnnxDispatchPolicy
-    from envs import Simulator, load_scenario
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.agents.onnx_policy import OnnxDispatchPolicy
+    from gigdispatch.envs import Simulator, load_scenario
 
     learned, onnx_pol = LearnedDispatchPolicy(runs["masked"]), OnnxDispatchPolicy(exported)
-    sim = Simulator(load_scenario(learned.cfg.scenario))
+    sim = Simulator(load_scenario(load_run_config(learned.run_dir).scenario))
     for seed in (5000, 5001):
         a, b = sim.run(learned, seed=seed), sim.run(onnx_pol, seed=seed)
         keys = [k for k in a if k != "wall_seconds"]
@@ -110,7 +115,7 @@ def test_onnx_policy_same_day_as_learned(runs: dict[str, Path], exported: Path) 
 
 
 def test_ppo_run_exports_with_mask_ignored(runs: dict[str, Path], tmp_path: Path) -> None:
-    from training.export import export_policy, ort_session
+    from gigdispatch.training.export import export_policy, ort_session
 
     meta = export_policy(runs["ppo"], tmp_path / "ppo.onnx", check=200)
     assert not meta["masked"] and meta["verified"]["identical"] == 200
@@ -118,9 +123,11 @@ def test_ppo_run_exports_with_mask_ignored(runs: dict[str, Path], tmp_path: Path
     assert [i.name for i in sess.get_inputs()][-1] == "action_mask"
 
 
-def test_a_differing_graph_fails_the_check(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_differing_graph_fails_the_check(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Verification can fail: the PPO run's graph in place of the masked run's differs, and nothing is written."""
-    import training.export as ex
+    import gigdispatch.training.export as ex
 
     other = ex.load_learned(runs["ppo"])
     real = ex.export_bytes
@@ -131,10 +138,23 @@ def test_a_differing_graph_fails_the_check(runs: dict[str, Path], tmp_path: Path
 
 
 def test_cli_export_and_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from gigdispatch.training.cli import main
 
     out = tmp_path / "m.onnx"
-    assert main(["export", "--checkpoint", str(runs["masked"] / "checkpoints/latest.zip"), "--out", str(out), "--check", "50"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(runs["masked"] / "checkpoints/latest.zip"),
+                "--out",
+                str(out),
+                "--check",
+                "50",
+            ]
+        )
+        == 0
+    )
     assert "verified: 50/50" in capsys.readouterr().out and out.is_file() and (tmp_path / "m.onnx.json").is_file()
 
     fleet = tmp_path / "fleet-run"
@@ -161,7 +181,7 @@ def test_cli_export_and_errors(runs: dict[str, Path], tmp_path: Path, capsys: py
 
 
 def test_onnx_policy_bad_files(exported: Path, tmp_path: Path) -> None:
-    from agents.onnx_policy import OnnxDispatchPolicy
+    from gigdispatch.agents.onnx_policy import OnnxDispatchPolicy
 
     with pytest.raises(ValueError, match=r"no such \.onnx file"):
         OnnxDispatchPolicy(tmp_path / "none.onnx")
@@ -178,8 +198,8 @@ def test_onnx_policy_bad_files(exported: Path, tmp_path: Path) -> None:
 
 def test_make_policy_accepts_an_exported_onnx_file(exported: Path, tmp_path: Path) -> None:
     """``--policy FILE.onnx`` works wherever policies are named (evaluate, serve, simulate)."""
-    from agents import UnknownPolicyError, make_policy
-    from agents.onnx_policy import OnnxDispatchPolicy
+    from gigdispatch.agents import UnknownPolicyError, make_policy
+    from gigdispatch.agents.onnx_policy import OnnxDispatchPolicy
 
     assert isinstance(make_policy(str(exported)), OnnxDispatchPolicy)
     broken = tmp_path / "broken.onnx"
@@ -188,10 +208,12 @@ def test_make_policy_accepts_an_exported_onnx_file(exported: Path, tmp_path: Pat
         make_policy(str(broken))
 
 
-def test_served_onnx_answers_like_its_checkpoint_on_1000_recorded_requests(runs: dict[str, Path], exported: Path) -> None:
-    """Issue 6: the ONNX file served by the app gives the same /v1/dispatch answers as the checkpoint it came from."""
+def test_served_onnx_answers_like_its_checkpoint_on_1000_recorded_requests(
+    runs: dict[str, Path], exported: Path
+) -> None:
+    """The ONNX file served by the app gives the same /v1/dispatch answers as the checkpoint it came from."""
     pytest.importorskip("fastapi")
-    from training.serve_check import check_served, record_requests
+    from gigdispatch.training.serve_check import check_served, record_requests
 
     scenario = str(load_config(SMOKE).scenario)
     requests = record_requests(scenario, 1000, first_seed=9000)
@@ -202,7 +224,7 @@ def test_served_onnx_answers_like_its_checkpoint_on_1000_recorded_requests(runs:
 
 
 def test_check_served_reports_a_different_policy(runs: dict[str, Path]) -> None:
-    from training.serve_check import check_served, record_requests
+    from gigdispatch.training.serve_check import check_served, record_requests
 
     scenario = str(load_config(SMOKE).scenario)
     requests = record_requests(scenario, 60, first_seed=9000)
@@ -212,11 +234,18 @@ def test_check_served_reports_a_different_policy(runs: dict[str, Path]) -> None:
         record_requests(scenario, 1, first_seed=5)
 
 
-def test_export_cli_checks_served_answers(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+def test_export_cli_checks_served_answers(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gigdispatch.training.cli import main
 
     out = tmp_path / "p.onnx"
-    assert main(["export", "--checkpoint", str(runs["masked"]), "--out", str(out), "--check", "50", "--check-served", "100"]) == 0
+    assert (
+        main(
+            ["export", "--checkpoint", str(runs["masked"]), "--out", str(out), "--check", "50", "--check-served", "100"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "served: 100/100 /v1/dispatch answers identical" in text
     assert json.loads((tmp_path / "p.onnx.json").read_text())["verified_served"]["differing"] == 0

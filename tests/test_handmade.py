@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from simtools import MIN, ScriptedPolicy, StepChecker, assert_ledger_balances, check_final, events_table, run_episode
 
-from agents import make_policy
-from envs.core.kpis import compute_kpis
-from envs.core.sim import ActionError, Decision, Simulator
-from envs.core.types import (
+from gigdispatch.agents import make_policy
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.sim import ActionError, Decision, Simulator
+from gigdispatch.envs.core.types import (
     ACC_ACTIVE,
     ACC_SUSPENDED,
     LED_FEE,
@@ -41,7 +41,7 @@ from envs.core.types import (
     STOP_DROPOFF,
     STOP_PICKUP,
 )
-from envs.scenarios.fixed import fixed_scenario
+from gigdispatch.envs.scenarios.fixed import fixed_scenario
 
 
 def _three_orders(line_nodes, config=None):
@@ -162,9 +162,16 @@ def test_pickup_after_shift_end_is_released(line_nodes):
     seen = {}
 
     def after(s):
-        seen[s.t] = (int(s.orders.status[0]), int(s.orders.driver[0]), int(s.drivers.phase[0]), int(s.counters["released_after_shift"]))
+        seen[s.t] = (
+            int(s.orders.status[0]),
+            int(s.orders.driver[0]),
+            int(s.drivers.phase[0]),
+            int(s.counters["released_after_shift"]),
+        )
 
-    policy = ScriptedPolicy({1 * MIN: Decision(order=np.array([0]), driver=np.array([0]))}, fallback=make_policy("nearest"))
+    policy = ScriptedPolicy(
+        {1 * MIN: Decision(order=np.array([0]), driver=np.array([0]))}, fallback=make_policy("nearest")
+    )
     run_episode(sim, policy=policy, after_step=after)
     assert sim.counters["invalid"] == 0
     od = sim.orders
@@ -218,12 +225,23 @@ def test_declined_offer_is_escalated_and_accepted(line_nodes):
     # level 1 = 4 * (1 + 0.5) = 6 EUR -> logit +50 (accepted). Responses take 15..45 s (30 s x U(0.5, 1.5)).
     cfg = {
         "fleet": {
-            "acceptance": {"pay": 50, "reservation_pay": 5.0, "intercept": 0, "bias_sd": 0, "pickup_km": 0, "preferred_zone": 0, "load": 0}
+            "acceptance": {
+                "pay": 50,
+                "reservation_pay": 5.0,
+                "intercept": 0,
+                "bias_sd": 0,
+                "pickup_km": 0,
+                "preferred_zone": 0,
+                "load": 0,
+            }
         },
         "pricing": {"payout": {"base": 4.0, "per_km": 0, "escalation_step": 0.5, "auto_escalate": True}},
     }
     orders = [{"t_place": 0.0, "pickup": 1, "dropoff": 2}]
-    drivers = [{"node": 0, "always_accept": False, "response_s": 30.0}, {"node": 4, "always_accept": False, "response_s": 30.0}]
+    drivers = [
+        {"node": 0, "always_accept": False, "response_s": 30.0},
+        {"node": 4, "always_accept": False, "response_s": 30.0},
+    ]
     sim = Simulator(fixed_scenario(line_nodes, orders, drivers, config=cfg))
     seen = {}
 
@@ -355,9 +373,15 @@ I64 = np.int64
         ({"order": np.array([0], I64), "driver": np.array([0], I64), "level": np.array([0, 0], I64)}, "decision.level"),
         ({"order": np.array([0], I64), "driver": np.array([0], I64), "level": np.array([4], I64)}, "decision.level"),
         ({"order": np.array([0], I64), "driver": np.array([0], I64), "level": np.array([0.25])}, "decision.level"),
-        ({"reposition_driver": np.array([0], I64), "reposition_zone": np.array([0, 0], I64)}, "decision.reposition_zone"),
+        (
+            {"reposition_driver": np.array([0], I64), "reposition_zone": np.array([0, 0], I64)},
+            "decision.reposition_zone",
+        ),
         ({"reposition_driver": np.array([0], I64), "reposition_zone": np.array([1], I64)}, "decision.reposition_zone"),
-        ({"reposition_driver": np.array([5], I64), "reposition_zone": np.array([0], I64)}, "decision.reposition_driver"),
+        (
+            {"reposition_driver": np.array([5], I64), "reposition_zone": np.array([0], I64)},
+            "decision.reposition_driver",
+        ),
         ({"unassign": np.array([7], I64)}, "decision.unassign"),
         ({"unassign": np.array([[0]], I64)}, "decision.unassign"),
     ],
@@ -553,9 +577,13 @@ def test_policy_helpers_match_the_timeline(line_nodes):
     ids, eta = sim.candidates(np.array([0, 1]), k=2, idle_only=True)
     np.testing.assert_array_equal(ids, [[0, 1], [1, 0]])
     np.testing.assert_array_equal(eta, [[1 * MIN, 3 * MIN], [1 * MIN, 3 * MIN]])
-    np.testing.assert_array_equal(sim.pickup_eta(np.array([0, 1]), np.array([0, 1])), [[1 * MIN, 3 * MIN], [3 * MIN, 1 * MIN]])
+    np.testing.assert_array_equal(
+        sim.pickup_eta(np.array([0, 1]), np.array([0, 1])), [[1 * MIN, 3 * MIN], [3 * MIN, 1 * MIN]]
+    )
     # payouts: base 4 EUR within the free km; x (1 + 0.15 level), capped at x1.6
-    np.testing.assert_array_equal(sim.payout_cents(np.array([0, 0, 0]), np.array([0, 0, 0]), np.array([0, 1, 3])), [400, 460, 580])
+    np.testing.assert_array_equal(
+        sim.payout_cents(np.array([0, 0, 0]), np.array([0, 0, 0]), np.array([0, 1, 3])), [400, 460, 580]
+    )
     np.testing.assert_array_equal(sim.accept_prob(np.array([0]), np.array([0]), np.array([400])), [1.0])
     assert np.isnan(sim.order_eta()).all()  # nothing assigned yet
     sim.step(Decision(order=np.array([0, 1]), driver=np.array([0, 1])))
@@ -570,7 +598,9 @@ def test_policy_helpers_match_the_timeline(line_nodes):
     np.testing.assert_array_equal(node, [2, 4])
     np.testing.assert_array_equal(t_free, [7 * MIN, 7 * MIN])
     # order 2 (node 0 -> 4) must wait for a driver: ETA for driver 0 = free at 7 min + 2 min from node 2
-    np.testing.assert_array_equal(sim.pickup_eta(np.array([2]), np.array([0, 1])), [[(7 + 2 - 2) * MIN, (7 + 4 - 2) * MIN]])
+    np.testing.assert_array_equal(
+        sim.pickup_eta(np.array([2]), np.array([0, 1])), [[(7 + 2 - 2) * MIN, (7 + 4 - 2) * MIN]]
+    )
     assert sim.at_risk().size == 0
 
 
@@ -599,7 +629,9 @@ def test_bundle_rule_while_serving_a_drop_off(line_nodes):
         {"t_place": 0.0, "pickup": 1, "dropoff": 4},  # C, same restaurant as A
         {"t_place": 0.0, "pickup": 3, "dropoff": 4},  # B, another restaurant, on the way from 2 to 4
     ]
-    sim = Simulator(fixed_scenario(line_nodes, orders, [{"node": 0}], config={"same_pickup_bundles": True}), record_events=True)
+    sim = Simulator(
+        fixed_scenario(line_nodes, orders, [{"node": 0}], config={"same_pickup_bundles": True}), record_events=True
+    )
     sim.reset(0)
     checker = StepChecker(sim)
     sim.step(Decision())
@@ -610,7 +642,12 @@ def test_bundle_rule_while_serving_a_drop_off(line_nodes):
     checker(sim)
     dr, od = sim.drivers, sim.orders
     for _ in range(30):  # until the driver stands at A's drop-off with the drop-off done
-        if dr.phase[0] == PH_SERVICE and dr.event_done[0] and dr.route_kind[0, 0] == STOP_DROPOFF and dr.route_order[0, 0] == 0:
+        if (
+            dr.phase[0] == PH_SERVICE
+            and dr.event_done[0]
+            and dr.route_kind[0, 0] == STOP_DROPOFF
+            and dr.route_order[0, 0] == 0
+        ):
             break
         sim.step(Decision())
         checker(sim)

@@ -8,26 +8,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import make_policy
-from agents.heuristics import (
+from gigdispatch.agents import make_policy
+from gigdispatch.agents.heuristics import (
     AuctionPolicy,
     BatchingPolicy,
     DemandRepositionPolicy,
     HungarianPolicy,
     RandomPolicy,
     SlaPriorityPolicy,
-    in_service,
     match_min_cost,
 )
-from agents.nearest import NearestPolicy, fcfs_match
-from agents.value_hungarian import ValueHungarianPolicy, load_values, main, parse_seeds, train_values, values_dir
-from envs import Simulator, load_scenario
-from envs.core.kpis import compute_kpis
-from envs.core.sim import Decision
-from envs.core.types import ORDER_ASSIGNED, ORDER_DELIVERED, ORDER_OPEN, PH_IDLE
-from envs.scenarios.fixed import fixed_scenario
+from gigdispatch.agents.nearest import NearestPolicy, fcfs_match
+from gigdispatch.agents.value_hungarian import (
+    ValueHungarianPolicy,
+    load_values,
+    main,
+    parse_seeds,
+    train_values,
+    values_dir,
+)
+from gigdispatch.envs import Simulator, load_scenario
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.sim import Decision
+from gigdispatch.envs.core.types import ORDER_ASSIGNED, ORDER_DELIVERED, ORDER_OPEN, PH_IDLE
+from gigdispatch.envs.scenarios.fixed import fixed_scenario
 
-MDRP_INSTANCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mdrplib" / "public_instances" / "0o50t75s1p100"
+MDRP_INSTANCE = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mdrplib" / "public_instances" / "0o50t75s1p100"
+)
 HEURISTICS = ["random", "hungarian", "batching", "sla-priority", "auction", "reposition", "value-hungarian"]
 IDLE_ONLY = {"random", "hungarian", "sla-priority", "auction", "reposition", "value-hungarian"}
 TOP_K = {"random", "hungarian", "auction", "value-hungarian"}  # every offer is among the order's top-8 idle candidates
@@ -71,7 +79,7 @@ def checked_run(sim: Simulator, policy, seed: int, name: str) -> dict:
         if dec.unassign.size:
             u = dec.unassign
             assert (sim.orders.status[u] == ORDER_ASSIGNED).all(), "unassign of an order that is not ASSIGNED"
-            assert not in_service(sim, u).any(), "unassign of an order being picked up right now"
+            assert not sim.in_service(u).any(), "unassign of an order being picked up right now"
             stats["unassigned"] += u.size
         sim.step(dec)
     return {**compute_kpis(sim), **stats}
@@ -123,7 +131,12 @@ def test_match_min_cost_is_optimal(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n, k, n_drivers = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(1, 6))
     ids = np.stack(
-        [rng.permutation(n_drivers)[:k] if k <= n_drivers else np.r_[rng.permutation(n_drivers), [-1] * (k - n_drivers)] for _ in range(n)]
+        [
+            rng.permutation(n_drivers)[:k]
+            if k <= n_drivers
+            else np.r_[rng.permutation(n_drivers), [-1] * (k - n_drivers)]
+            for _ in range(n)
+        ]
     )
     ids = np.where(rng.random(ids.shape) < 0.2, -1, ids)
     cost = np.round(rng.uniform(-50, 500, size=ids.shape), 1)
@@ -161,7 +174,10 @@ def test_hungarian_beats_greedy_on_hand_made_instance() -> None:
     assert eta[0, got[0]] + eta[1, got[1]] == pytest.approx(best)
     assert got == {0: 0, 1: 1}
     _, greedy = first_offers(NearestPolicy())
-    assert dict(zip(greedy.order.tolist(), greedy.driver.tolist(), strict=True)) == {0: 1, 1: 0}  # the test tells them apart
+    assert dict(zip(greedy.order.tolist(), greedy.driver.tolist(), strict=True)) == {
+        0: 1,
+        1: 0,
+    }  # the test tells them apart
 
 
 # -------------------------------------------------------------------------------- other policies
@@ -272,7 +288,7 @@ def test_shipped_tables_match_their_scenarios() -> None:
         sc = load_scenario(name)
         assert tab["scenario"] == name
         assert tab["V"].shape[0] == sc.city.n_zones and np.isfinite(tab["V"]).all()
-        assert min(tab["seeds"]) >= 1000 and "agents.value_hungarian" in tab["command"]
+        assert min(tab["seeds"]) >= 1000 and "value_hungarian" in tab["command"]  # the command that made it
 
 
 def test_value_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -286,7 +302,12 @@ def test_value_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "v.npz"
     assert main(["--scenario", "default", "--seeds", "1013", "--out", str(out)]) == 0
     tab = load_values(out)
-    assert tab["scenario"] == "default" and tab["seeds"].tolist() == [1013] and tab["gamma"] == 0.7 and tab["bucket_s"] == 1800.0
+    assert (
+        tab["scenario"] == "default"
+        and tab["seeds"].tolist() == [1013]
+        and tab["gamma"] == 0.7
+        and tab["bucket_s"] == 1800.0
+    )
     assert "--seeds 1013" in tab["command"]
     assert parse_seeds("1000-1002,1005") == [1000, 1001, 1002, 1005]
     with pytest.raises(ValueError, match="--seeds"):

@@ -15,13 +15,16 @@ import numpy as np
 import pytest
 from simtools import MDRP_DIR, StepChecker, check_final, check_one_pickup_group_on_board, run_episode
 
-from agents import make_policy
-from envs.core.kpis import compute_kpis
-from envs.core.sim import Simulator
-from envs.core.types import ORDER_DELIVERED
-from envs.scenarios import ScenarioError, load_scenario
+from gigdispatch.agents import make_policy
+from gigdispatch.envs.core.kpis import compute_kpis
+from gigdispatch.envs.core.sim import Simulator
+from gigdispatch.envs.core.types import ORDER_DELIVERED
+from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 
-PARAMS_HEADER = "meters_per_minute\tpickup service minutes\tdropoff service minutes\ttarget click-to-door\tmaximum click-to-door\tpay per order\tguaranteed pay per hour"
+PARAMS_HEADER = (
+    "meters_per_minute\tpickup service minutes\tdropoff service minutes\ttarget click-to-door"
+    "\tmaximum click-to-door\tpay per order\tguaranteed pay per hour"
+)
 SEED0 = sorted(p.name for p in MDRP_DIR.glob("0*") if p.is_dir()) if MDRP_DIR.is_dir() else []
 
 
@@ -32,11 +35,15 @@ def _read_tsv(path: Path) -> list[list[str]]:
 
 def _write_instance(folder: Path, restaurants, orders, couriers, params=(320, 4, 4, 40, 90, 10, 15)) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "restaurants.txt").write_text("restaurant\tx\ty\n" + "".join("\t".join(map(str, r)) + "\n" for r in restaurants))
+    (folder / "restaurants.txt").write_text(
+        "restaurant\tx\ty\n" + "".join("\t".join(map(str, r)) + "\n" for r in restaurants)
+    )
     (folder / "orders.txt").write_text(
         "order\tx\ty\tplacement_time\trestaurant\tready_time\n" + "".join("\t".join(map(str, o)) + "\n" for o in orders)
     )
-    (folder / "couriers.txt").write_text("courier\tx\ty\ton_time\toff_time\n" + "".join("\t".join(map(str, c)) + "\n" for c in couriers))
+    (folder / "couriers.txt").write_text(
+        "courier\tx\ty\ton_time\toff_time\n" + "".join("\t".join(map(str, c)) + "\n" for c in couriers)
+    )
     (folder / "instance_parameters.txt").write_text(PARAMS_HEADER + "\n" + "\t".join(map(str, params)) + "\n")
     return folder
 
@@ -175,7 +182,9 @@ def _edit_cell(path: Path, row: int, col: int, value: str) -> None:
 
 def test_copy_of_instance_loads(instance_copy):
     sc = load_scenario(instance_copy)
-    assert sc.fixed_orders is not None and len(sc.fixed_orders["t_place"]) == len(_read_tsv(instance_copy / "orders.txt"))
+    assert sc.fixed_orders is not None and len(sc.fixed_orders["t_place"]) == len(
+        _read_tsv(instance_copy / "orders.txt")
+    )
 
 
 @pytest.mark.parametrize("missing", ["restaurants.txt", "instance_parameters.txt", "couriers.txt", "orders.txt"])

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from simtools import LINE5, MDRP_DIR, ScriptedPolicy
 
-from agents import UnknownPolicyError, make_policy
-from agents.oracle import OraclePolicy, bounds_for_run, compute_bounds
-from agents.registry import policy_names
-from envs.core.sim import Decision, Simulator
-from envs.core.types import ORDER_DELIVERED, ORDER_FUTURE, ORDER_LOST
-from envs.scenarios.fixed import fixed_scenario
+from gigdispatch.agents import UnknownPolicyError, make_policy
+from gigdispatch.agents.oracle import OraclePolicy, bounds_for_run, compute_bounds
+from gigdispatch.agents.registry import policy_names
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.core.types import ORDER_DELIVERED, ORDER_FUTURE, ORDER_LOST
+from gigdispatch.envs.scenarios.fixed import fixed_scenario
 
 ONE_ORDER = [{"t_place": 0.0, "pickup": 1, "dropoff": 3}]  # 600 m: fee 448 cents, payout 400 from node 1
 
@@ -46,7 +46,7 @@ def test_one_order_gig_driver_at_the_pickup_bound_equals_the_optimum():
     # the driver stands at the pickup: the best any policy can do is fee 4.48 - payout 4.00 = 0.48, and
     # the delivery at 6 min: offered at 1 min, pickup at 2 (half service), leave 3, 2 hops, drop at 6
     sc = fixed_scenario(LINE5, ONE_ORDER, [{"node": 1}])
-    sim, kpis = _run(sc, make_policy("nearest"))
+    _, kpis = _run(sc, make_policy("nearest"))
     assert kpis["platform_margin"] == pytest.approx(0.48)
     assert kpis["click_to_door_mean_min"] == pytest.approx(6.0)
     bounds, _, _ = _bounds(sc)
@@ -87,7 +87,10 @@ def test_two_orders_one_driver_the_scripted_optimum_is_bracketed():
     # nearest waits for an idle driver and pays 4.30 for the second order from node 3: 0.90.
     orders = [{"t_place": 0.0, "pickup": 1, "dropoff": 3}, {"t_place": 0.0, "pickup": 1, "dropoff": 4, "tip": 150}]
     sc = fixed_scenario(LINE5, orders, [{"node": 1}])
-    script = {60.0: Decision(order=np.array([0]), driver=np.array([0])), 120.0: Decision(order=np.array([1]), driver=np.array([0]))}
+    script = {
+        60.0: Decision(order=np.array([0]), driver=np.array([0])),
+        120.0: Decision(order=np.array([1]), driver=np.array([0])),
+    }
     _, best = _run(sc, ScriptedPolicy(script))
     assert best["platform_margin"] == pytest.approx(1.20)
     assert best["orders_delivered"] == 2 and best["on_time_rate"] == 1.0
@@ -132,7 +135,7 @@ def _available_policies() -> list[str]:
         try:
             make_policy(name)
         except UnknownPolicyError:
-            continue  # not implemented yet
+            continue  # its module (or the extra it needs) is not installed
         names.append(name)
     return names
 
@@ -235,7 +238,7 @@ def test_mdrp_instance_within_the_bounds():
     folder = MDRP_DIR / "0o50t100s1p100"
     if not folder.is_dir():
         pytest.skip(f"MDRP data not found at {folder}")
-    from envs.scenarios import load_scenario
+    from gigdispatch.envs.scenarios import load_scenario
 
     sim = Simulator(load_scenario(str(folder)))
     sim.reset(0)

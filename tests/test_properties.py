@@ -18,12 +18,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simtools import StepChecker, check_final, run_episode
 
-from agents import make_policy
-from agents.base import Policy
-from envs.core.sim import Decision, Simulator
-from envs.core.types import ORDER_ASSIGNED, PH_IDLE
-from envs.scenarios.fixed import fixed_scenario
+from gigdispatch.agents import make_policy
+from gigdispatch.agents.base import Policy
+from gigdispatch.envs.core.sim import Decision, Simulator
+from gigdispatch.envs.core.types import (
+    ORDER_ASSIGNED,
+    ORDER_CANCELLED,
+    ORDER_OFFERED,
+    ORDER_OPEN,
+    ORDER_PICKED,
+    PH_IDLE,
+    PH_SERVICE,
+)
+from gigdispatch.envs.scenarios.fixed import fixed_scenario
 
+IN_FLIGHT = (ORDER_OPEN, ORDER_OFFERED, ORDER_ASSIGNED, ORDER_PICKED)  # refunded in full when the day closes
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -65,7 +74,9 @@ class RandomPolicy(Policy):
 @st.composite
 def small_scenarios(draw):
     n_nodes = draw(st.integers(2, 7))
-    coords = draw(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=n_nodes, max_size=n_nodes, unique=True))
+    coords = draw(
+        st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=n_nodes, max_size=n_nodes, unique=True)
+    )
     nodes = [[150.0 * x, 150.0 * y] for x, y in coords]
     orders = []
     for _ in range(draw(st.integers(1, 10))):
@@ -159,14 +170,18 @@ def test_conservation_small_random_policy(case, seed):
 # ------------------------------------------------------------------------------------------------
 # the default scenario, random seeds
 # ------------------------------------------------------------------------------------------------
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(st.integers(0, 2**32 - 1))
 def test_conservation_default_nearest(default_scenario, seed):
     sim = _run_checked(default_scenario, seed, make_policy("nearest"))
     assert sim.orders.n > 500  # a real day, not an empty one
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(st.integers(0, 2**32 - 1))
 def test_conservation_default_random_policy(default_scenario, seed):
     _run_checked(default_scenario, seed, RandomPolicy())
@@ -184,9 +199,57 @@ def test_default_time_moves_forward_to_the_end(default_scenario, seed):
     assert len(ts) <= sim.n_steps
 
 
+def _in_service_by_loop(sim: Simulator, orders: np.ndarray) -> np.ndarray:
+    """``Simulator.in_service``'s rule, one order at a time."""
+    dr, out = sim.drivers, np.zeros(len(orders), bool)
+    for i, o in enumerate(orders.tolist()):
+        d = int(sim.orders.driver[o])
+        if d >= 0 and dr.phase[d] == PH_SERVICE:
+            out[i] = o in dr.route_order[d, : dr.group_n[d]].tolist()
+    return out
+
+
+def test_public_queries_agree_with_the_arrays_every_step(default_scenario):
+    """The rules the core owns, checked against their definitions after every step of a day with
+    reassignments (``sla-priority``): zone demand and supply, in-service, the last-decliner filter, and at the
+    end the refund of every cancelled or never-delivered order."""
+    sim = Simulator(default_scenario)
+    Z = sim.city.n_zones
+    seen = {"in_service": 0, "declined": 0}
+
+    def check(s: Simulator) -> None:
+        od, dr = s.orders, s.drivers
+        op = s.open_orders()
+        demand = np.bincount(s.city.zone_of[od.pickup[op]], minlength=Z)
+        np.testing.assert_array_equal(s.zone_demand, demand)  # as of the end of the step just taken
+        np.testing.assert_array_equal(s.zone_demand_of(op), demand)
+        idle = s.eligible(idle_only=True)
+        heading = np.where(dr.phase == PH_IDLE, dr.node, dr.leg_to)
+        np.testing.assert_array_equal(s.zone_supply_of(idle), np.bincount(s.city.zone_of[dr.node[idle]], minlength=Z))
+        by_heading = np.bincount(s.city.zone_of[heading[idle]], minlength=Z)
+        np.testing.assert_array_equal(s.zone_supply_of(idle, heading=True), by_heading)
+        assigned = np.flatnonzero(od.status == ORDER_ASSIGNED)
+        got = s.in_service(assigned)
+        np.testing.assert_array_equal(got, _in_service_by_loop(s, assigned))
+        seen["in_service"] += int(got.sum())
+        ids, _ = s.candidates(op, 4)
+        kept = s.drop_last_decliners(op, ids)
+        dropped = (kept != ids).any(axis=1)
+        assert ((kept == -1) | (kept != od.last_decliner[op][:, None])).all()
+        np.testing.assert_array_equal(dropped, ((ids == od.last_decliner[op][:, None]) & (ids >= 0)).any(axis=1))
+        seen["declined"] += int(dropped.sum())
+
+    run_episode(sim, seed=3, policy=make_policy("sla-priority"), after_step=check)
+    assert seen["in_service"] > 0 and seen["declined"] > 0  # both rules had something to decide
+    od = sim.orders
+    gone = np.flatnonzero((od.status == ORDER_CANCELLED) | np.isin(od.status, IN_FLIGHT))
+    assert gone.size > 0 and sim.cancel_penalty_cents() == round(sim.cfg.sla.cancel_penalty * 100)
+    np.testing.assert_array_equal(od.refund[gone], sim.cancel_refund_cents(gone))
+
+
 def test_conservation_city_1000_nearest():
     """The large built-in scenario (1,000 drivers, ~24,000 orders), one seed, all invariants."""
-    from envs.scenarios import load_scenario
+    from gigdispatch.envs.scenarios import load_scenario
 
     sim = _run_checked(load_scenario("city-1000"), 0, make_policy("nearest"))
     assert sim.orders.n > 10_000 and sim.drivers.n == 1000
@@ -205,7 +268,7 @@ def test_geofence_never_faster_than_free_flow():
 
 @functools.cache
 def _default_city():
-    from envs.scenarios.loader import load_scenario
+    from gigdispatch.envs.scenarios.loader import load_scenario
 
     return load_scenario("default").city
 
@@ -229,7 +292,7 @@ def test_traffic_factor_cache_matches_definition(seed, times):
     incidents in one zone included."""
     import copy
 
-    from envs.core.city import Incidents, Traffic
+    from gigdispatch.envs.core.city import Incidents, Traffic
 
     city = _default_city()
     rng = np.random.default_rng(seed)

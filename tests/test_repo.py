@@ -21,14 +21,20 @@ def test_quickstart_has_exactly_two_commands_and_ci_runs_the_second() -> None:
     assert len(cmds) == 2
     assert "torch==2.13.0" in cmds[0] and "torch==2.13.0" in cmds[1]
     assert cmds[0].index("torch==2.13.0") < cmds[0].index('-e ".[dev]"')  # torch first
-    ci = [ln for ln in (ROOT / ".ci/run").read_text().splitlines() if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
+    ci = [
+        ln
+        for ln in (ROOT / ".ci/run").read_text().splitlines()
+        if ln.strip() and not ln.startswith(("#", "set ", "cd "))
+    ]
     assert ci == [cmds[1]]
 
 
 def test_scenario_docs_are_current() -> None:
-    from envs.scenarios.docgen import render
+    from gigdispatch.envs.scenarios.docgen import render
 
-    assert (ROOT / "docs/scenarios.md").read_text() == render(), "run: python -m envs.scenarios.docgen > docs/scenarios.md"
+    assert (ROOT / "docs/scenarios.md").read_text() == render(), (
+        "run: python -m gigdispatch.envs.scenarios.docgen > docs/scenarios.md"
+    )
 
 
 def test_core_imports_no_rl_or_http_libraries() -> None:

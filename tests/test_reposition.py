@@ -1,4 +1,4 @@
-"""Issue 5: the learned repositioning policy (agents/reposition.py) and its CEM training (cem.policy: reposition)."""
+"""The learned repositioning policy (agents/reposition.py) and its CEM training (cem.policy: reposition)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs import Simulator, load_scenario
-from envs.core.types import PH_IDLE
+from gigdispatch.envs import Simulator, load_scenario
+from gigdispatch.envs.core.types import PH_IDLE
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/train/scenarios/tiny.yaml"
 
 
 def test_search_vector_maps_to_valid_reposition_params() -> None:
-    from agents.reposition import PARAMS, check_params
-    from training.cem import family, to_params
+    from gigdispatch.agents.reposition import PARAMS, check_params
+    from gigdispatch.training.cem import family, to_params
 
     _, _, names = family("reposition")
     zero = to_params(np.zeros(len(names)), "reposition")
@@ -31,7 +31,7 @@ def test_search_vector_maps_to_valid_reposition_params() -> None:
 def test_moves_are_valid_and_only_of_standing_idle_drivers_without_an_offer() -> None:
     """On a busy day the policy repositions drivers, every move is one the simulator applies (no invalid
     counts), never of a driver offered an order in the same decision, and within its travel-time limit."""
-    from agents.reposition import CoverageRepositionPolicy
+    from gigdispatch.agents.reposition import CoverageRepositionPolicy
 
     sim = Simulator(load_scenario("default"))
     pol = CoverageRepositionPolicy({"idle_wait_s": 0.0, "move_share": 1.0})
@@ -54,8 +54,8 @@ def test_moves_are_valid_and_only_of_standing_idle_drivers_without_an_offer() ->
 
 def test_move_share_zero_is_nearest() -> None:
     """With no moves allowed the policy decides exactly like nearest: the repositioning is the only difference."""
-    from agents import make_policy
-    from agents.reposition import CoverageRepositionPolicy
+    from gigdispatch.agents import make_policy
+    from gigdispatch.agents.reposition import CoverageRepositionPolicy
 
     sc = load_scenario("default")
     a = Simulator(sc).run(CoverageRepositionPolicy({"move_share": 0.0}), seed=1004)
@@ -74,7 +74,7 @@ def test_move_share_zero_is_nearest() -> None:
     ],
 )
 def test_bad_reposition_files_name_the_field(tmp_path: Path, doc: dict, needle: str) -> None:
-    from agents.registry import UnknownPolicyError, make_policy
+    from gigdispatch.agents.registry import UnknownPolicyError, make_policy
 
     (tmp_path / "policy.json").write_text(json.dumps(doc))
     with pytest.raises(UnknownPolicyError, match=needle.replace("[", r"\[").replace("]", r"\]")):
@@ -84,10 +84,10 @@ def test_bad_reposition_files_name_the_field(tmp_path: Path, doc: dict, needle: 
 def test_cem_searches_the_reposition_family_and_writes_a_loadable_policy(tmp_path: Path) -> None:
     import yaml
 
-    from agents import make_policy
-    from agents.reposition import CoverageRepositionPolicy
-    from training.cem import train_cem
-    from training.config import load_config
+    from gigdispatch.agents import make_policy
+    from gigdispatch.agents.reposition import CoverageRepositionPolicy
+    from gigdispatch.training.cem import train_cem
+    from gigdispatch.training.config import load_config
 
     base = {
         "name": "rep-smoke",
@@ -124,7 +124,7 @@ def test_served_learned_repositioning_answers_with_its_own_rule() -> None:
     """``gigdispatch serve --policy checkpoints/reposition``: /v1/reposition uses the learned rule."""
     from fastapi.testclient import TestClient
 
-    from agents.serve import create_app
+    from gigdispatch.service import create_app
 
     with TestClient(create_app("default", str(ROOT / "checkpoints/reposition")), raise_server_exceptions=False) as c:
         city = Simulator(load_scenario("default")).city
@@ -134,7 +134,13 @@ def test_served_learned_repositioning_answers_with_its_own_rule() -> None:
         now = 12 * 3600.0
         drivers = [{"id": f"d{i}", "node": 0} for i in range(12)]
         orders = [
-            {"id": f"o{j}", "pickup": {"node": pick}, "dropoff": {"node": 0}, "placed": now - 600 + j, "deadline": now + 3600}
+            {
+                "id": f"o{j}",
+                "pickup": {"node": pick},
+                "dropoff": {"node": 0},
+                "placed": now - 600 + j,
+                "deadline": now + 3600,
+            }
             for j in range(8)
         ]
         r = c.post("/v1/reposition", json={"now": now, "drivers": drivers, "orders": orders})

@@ -1,4 +1,4 @@
-"""Issue 5 (RLlib): ``gigdispatch train --backend rllib`` -- the fleet env through RLlib's PettingZoo
+"""RLlib: ``gigdispatch train --backend rllib`` -- the fleet env through RLlib's PettingZoo
 wrapper, one shared action-masked policy, a local two-iteration run (``configs/train/rllib-smoke.yaml``)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ SMOKE = ROOT / "configs/train/rllib-smoke.yaml"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.cli import main
+    from gigdispatch.training.cli import main
 
     out = tmp_path_factory.mktemp("rllib")
     assert main(["train", "--backend", "rllib", "--config", str(SMOKE), "--out", str(out), "--no-progress"]) == 0
@@ -47,7 +47,10 @@ def test_the_shared_policy_never_picks_a_masked_action(run: Path) -> None:
     mask = (rng.random((n, 10)) < 0.3).astype(np.int8)
     mask[:, 0] = 1  # the no-op is always valid
     mask[: n // 2, 1:] = 0  # half the rows: only the no-op
-    obs = {"observation": torch.as_tensor(rng.uniform(-1, 1, (n, 41)), dtype=torch.float32), "action_mask": torch.as_tensor(mask)}
+    obs = {
+        "observation": torch.as_tensor(rng.uniform(-1, 1, (n, 41)), dtype=torch.float32),
+        "action_mask": torch.as_tensor(mask),
+    }
     with torch.no_grad():
         logits = module.forward_inference({"obs": obs})["action_dist_inputs"].numpy()
     greedy = logits.argmax(-1)
@@ -59,7 +62,7 @@ def test_the_shared_policy_never_picks_a_masked_action(run: Path) -> None:
 
 
 def test_resume_of_a_finished_run_keeps_its_iterations(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from gigdispatch.training.cli import main
 
     assert main(["train", "--backend", "rllib", "--resume", str(run), "--no-progress"]) == 0
     assert "2 iterations" in capsys.readouterr().out
@@ -74,8 +77,10 @@ def test_resume_of_a_finished_run_keeps_its_iterations(run: Path, capsys: pytest
         (["--config", str(SMOKE), "rllib.bogus=1"], "rllib.bogus"),
     ],
 )
-def test_bad_rllib_requests_are_one_line(argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+def test_bad_rllib_requests_are_one_line(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gigdispatch.training.cli import main
 
     assert main(["train", "--backend", "rllib", *argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -83,7 +88,7 @@ def test_bad_rllib_requests_are_one_line(argv: list[str], needle: str, tmp_path:
 
 
 def test_address_needs_the_rllib_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from gigdispatch.training.cli import main
 
     assert main(["train", "--config", str(SMOKE), "--address", "auto", "--out", str(tmp_path)]) == 2
     assert "--address" in capsys.readouterr().err

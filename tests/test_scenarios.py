@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simtools import run_episode
 
-from agents import make_policy
-from envs.core.sim import Simulator
-from envs.scenarios import ScenarioError, builtin_names, load_scenario
+from gigdispatch.agents import make_policy
+from gigdispatch.envs.core.sim import Simulator
+from gigdispatch.envs.scenarios import ScenarioError, builtin_names, load_scenario
 
 
 def _write(tmp_path: Path, text: str, name: str = "scenario.yaml") -> Path:
@@ -33,7 +33,7 @@ def test_builtin_names():
 @pytest.mark.parametrize("name", ["default", "city-1000"])
 def test_builtin_loads_as_written(name):
     """A built-in name loads its YAML file: the scenario has the file's values."""
-    from envs.scenarios import configs_dir
+    from gigdispatch.envs.scenarios import configs_dir
 
     raw = yaml.safe_load((configs_dir() / "scenarios" / f"{name}.yaml").read_text(encoding="utf-8"))
     sc = load_scenario(name)
@@ -104,14 +104,18 @@ def test_folder_that_is_not_mdrp(tmp_path):
         ("horizon:\n  start: '18:00'\n  end: '10:00'\n", "horizon", "end must be after start"),
         ("city:\n  kind: hex\n", "city.kind", "grid"),
         ("city:\n  size: [3, 3]\n  zones: [4, 4]\n", "city.zones", "cannot have more cells"),
-        ("demand:\n  express: {minutes: 30, share: 0.5}\n", "demand", "shares (express, standard, same_day) must sum to 1"),
+        (
+            "demand:\n  express: {minutes: 30, share: 0.5}\n",
+            "demand",
+            "shares (express, standard, same_day) must sum to 1",
+        ),
         (
             "fleet:\n  vehicles:\n    bike: {share: 0.5, speed: 0.5, capacity_litres: 40, size_class: 0}\n",
             "fleet",
             "vehicles: shares must sum to 1",
         ),
         ("fleet:\n  max_route_stops: 7\n", "fleet", "max_route_stops must be even"),
-        ("demand:\n  ready_minutes: [20, 5]\n", "demand", "ready_minutes"),
+        ("demand:\n  ready_minutes: [20, 5]\n", "demand.ready_minutes", "low <= high"),
         ("demand:\n  flash_sales:\n    - {start: '12:00', zone: 99}\n", "demand.flash_sales.0.zone", "not a zone"),
         ("fleet: [1, 2]\n", "fleet", "valid dictionary"),
     ],
@@ -125,6 +129,56 @@ def test_bad_field_names_the_field(tmp_path, text, must_name, reason):
     # the field is named as a dotted path at the start of an error line (or inside the validator's text)
     assert re.search(rf"(^|\s){re.escape(must_name)}(:|\s)", msg, flags=re.MULTILINE), msg
     assert reason in msg, msg
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "fleet.shift_hours",
+        "fleet.flex_session_hours",
+        "demand.patience_minutes",
+        "demand.volume_litres",
+        "demand.value",
+        "traffic.incident_factor",
+        "traffic.incident_minutes",
+        "fleet.acceptance.response_seconds",
+    ],
+)
+def test_reversed_range_is_one_line_naming_the_field(tmp_path, path):
+    """A (low, high) range with low > high is refused when the scenario loads (it used to pass and crash a
+    reset with NumPy's ``high - low < 0``), in one line that names the field."""
+    *sections, leaf = path.split(".")
+    cfg: dict = {}
+    d = cfg
+    for k in sections:
+        d = d.setdefault(k, {})
+    d[leaf] = [2, 1]
+    p = _write(tmp_path, yaml.safe_dump(cfg))
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(p)
+    lines = str(ei.value).splitlines()
+    assert lines[0].endswith("1 invalid field(s)")
+    assert len(lines) == 2 and lines[1].startswith(f"  {path}: "), lines
+    assert "low <= high" in lines[1] and "low 2 above high 1" in lines[1]
+    d[leaf] = [1, 1]  # an empty range is a fixed value: fine
+    load_scenario(_write(tmp_path, yaml.safe_dump(cfg)))
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("city:\n  layout_seed: -1\n", "city.layout_seed"),  # a count (a seed)
+        ("demand:\n  hotspots: -2\n", "demand.hotspots"),  # a count
+        ("horizon:\n  drain_minutes: -5\n", "horizon.drain_minutes"),  # a duration
+        ("fleet:\n  pickup_service_minutes: -1\n", "fleet.pickup_service_minutes"),  # a duration
+        ("fleet:\n  shift_hours: [-1, 4]\n", "fleet.shift_hours.0"),  # a duration range
+    ],
+)
+def test_negative_count_or_duration_names_the_field(tmp_path, text, path):
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(_write(tmp_path, text))
+    lines = str(ei.value).splitlines()
+    assert len(lines) == 2 and lines[1].startswith(f"  {path}: Input should be greater than"), lines
 
 
 @pytest.mark.parametrize(
@@ -164,6 +218,17 @@ def test_several_bad_fields_are_all_reported(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # fuzz: any YAML either loads and runs, or raises ScenarioError -- never another exception
 # ------------------------------------------------------------------------------------------------
+def test_hypothesis_runs_derandomised_by_default():
+    """tests/conftest.py loads the ``ci`` profile unless HYPOTHESIS_PROFILE names another: the fuzz below
+    draws the same examples on every run, with no example database carried between runs."""
+    import os
+
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") != "ci":
+        pytest.skip("another hypothesis profile was chosen")
+    assert settings.default.derandomize is True
+    assert settings.default.database is None
+
+
 _VALUES = st.one_of(
     st.integers(-3, 40),
     st.floats(-1.0, 30.0, allow_nan=False),
@@ -205,7 +270,9 @@ _PATHS = st.sampled_from(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(st.lists(st.tuples(_PATHS, _VALUES), max_size=4))
 def test_fuzzed_yaml_loads_or_raises_scenario_error(tmp_path, items):
     cfg: dict = {

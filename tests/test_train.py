@@ -1,4 +1,4 @@
-"""Issue 5 (part 1): the training pipeline -- config validation, run folder, TensorBoard KPIs, kill -9 + resume,
+"""The training pipeline -- config validation, run folder, TensorBoard KPIs, kill -9 + resume,
 the learned policy in the simulator, and a tiny run that beats random-valid. Everything runs on the
 8-driver ``configs/train/scenarios/tiny.yaml`` with training seeds >= 1000 and held-out seeds 5000+."""
 
@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import ConfigError, TrainConfig, build_config, load_config
+from gigdispatch.envs.core.errors import GigdispatchError
+from gigdispatch.training.config import ConfigError, TrainConfig, build_config, load_config
+from gigdispatch.training.runs import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/train/smoke.yaml"
@@ -37,10 +39,16 @@ def test_shipped_configs_validate(name: str) -> None:
         ({"ppo": {"batch_sise": 64}}, [], "ppo.batch_sise", "unknown key"),
         ({"ppo": {"n_steps": "many"}}, [], "ppo.n_steps", "valid integer"),
         ({"env": "gridworld"}, [], "env", "'dispatch' or 'fleet'"),
-        ({"train_seeds": [5, 1000]}, [], "train_seeds", ">= 1000"),
-        ({"train_seeds": "0-19"}, [], "train_seeds", ">= 1000"),
-        ({"eval": {"seeds": [10]}}, [], "eval.seeds", ">= 1000"),
-        ({"train_seeds": "1000-1010", "eval": {"seeds": [1005], "episodes": 1}}, [], "eval.seeds", "must not be training seeds"),
+        ({"train_seeds": [5, 1000]}, [], "train_seeds", "5 below 1000"),
+        ({"train_seeds": "0-19"}, [], "train_seeds", "below 1000"),
+        ({"train_seeds": "1000-x"}, [], "train_seeds", "not a seed or a range"),
+        ({"eval": {"seeds": [10]}}, [], "eval.seeds", "10 below 1000"),
+        (
+            {"train_seeds": "1000-1010", "eval": {"seeds": [1005], "episodes": 1}},
+            [],
+            "eval.seeds",
+            "must not be training seeds",
+        ),
         ({}, ["ppo.learning_rat=1e-4"], "ppo.learning_rat", "unknown key"),
         ({}, ["total_timesteps=lots"], "total_timesteps", "valid integer"),
         ({}, ["ppo.n_steps.x=3"], "ppo.n_steps.x", "no sub-keys"),
@@ -52,12 +60,19 @@ def test_bad_config_names_field_and_reason(data: dict, overrides: list[str], fie
     with pytest.raises(ConfigError) as err:
         build_config(data, overrides)
     assert field in str(err.value) and reason in str(err.value)
-    assert isinstance(err.value, ValueError)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, GigdispatchError)
 
 
 def test_overrides_are_typed_and_dotted() -> None:
     cfg = build_config(
-        {}, ["ppo.learning_rate=1e-4", "dispatch.k=4", "eval.seeds=[7000, 7001]", "eval.episodes=2", "train_seeds=1000-1004"]
+        {},
+        [
+            "ppo.learning_rate=1e-4",
+            "dispatch.k=4",
+            "eval.seeds=[7000, 7001]",
+            "eval.episodes=2",
+            "train_seeds=1000-1004",
+        ],
     )
     assert isinstance(cfg, TrainConfig)
     assert cfg.ppo.learning_rate == pytest.approx(1e-4) and cfg.dispatch.k == 4
@@ -69,9 +84,13 @@ def test_overrides_are_typed_and_dotted() -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    from training.cli import main
+    from gigdispatch.training.cli import main
 
-    for argv in (["train", "--config", str(SMOKE), "ppo.nope=1"], ["train", "--config", str(tmp_path / "none.yaml")], ["train"]):
+    for argv in (
+        ["train", "--config", str(SMOKE), "ppo.nope=1"],
+        ["train", "--config", str(tmp_path / "none.yaml")],
+        ["train"],
+    ):
         assert main([*argv, "--out", str(tmp_path)]) == 2
     assert not any(tmp_path.iterdir())  # nothing written for a bad command
 
@@ -79,7 +98,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- a tiny run
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.train import train
+    from gigdispatch.training.train import train
 
     cfg = load_config(SMOKE)
     return train(cfg, tmp_path_factory.mktemp("runs"), command="pytest smoke")
@@ -99,6 +118,9 @@ def test_run_folder_holds_everything(smoke_run: Path) -> None:
     ):
         assert (smoke_run / name).is_file(), name
     assert smoke_run.name.startswith("smoke-")
+    import re
+
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", (smoke_run / "git_revision.txt").read_text().strip())
     cfg = load_config(SMOKE)
     assert build_config(__import__("yaml").safe_load((smoke_run / "config.yaml").read_text())) == cfg
     assert (smoke_run / "seed").read_text().strip() == str(cfg.seed)
@@ -117,7 +139,7 @@ def test_tensorboard_has_dispatch_and_eval_tags(smoke_run: Path) -> None:
     ea = EventAccumulator(str(events[0].parent))
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
-    from training.train import KPI_TAGS
+    from gigdispatch.training.runs import KPI_TAGS
 
     assert set(KPI_TAGS.values()) <= tags
     assert {"eval/reward_mean", "eval/profit_mean", "rollout/ep_rew_mean"} <= tags
@@ -126,33 +148,74 @@ def test_tensorboard_has_dispatch_and_eval_tags(smoke_run: Path) -> None:
 
 def test_learned_policy_in_simulator_matches_env(smoke_run: Path) -> None:
     """The policy acting in the bare simulator gets the same day as the model in Dispatch-v0 (same obs code)."""
-    from agents.learned import LearnedDispatchPolicy
-    from envs import Simulator, load_scenario
-    from training.train import evaluate_model
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.training.train import evaluate_model
 
     pol = LearnedDispatchPolicy(smoke_run)
-    assert pol.checkpoint.name == "best.zip"
-    sim = Simulator(load_scenario(pol.cfg.scenario))
-    margins = [sim.run(pol, seed=s)["platform_margin"] for s in pol.cfg.eval.seeds[: pol.cfg.eval.episodes]]
-    assert evaluate_model(pol.model, pol.cfg)["reward_mean"] == pytest.approx(np.mean(margins), abs=1e-6)
+    assert pol.checkpoint.name == "best.zip" and pol.run_dir == smoke_run
+    cfg = load_run_config(smoke_run)
+    assert pol.algo == cfg.algo and pol.env_kwargs == cfg.dispatch.model_dump()
+    sim = Simulator(load_scenario(cfg.scenario))
+    margins = [sim.run(pol, seed=s)["platform_margin"] for s in cfg.eval.seeds[: cfg.eval.episodes]]
+    assert evaluate_model(pol.model, cfg)["reward_mean"] == pytest.approx(np.mean(margins), abs=1e-6)
     assert sim.run(pol, seed=5000)["platform_margin"] == margins[0]  # deterministic
     with pytest.raises(ValueError, match="not a training run"):
         LearnedDispatchPolicy(smoke_run / "tb")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda c: c.pop("env"), "trained on env None"),
+        (lambda c: c.update(env="fleet"), "trained on env 'fleet'"),
+        (lambda c: c.update(algo="cem"), "algo: 'cem' is not one of maskable_ppo, ppo"),
+        (lambda c: c.pop("dispatch"), "dispatch: expected a mapping"),
+        (lambda c: c["dispatch"].pop("k"), "dispatch.k: must be a whole number >= 1, got None"),
+        (lambda c: c["dispatch"].update(max_orders=True), "dispatch.max_orders: must be a whole number"),
+        (lambda c: c["dispatch"].update(reward_scale=0), "dispatch.reward_scale: must be a number > 0"),
+        (lambda c: c["dispatch"].update(idle_only="yes"), "dispatch.idle_only: must be true or false"),
+    ],
+)
+def test_learned_policy_reads_its_keys_with_one_line_errors(tmp_path: Path, edit, needle: str) -> None:
+    """agents.learned reads config.yaml without the training schema; a bad key is one line naming it."""
+    import yaml
+
+    from gigdispatch.agents.learned import LearnedDispatchPolicy, LearnedPolicyError, read_run_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.zip").write_bytes(b"never loaded: the config is checked first")
+    data = yaml.safe_load(load_config(SMOKE).to_yaml())
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    want = {"max_orders": 4, "k": 2, "reward_scale": 1.0, "idle_only": False}
+    assert read_run_config(run) == {"algo": "maskable_ppo", "env_kwargs": want}
+    edit(data)
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(LearnedPolicyError) as err:
+        LearnedDispatchPolicy(run)
+    msg = str(err.value)
+    assert needle in msg and str(run) in msg and "\n" not in msg
+    assert isinstance(err.value, ValueError) and isinstance(err.value, GigdispatchError)
 
 
 # ------------------------------------------------------------------------------------------ resume
 def test_kill_9_then_resume_ends_with_same_timesteps(tmp_path: Path) -> None:
     from sb3_contrib import MaskablePPO
 
-    from training.train import train
+    from gigdispatch.training.train import train
 
     total = 2048
     run = tmp_path / "run"
     code = (
-        "import sys; from training.config import load_config; from training.train import train; "
-        f"train(load_config({str(SMOKE)!r}, ['total_timesteps={total}', 'eval.every_steps=0']), '.', run_dir={str(run)!r})"
+        "import sys; from gigdispatch.training.config import load_config; "
+        "from gigdispatch.training.train import train; "
+        f"train(load_config({str(SMOKE)!r}, ['total_timesteps={total}', 'eval.every_steps=0']), "
+        f"'.', run_dir={str(run)!r})"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and proc.poll() is None:
@@ -178,11 +241,11 @@ def test_kill_9_then_resume_ends_with_same_timesteps(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------- learning
 def _random_valid_mean(cfg: TrainConfig, rng_seed: int) -> float:
-    from training.train import _dispatch_env
+    from gigdispatch.envs.core.seeding import SeedSchedule
+    from gigdispatch.training.train import dispatch_env
 
     seeds = cfg.eval.seeds[: cfg.eval.episodes]
-    env = _dispatch_env(cfg, seeds, 0)
-    env.cycle.seeds = np.asarray(seeds)
+    env = dispatch_env(cfg, SeedSchedule(seeds=seeds))
     rng = np.random.default_rng(rng_seed)
     out = []
     for _ in seeds:
@@ -203,9 +266,16 @@ def test_short_training_beats_random_valid(tmp_path: Path) -> None:
     """One order slot, one candidate: offering (at the right level) beats holding at random; 1,024 steps learn it."""
     from sb3_contrib import MaskablePPO
 
-    from training.train import evaluate_model, train
+    from gigdispatch.training.train import evaluate_model, train
 
-    ov = ["dispatch.max_orders=1", "dispatch.k=1", "eval.seeds=5000-5004", "eval.episodes=5", "total_timesteps=1024", "eval.every_steps=0"]
+    ov = [
+        "dispatch.max_orders=1",
+        "dispatch.k=1",
+        "eval.seeds=5000-5004",
+        "eval.episodes=5",
+        "total_timesteps=1024",
+        "eval.every_steps=0",
+    ]
     cfg = load_config(SMOKE, ov)
     run = train(cfg, tmp_path)
     trained = evaluate_model(MaskablePPO.load(run / "checkpoints/latest.zip"), cfg)["reward_mean"]
