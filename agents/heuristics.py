@@ -23,7 +23,7 @@ O(max_orders x k) plus one ``linear_sum_assignment`` on at most ``max_orders`` r
 Every offer goes to a driver that ``sim.candidates`` returned for that order (eligible, free of a
 pending offer, room for the volume, able to pick up before the shift ends) -- or, for ``batching``'s
 bundles, to an eligible driver with room who already has a pickup planned at that place before its
-shift ends -- so the decisions produce no ``invalid_actions``; a driver who just declined an order is
+shift ends -- so the decisions produce no ``invalid_decision_pairs``; a driver who just declined an order is
 not offered it again at once. Randomness (``random`` only) comes from the ``rng`` given to ``reset``.
 
 Scenarios without pricing or escalation (MDRP instances: ``sim.n_levels == 1``, couriers always

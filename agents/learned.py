@@ -15,6 +15,11 @@ stable-baselines3 class that loads its checkpoints) and the few keys of ``config
 through the training config schema; a key that is missing or of the wrong kind is a one-line
 ``LearnedPolicyError`` naming it. ``training.runs`` writes run folders with these file names.
 
+Every SB3 checkpoint is loaded through ``load_model``: a file that does not load (truncated, not a zip,
+damaged weights) is a one-line ``CorruptCheckpointError`` naming the file and saying to re-train or restore
+it, and a missing torch / stable-baselines3 a ``MissingExtraError`` naming the ``rl`` extra, so
+``simulate``, ``evaluate``, ``serve``, ``export`` and ``train --resume`` all show the same line.
+
 Epochs: the policy decides at every simulator step where some pending order has a candidate (the
 env's decision epochs); elsewhere it returns an empty ``Decision``.
 """
@@ -44,17 +49,70 @@ BEST = "best.zip"
 LATEST = "latest.zip"
 
 
+RL_EXTRA = "pip install 'gigdispatch[rl]'"  # what installs torch, stable-baselines3 and sb3-contrib
+
+
 class LearnedPolicyError(InputError):
     """A run folder or checkpoint that cannot act as a learned policy; the message names the path and why."""
 
 
+class CorruptCheckpointError(LearnedPolicyError):
+    """A checkpoint ``.zip`` that exists but does not load (truncated, not a zip, damaged weights); the message
+    names the file, what is wrong with it and what to do."""
+
+
+class MissingExtraError(LearnedPolicyError):
+    """An optional dependency (torch, stable-baselines3, sb3-contrib) is not installed; the message names it and
+    the extra that installs it."""
+
+
 def algo_class(algo: str) -> Any:
-    """The stable-baselines3 class of ``algo`` (imported here: SB3 is an optional dependency)."""
+    """The stable-baselines3 class of ``algo`` (imported here: SB3 is an optional dependency).
+
+    ``LearnedPolicyError`` for an unknown ``algo``, ``MissingExtraError`` (one line naming the missing module
+    and the ``rl`` extra) when SB3 or torch is not installed."""
     spec = ALGORITHMS.get(algo)
     if spec is None:
         raise LearnedPolicyError(f"algo {algo!r}: not a stable-baselines3 algorithm (one of {', '.join(ALGORITHMS)})")
     module, cls = spec.split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            f"algo {algo!r} needs the 'rl' extra (torch, stable-baselines3, sb3-contrib): "
+            f"{exc.name or module} is not installed; {RL_EXTRA}"
+        ) from None
+
+
+def _damage(exc: BaseException) -> str:
+    """What is wrong with a checkpoint that failed to load, in a few words (no library's own advice)."""
+    import zipfile
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, zipfile.BadZipFile) or "zip-file" in text or "zip file" in text:
+        return "not a zip archive (truncated, or not a checkpoint)"
+    if isinstance(exc, EOFError) or "truncated" in text.lower() or "CRC" in text:
+        return "the archive is truncated or damaged"
+    if "No data found" in text or "No params found" in text:
+        return "the archive holds no model data (truncated or incomplete)"
+    if "Weights only load failed" in text or type(exc).__name__ in ("UnpicklingError", "PicklingError"):
+        return "its weights (a .pth file inside) do not load"
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
+
+
+def load_model(algo: str, ckpt: Path, device: str = "cpu", **kwargs: Any) -> Any:
+    """``algo``'s SB3 model loaded from ``ckpt`` (``kwargs`` go to ``load``).
+
+    A file that does not load (truncated, not a zip, damaged weights, a foreign zip) is a one-line
+    ``CorruptCheckpointError`` naming the file and what to do; SB3 or torch missing, ``MissingExtraError``."""
+    cls = algo_class(algo)
+    try:
+        return cls.load(ckpt, device=device, **kwargs)
+    except Exception as exc:  # zipfile, json, pickle, torch and SB3's own assertions: a damaged file
+        raise CorruptCheckpointError(
+            f"checkpoint {str(ckpt)!r}: not a loadable SB3 checkpoint ({algo}): {_damage(exc)}; "
+            "re-train it or restore it from a copy"
+        ) from None
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
@@ -185,6 +243,7 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
     def __init__(self, path: str | Path, device: str = "cpu", torch_threads: int | None = 1) -> None:
         run, ckpt = resolve_checkpoint(path)
         rc = read_run_config(run, what=f"policy {str(path)!r}")
+        algo_class(rc["algo"])  # torch and SB3 installed, else one line naming the extra
         if torch_threads is not None:
             import torch
 
@@ -193,7 +252,10 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
         self.algo: str = rc["algo"]
         self.masked = self.algo in MASKED_ALGORITHMS
         self.env_kwargs: dict[str, Any] = rc["env_kwargs"]
-        self.model = algo_class(self.algo).load(ckpt, device=device)
+        try:
+            self.model = load_model(self.algo, ckpt, device=device)
+        except CorruptCheckpointError as exc:
+            raise CorruptCheckpointError(f"policy {str(path)!r}: {exc}") from None
         self.checkpoint = ckpt
 
     def _make_env(self, scenario: Any) -> Any:

@@ -50,6 +50,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import csgraph_from_dense, floyd_warshall
 
 from gigdispatch.agents.base import Policy, escalation_levels
+from gigdispatch.envs.core.errors import GigdispatchError
 from gigdispatch.envs.core.sim import Decision, Simulator
 
 BIG = 1e18
@@ -678,6 +679,13 @@ def bounds_for_run(bounds: dict[str, Any], kpis: dict[str, float]) -> dict[str, 
     return {"profit_upper": float(by_open[h]), "click_to_door_lower": float(prefix[k - 1]) if k > 0 else float("nan")}
 
 
+class PolicyNotResetError(GigdispatchError, RuntimeError):
+    """The oracle was asked to act on (or bound) a day it was not reset for: its plan is made in ``reset``."""
+
+
+RESET_FIRST = "call policy.reset(sim, sim.rng['policy']) after sim.reset(seed)"
+
+
 class OraclePolicy(Policy):
     """Hindsight oracle: certified bounds at ``reset`` (``self.bounds``), then a plan carried out online.
 
@@ -719,6 +727,7 @@ class OraclePolicy(Policy):
         self.bounds: dict[str, Any] | None = None
         self._prefer_owned = np.zeros(0, bool)
         self._skip_gig = np.zeros(0, bool)
+        self._day: tuple[int | None, int] | None = None  # (seed, orders) of the day the plan is for
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
         """Compute the bounds and the plan for the episode just reset (deterministic; ``rng`` is unused)."""
@@ -731,14 +740,18 @@ class OraclePolicy(Policy):
         gig_val = ep.val[:, ~col_owned].max(axis=1) if (~col_owned).any() else np.full(n_o, -BIG)
         # a gig payout is not worth it when delivering loses more than cancelling would
         self._skip_gig = (served < 0.5) & (gig_val < ep.u_val) & ~ep.must
+        self._day = (sim.seed, int(sim.orders.n))
 
     def bounds_for(self, kpis: dict[str, float]) -> dict[str, float]:
         """``bounds_for_run(self.bounds, kpis)`` for a run on the seed of the last ``reset``."""
         if self.bounds is None:
-            raise RuntimeError("oracle: call reset(sim, rng) first")
+            raise PolicyNotResetError(f"oracle: no bounds yet: {RESET_FIRST}")
         return bounds_for_run(self.bounds, kpis)
 
     def act(self, sim: Simulator) -> Decision:
+        if self._day != (sim.seed, int(sim.orders.n)):
+            why = "was never reset" if self._day is None else f"was reset for another day (seed {self._day[0]})"
+            raise PolicyNotResetError(f"oracle: the policy {why}: {RESET_FIRST}")
         orders = sim.open_orders()
         idle = sim.eligible(idle_only=True)
         n_idle = int(idle.sum())

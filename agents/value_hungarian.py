@@ -46,6 +46,7 @@ before the first step, cached per scenario for the rest of the process).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shlex
@@ -56,6 +57,7 @@ import numpy as np
 
 from gigdispatch.agents.base import Policy, escalation_levels
 from gigdispatch.agents.heuristics import HungarianPolicy, match_min_cost, sorted_decision, trip_seconds
+from gigdispatch.envs.core.atomic import atomic_write_bytes, check_out_file, ensure_out_dir
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.core.seeding import parse_seeds
 from gigdispatch.envs.core.sim import Decision, Simulator
@@ -267,12 +269,12 @@ def train_values(
 
 
 def save_values(path: str | os.PathLike, V: np.ndarray, meta: dict, command: str = "") -> Path:
-    """Write a value table and its provenance to an ``.npz`` file (atomically)."""
+    """Write a value table and its provenance to an ``.npz`` file (atomically, with the mode the umask gives;
+    its folder must exist)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    buf = io.BytesIO()
     np.savez_compressed(
-        tmp,
+        buf,
         V=np.asarray(V, np.float32),
         scenario=np.str_(meta["scenario"]),
         seeds=np.asarray(meta["seeds"], np.int64),
@@ -283,7 +285,7 @@ def save_values(path: str | os.PathLike, V: np.ndarray, meta: dict, command: str
         command=np.str_(command),
         version=np.int64(FORMAT_VERSION),
     )
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -465,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--seeds", default="1000-1009", help="training seeds, e.g. 1000-1009 (0-19 are evaluation seeds and refused)"
     )
-    ap.add_argument("--out", default=None, help="output .npz (default: checkpoints/values/<scenario name>.npz)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output .npz, in an existing folder (default: checkpoints/values/<scenario name>.npz)",
+    )
     ap.add_argument(
         "--bucket-minutes", type=float, default=30.0, help="time-of-day bucket size in minutes (default 30)"
     )
@@ -487,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(str(exc)) from None
         if args.noise_s < 0:
             raise ValueError(f"--noise-s: must be >= 0, got {args.noise_s:g}")
+        out = Path(args.out) if args.out else values_dir() / values_file_name(scenario.name)
+        if out.suffix != ".npz":
+            raise ValueError(f"--out: must end in .npz, got {str(out)!r}")
+        if args.out:  # a file: its folder must exist
+            check_out_file(out, "--out")
+        else:  # the values folder ($GIGDISPATCH_VALUES or the shipped one)
+            ensure_out_dir(out.parent, "the values folder")
         V, meta = train_values(
             scenario,
             seeds,
@@ -495,9 +508,6 @@ def main(argv: list[str] | None = None) -> int:
             behaviour=ExploringHungarian(noise_s=args.noise_s),
             return_meta=True,
         )
-        out = Path(args.out) if args.out else values_dir() / values_file_name(scenario.name)
-        if out.suffix != ".npz":
-            raise ValueError(f"--out: must end in .npz, got {str(out)!r}")
         cmd = "python -m gigdispatch.agents.value_hungarian " + " ".join(
             shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
         )

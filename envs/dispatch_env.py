@@ -68,10 +68,13 @@ class DispatchEnv(RenderMixin, gym.Env):
     candidate, ``k`` holds it. With pricing, ``MultiDiscrete([k + 1] * max_orders + [L] * max_orders)``,
     the second half being the payout level ``0..L-1`` (payout x ``min(1 + step * level, cap)``).
     ``action_masks()`` returns the flat boolean mask for MaskablePPO: *hold* and level 0 are always
-    valid; a candidate is valid where it exists. **Invalid or conflicting choices**: a masked-out
-    choice is treated as *hold* and counted in ``info["invalid_actions"]``; when two orders choose the
-    same driver, the older order gets it and the other is held (``info["conflicts"]``) -- conflicts are
-    resolved here, so masks stay per-order.
+    valid; a candidate is valid where it exists. ``split_mask(mask)`` cuts it into the per-slot tuple
+    ``action_space.sample(mask=...)`` takes; ``sample_action()`` draws a random valid action.
+    **Invalid or conflicting choices**: a masked-out choice is treated as *hold* and counted in
+    ``info["invalid_dispatch_actions"]`` (the agent's choices; the day's KPI ``invalid_decision_pairs``
+    counts something else: the decision entries the simulator skipped as not applicable); when two
+    orders choose the same driver, the older order gets it and the other is held (``info["conflicts"]``)
+    -- conflicts are resolved here, so masks stay per-order.
 
     ## Observation Space
     ``Dict`` of three flat ``Box(-5, 5, float32)`` vectors (values scaled and clipped to [-5, 5]); the
@@ -123,6 +126,9 @@ class DispatchEnv(RenderMixin, gym.Env):
     ## Version History
     * v0: initial version; registered with its episode limit; ``seed_schedule`` is an argument (the days
       played for a seed are unchanged).
+    * v0, same dynamics: the step info's ``invalid_actions`` is named ``invalid_dispatch_actions``, the
+      KPI ``invalid_actions`` is ``invalid_decision_pairs``; a ratio KPI with a zero denominator is NaN;
+      ``split_mask`` and ``sample_action`` added.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
@@ -184,7 +190,7 @@ class DispatchEnv(RenderMixin, gym.Env):
             raise RuntimeError("the episode is over: call reset()")
         dec, bad, conflicts = self.decode(action)
         info = self._advance(dec)
-        info["invalid_actions"] = bad
+        info["invalid_dispatch_actions"] = bad
         info["conflicts"] = conflicts
         reward = (info["profit"] + self._carry) * self.reward_scale
         self._carry = 0.0
@@ -242,6 +248,30 @@ class DispatchEnv(RenderMixin, gym.Env):
             lv[: len(self._slots), :] = True
             parts.append(lv.ravel())
         return np.concatenate(parts)
+
+    def split_mask(self, mask: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """The flat mask of ``action_masks()`` (default: the current one) as the tuple of one ``int8`` array per
+        action slot that ``action_space.sample(mask=...)`` takes: ``env.action_space.sample(mask=env.split_mask())``.
+        """
+        flat = np.asarray(self.action_masks() if mask is None else mask).reshape(-1)
+        nvec = self.action_space.nvec
+        if flat.size != int(nvec.sum()):
+            raise ValueError(f"mask: expected {int(nvec.sum())} entries (action_masks()), got {flat.size}")
+        return tuple(part.astype(np.int8) for part in np.split(flat, np.cumsum(nvec)[:-1]))
+
+    def sample_action(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """A random action that the current mask allows: per slot, uniform over its valid choices (and levels).
+        ``rng``: the generator to draw from (default: ``action_space.np_random``, seeded by
+        ``action_space.seed(s)``)."""
+        gen = self.action_space.np_random if rng is None else rng
+        mask = self.action_masks()
+        n_choice = self.M * (self.K + 1)
+        groups = [mask[:n_choice].reshape(self.M, self.K + 1)]
+        if self.pricing:
+            groups.append(mask[n_choice:].reshape(self.M, self.L))
+        # per row, the valid entry with the largest uniform draw (hold and level 0 are always valid)
+        picks = [np.argmax(np.where(g, gen.random(g.shape), -1.0), axis=1) for g in groups]
+        return np.concatenate(picks).astype(self.action_space.dtype)
 
     # gymnasium types Env.render with a TypeVar bound to no class parameter, so no concrete type overrides it
     def render(self) -> np.ndarray | None:  # type: ignore[override]

@@ -9,7 +9,10 @@ Actions (``Discrete(10)``) per driver:
 | 1 | accept the pending offer | an offer is pending |
 | 2..9 | move to neighbouring zone ``zone_neighbors[zone, action - 2]`` | idle, no offer, that neighbour exists |
 
-An invalid action is treated as 0 and counted (``info["invalid_actions"]``).
+An invalid action is treated as 0 and counted (``info["invalid_driver_actions"]``: the drivers' actions of the
+step that the mask did not allow). The drivers' moves join the platform's offers in one ``Decision``; the
+entries the simulator skips (a move of a driver offered an order in the same step) are the day's KPI
+``invalid_decision_pairs``.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ class FleetCore:
         self._cost_m = self._cost_km[sim.drivers.vehicle] / 1000.0  # euros per metre, fixed for the episode
         self._earn = sim.drivers.earnings.copy()
         self._driven = sim.drivers.driven_m.copy()
-        self.invalid_actions = 0
+        self.invalid_driver_actions = 0  # over the day so far
         return self._observe()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, dict[str, Any]]:
@@ -162,7 +165,7 @@ class FleetCore:
             ok = in_range
             ok[ok] = self._mask[nz(ok), a[ok]]
         invalid = int((~ok).sum())
-        self.invalid_actions += invalid
+        self.invalid_driver_actions += invalid
         a = np.where(ok, a, 0)
         # 1. answers to pending offers (0 declines, 1 accepts)
         pending = nz(dr.offer_order >= 0)
@@ -191,7 +194,7 @@ class FleetCore:
         np.copyto(self._earn, dr.earnings)
         np.copyto(self._driven, dr.driven_m)
         obs, mask = self._observe()
-        info = {"invalid_actions": invalid, "platform_profit": terms["profit"], "sim_time": sim.t}
+        info = {"invalid_driver_actions": invalid, "platform_profit": terms["profit"], "sim_time": sim.t}
         return obs, mask, reward, bool(sim.done), info
 
     def action_masks(self) -> np.ndarray:

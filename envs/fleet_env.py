@@ -36,8 +36,12 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
 
     ## Action Space
     ``Discrete(10)``: 0 stay / decline, 1 accept the pending offer, 2..9 move to neighbouring zone
-    0..7. Invalid actions are treated as 0 and counted in ``infos[agent]["invalid_actions"]`` (the
-    count of the whole step, the same in every agent's info).
+    0..7. Invalid actions (not allowed by the agent's ``action_mask``) are treated as 0 and counted in
+    ``infos[agent]["invalid_driver_actions"]`` (the count of the whole step, the same in every agent's
+    info). The day's KPI ``invalid_decision_pairs`` (in ``infos[agent]["kpis"]`` at the end) is another
+    count: the entries of each step's decision the simulator skipped. The drivers' moves are entries of
+    that decision, after the platform's offers: a mask-valid move of a driver the platform offers an
+    order in the same step is skipped and counted there.
 
     ## Observation Space
     ``Dict(observation=Box(-5, 5, (41,), float32), action_mask=Box(0, 1, (10,), int8))``. The fields
@@ -139,7 +143,7 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
         rewards = dict(zip(agents, reward.tolist(), strict=True))
         terms = dict.fromkeys(agents, bool(done))
         truncs = dict.fromkeys(agents, bool(truncated))
-        common = {"invalid_actions": info["invalid_actions"], "platform_profit": info["platform_profit"]}
+        common = {"invalid_driver_actions": info["invalid_driver_actions"], "platform_profit": info["platform_profit"]}
         if done:
             common["kpis"] = compute_kpis(self.core.sim)
         infos = {ag: dict(common) for ag in agents}

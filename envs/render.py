@@ -91,9 +91,10 @@ class CityRenderer:
 
         k = compute_kpis(sim)
         h, m = divmod(int(sim.t // 60), 60)
+        on_time = "n/a" if k["on_time_rate"] != k["on_time_rate"] else f"{k['on_time_rate']:.1%}"  # NaN: none yet
         ax.set_title(
             f"{self.title} — {sim.scenario.name} — {h:02d}:{m:02d}\n"
-            f"delivered {k['orders_delivered']}  cancelled {k['orders_cancelled']}  on-time {k['on_time_rate']:.1%}  "
+            f"delivered {k['orders_delivered']}  cancelled {k['orders_cancelled']}  on-time {on_time}  "
             f"margin {k['platform_margin']:,.0f} EUR",
             fontsize=8,
         )

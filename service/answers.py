@@ -103,7 +103,9 @@ def quote(state: ServeState, req: QuoteRequest) -> QuoteResponse:
     level = min(req.level, sim.n_levels - 1)  # the scenario's top level, as the escalation cap applies
     p = req.order.pickup
     drv = req.driver if req.driver is not None else DriverIn(id="quote", node=p.node, x=p.x, y=p.y)
-    state.load(req.now, [drv], [req.order])
+    # the default driver stands at the pickup: an error in its position is the pickup's
+    drv_path = ("driver",) if req.driver is not None else ("order", "pickup")
+    state.load(req.now, [drv], [req.order], driver_paths=[drv_path], order_paths=[("order",)])
     sim.surge = np.full(sim.city.n_zones, float(req.surge))
     sim.orders.surge[0] = req.surge
     fee = int(sim.quote_cents(np.array([0]))[0]) if req.order.fee is None else int(req.order.fee)

@@ -8,9 +8,10 @@ Every endpoint is a plain ``async def`` that computes inline: requests are serve
 event loop, so the shared simulator needs no lock (the work is CPU-bound; threads would not help).
 
 Errors (FastAPI exception handlers): a client's error is a 4xx naming the field: the pydantic models
-and JSON decoding (422, ``msg`` starting with the field's path), ``RequestError`` from
-``ServeState.load`` (unknown node ids, a route too long: 422), the body-size guard (413), the bearer
-token (401). A bug of ours (a ``PolicyError``, or any other unexpected exception) is answered 500 with
+and JSON decoding (422, ``msg`` starting with the field's path; a model validator's ``field_error``
+names a field below its model), ``RequestError`` from ``ServeState.load`` (unknown node ids, x/y far
+outside the city, a route too long, more declines than offers: 422), the body-size guard (413), the
+bearer token (401). A bug of ours (a ``PolicyError``, or any other unexpected exception) is answered 500 with
 ``{"detail": "internal error", "error_id": ...}``, logged with its traceback under that id on the
 ``gigdispatch.service`` logger and counted in ``gigdispatch_internal_errors_total`` (a policy's failure
 also in ``gigdispatch_policy_errors_total``).
@@ -47,28 +48,42 @@ from gigdispatch.service.state import ServeState
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def bound_for_city(doc: Any, top_node: int, max_stops: int) -> None:
+def bound_for_city(doc: Any, top_node: int, max_stops: int, xy_box: Any = None) -> None:
     """Write the served scenario's limits into an OpenAPI document (in place): ``maximum`` of every integer
-    ``node`` property and of ``pending_stops``, ``maxItems`` of ``route`` arrays."""
+    ``node`` property and of ``pending_stops``, ``maxItems`` of ``route`` arrays, and with ``xy_box``
+    (``[[x_lo, y_lo], [x_hi, y_hi]]``, ``ServeState.xy_box``) ``minimum`` / ``maximum`` of the ``x`` and
+    ``y`` numbers. A limit is only ever tightened."""
+    limits: list[tuple[str, str, float, tuple[str, ...]]] = [
+        ("node", "maximum", top_node, ("integer",)),
+        ("pending_stops", "maximum", max_stops, ("integer",)),
+        ("route", "maxItems", max_stops, ("array",)),
+    ]
+    if xy_box is not None:
+        for axis, name in enumerate("xy"):
+            limits += [
+                (name, "minimum", float(xy_box[0][axis]), ("number",)),
+                (name, "maximum", float(xy_box[1][axis]), ("number",)),
+            ]
+    _tighten(doc, limits)
+
+
+def _tighten(doc: Any, limits: list[tuple[str, str, float, tuple[str, ...]]]) -> None:
     if isinstance(doc, dict):
         props = doc.get("properties")
         if isinstance(props, dict):
-            for name, key, value in (
-                ("node", "maximum", top_node),
-                ("pending_stops", "maximum", max_stops),
-                ("route", "maxItems", max_stops),
-            ):
+            for name, key, value, types in limits:
                 prop = props.get(name)
                 if not isinstance(prop, dict):
                     continue
                 for sch in [prop, *prop.get("anyOf", [])]:
-                    if isinstance(sch, dict) and sch.get("type") in ("integer", "array"):
-                        sch[key] = min(sch.get(key, value), value)  # only ever tighten a limit
+                    if isinstance(sch, dict) and sch.get("type") in types:
+                        tighter = max if key == "minimum" else min
+                        sch[key] = tighter(sch.get(key, value), value)
         for v in doc.values():
-            bound_for_city(v, top_node, max_stops)
+            _tighten(v, limits)
     elif isinstance(doc, list):
         for v in doc:
-            bound_for_city(v, top_node, max_stops)
+            _tighten(v, limits)
 
 
 def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -76,8 +91,13 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     errs = []
     for e in exc.errors()[:50]:
         loc = [x if isinstance(x, int | str) else str(x) for x in e.get("loc", ())]
+        msg = e.get("msg", "invalid")
+        ctx = e.get("ctx") or {}
+        if isinstance(ctx.get("field"), list) and "reason" in ctx:  # schemas.field_error: a field below the model
+            loc += [x if isinstance(x, int | str) else str(x) for x in ctx["field"]]
+            msg = str(ctx["reason"])
         field = "body" if e.get("type") == "json_invalid" else (field_path(loc[1:]) or "body")
-        errs.append({"loc": loc, "msg": f"{field}: {e.get('msg', 'invalid')}", "type": e.get("type", "value_error")})
+        errs.append({"loc": loc, "msg": f"{field}: {msg}", "type": e.get("type", "value_error")})
     return errs
 
 
@@ -132,14 +152,14 @@ def _bearer_auth(token: str) -> Callable[..., Awaitable[None]]:
 
 
 def _openapi_for_city(app: FastAPI) -> None:
-    """Make ``app.openapi`` carry the served city's node-id range and route length (known once started)."""
+    """Make ``app.openapi`` carry the served city's node-id range, route length and x/y box (known once started)."""
     base_openapi = app.openapi
 
     def openapi_for_city() -> dict[str, Any]:
         doc = base_openapi()
         serve = getattr(app.state, "serve", None)
         if serve is not None and not doc.get("x-node-ids-bounded"):
-            bound_for_city(doc, serve.n_nodes - 1, serve.sim.S)
+            bound_for_city(doc, serve.n_nodes - 1, serve.sim.S, serve.xy_box.tolist())
             doc["x-node-ids-bounded"] = True
         return doc
 

@@ -1,7 +1,8 @@
 """The service's errors: a client's (4xx, naming the field) and ours (500 with an error id, logged).
 
 ``RequestError`` is a request that validated but does not fit the served scenario (an unknown node id,
-a route longer than the scenario allows): answered 422 with the field's path. ``PolicyError`` wraps an
+x/y far outside its city, a route longer than the scenario allows, more declines than offers since
+placed): answered 422 with the field's path. ``PolicyError`` wraps an
 exception of the policy (or of translating its decision): a bug of ours, answered like any other
 unexpected exception by ``report_internal_error``: 500 with ``{"detail": "internal error", "error_id"}``,
 the traceback logged under that id on the ``gigdispatch.service`` logger.

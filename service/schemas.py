@@ -4,20 +4,28 @@ Requests are strict: unknown fields, NaN/±inf numbers, strings for numbers and 
 rejected (422, naming the field); integral JSON numbers such as ``2.0`` are accepted for integer fields,
 as JSON Schema counts them as integers. The OpenAPI document states the rules validation enforces
 ("node, or x and y", "only a busy driver has stops") through ``json_schema_extra``.
+
+Times are seconds since midnight of the served day, 0 to 7 days. A request must be consistent in time:
+an order is ready and due no earlier than it was placed (``ready``, ``deadline`` >= ``placed``), and
+placed no later than the request's ``now``. A rule across a model's fields is raised with
+``field_error``, which carries the path of the field it names below the model (the app puts it into
+the 422's ``loc`` and message). The rules that need the served scenario (positions near its city, the
+number of declines an order can have had) are ``ServeState.load``'s.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
 
 MAX_DRIVERS = 20_000
 MAX_ORDERS = 20_000
 
 _ID = Annotated[str, Field(min_length=1, max_length=128, description="caller's id (unique within the request)")]
-_Time = Annotated[float, Field(ge=-86_400.0 * 7, le=86_400.0 * 7, description="seconds since midnight of the day")]
+_Time = Annotated[float, Field(ge=0.0, le=86_400.0 * 7, description="seconds since midnight of the day (0 to 7 days)")]
 _Coord = Annotated[float, Field(ge=-1e9, le=1e9, description="metres in the scenario's city frame")]
 
 
@@ -35,6 +43,14 @@ _Node = Annotated[int, Field(ge=0, description="node id of the scenario's road n
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+def field_error(loc: tuple[str | int, ...], msg: str) -> PydanticCustomError:
+    """The error a model validator raises about a field below its model (``("orders", 3, "placed")``): the
+    message is ``msg``; ``ctx["field"]`` is the path, which the app appends to the error's location, so the
+    422 names the field as for any other error (``orders.3.placed: ...``)."""
+    path = ".".join(str(x) for x in loc)
+    return PydanticCustomError("value_error", "{path}: {reason}", {"field": list(loc), "path": path, "reason": msg})
 
 
 # "node, or x and y, not both" in JSON Schema, so that the OpenAPI document states what validation enforces
@@ -147,8 +163,20 @@ class OrderIn(_Model):
     )
     tip: Annotated[int, Field(ge=0, le=10**9), _INTEGRAL] = Field(default=0, description="cents, passed to the driver")
     declines: Annotated[int, Field(ge=0, le=1000), _INTEGRAL] = Field(
-        default=0, description="offers declined so far (escalation)"
+        default=0,
+        description="offers declined so far (escalation); at most (now - placed) / the served scenario's "
+        "step_seconds, plus one (an order is offered at most once per decision step)",
     )
+
+    @field_validator("ready", "deadline")
+    @classmethod
+    def _not_before_placed(cls, v: float | None, info: ValidationInfo) -> float | None:
+        placed = info.data.get("placed")  # absent when placed itself was refused
+        if v is not None and placed is not None and v < placed:
+            what = "ready" if info.field_name == "ready" else "due"
+            msg = f"{v:g} is before placed ({placed:g}): an order is {what} no earlier than it is placed"
+            raise PydanticCustomError("value_error", "{reason}", {"reason": msg})
+        return v
 
 
 def _no_duplicates(items: list[Any], what: str) -> None:
@@ -156,7 +184,15 @@ def _no_duplicates(items: list[Any], what: str) -> None:
     for i, it in enumerate(items):
         j = seen.setdefault(it.id, i)
         if j != i:
-            raise ValueError(f"{what}[{i}].id: duplicate {what[:-1]} id {it.id!r} (also {what}[{j}])")
+            raise field_error((what, i, "id"), f"duplicate {what[:-1]} id {it.id!r} (also {what}.{j}.id)")
+
+
+def check_placed_by(now: float, orders: list[tuple[tuple[str | int, ...], OrderIn]]) -> None:
+    """Every order (given with its path, ``("orders", 3)``) was placed by ``now``."""
+    for loc, o in orders:
+        if o.placed > now:
+            msg = f"{o.placed:g} is after now ({now:g}): the orders of a request are placed by now"
+            raise field_error((*loc, "placed"), msg)
 
 
 class DispatchRequest(_Model):
@@ -168,6 +204,7 @@ class DispatchRequest(_Model):
     def _unique(self) -> DispatchRequest:
         _no_duplicates(self.drivers, "drivers")
         _no_duplicates(self.orders, "orders")
+        check_placed_by(self.now, [(("orders", i), o) for i, o in enumerate(self.orders)])
         return self
 
 
@@ -220,6 +257,11 @@ class QuoteRequest(_Model):
         _INTEGRAL,
     ] = 0
     surge: Annotated[float, Field(ge=1.0, le=100.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _placed_by_now(self) -> QuoteRequest:
+        check_placed_by(self.now, [(("order",), self.order)])
+        return self
 
 
 class QuoteResponse(BaseModel):

@@ -18,8 +18,11 @@ incidents, makes the policy once and calls ``policy.reset(sim, sim.rng["policy"]
   heuristics re-offer at. Every route stop belongs to one extra "phantom" order (already assigned)
   after the request's orders.
 
-A request that validated but does not fit the scenario (an unknown node id, too many stops) raises
-``RequestError`` naming the field, before anything is written into the simulator.
+A request that validated but does not fit the scenario raises ``RequestError`` naming the field, before
+anything is written into the simulator: an unknown node id; x/y farther than ``XY_MARGIN_M`` outside the
+bounding box of the city's nodes (``ServeState.xy_box``); more stops than the scenario's routes hold;
+more ``declines`` than an order can have had since it was placed (the simulator offers an order at
+most once per decision step, so at most ``(now - placed) / step_seconds`` declines, plus one).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from gigdispatch.envs.core.types import (
 )
 from gigdispatch.service.errors import RequestError
 from gigdispatch.service.schemas import DriverIn, OrderIn
+
+# x/y (metres) this far outside the bounding box of the city's nodes are refused; nearer ones snap to a node
+XY_MARGIN_M = 1000.0
 
 Loc = tuple[int | None, float | None, float | None]  # (node, x, y) of a position as given
 Where = tuple[str | int, ...]  # a field path, e.g. ("drivers", 3, "route", 0)
@@ -102,6 +108,9 @@ class ServeState:
         self.policy_name = getattr(self.policy, "name", policy)
         self.tree = cKDTree(sim.city.node_xy)
         self.n_nodes = int(sim.city.n_nodes)
+        xy = np.asarray(sim.city.node_xy, np.float64)
+        # (2, 2): rows low / high, columns x / y: the box of accepted positions
+        self.xy_box = np.stack([xy.min(axis=0) - XY_MARGIN_M, xy.max(axis=0) + XY_MARGIN_M])
         vehicles = getattr(getattr(sim.cfg, "fleet", None), "vehicles", {}) or {}
         self.v_speed = np.array([float(vehicles[v].speed) if v in vehicles else 1.0 for v in VEHICLES])
         self.v_cap = np.array([float(vehicles[v].capacity_litres) if v in vehicles else np.inf for v in VEHICLES])
@@ -138,9 +147,38 @@ class ServeState:
             else:
                 out[i] = node
         if xy_rows:
-            _, idx = self.tree.query(np.asarray(xy, np.float64))
+            pts = np.asarray(xy, np.float64)
+            self._check_near_city(pts, [where[i] for i in xy_rows])
+            _, idx = self.tree.query(pts)
             out[np.asarray(xy_rows)] = idx
         return out
+
+    def _check_near_city(self, pts: np.ndarray, where: list[Where]) -> None:
+        """x/y positions (K, 2) lie within ``xy_box`` (the city's nodes plus ``XY_MARGIN_M``), else RequestError."""
+        lo, hi = self.xy_box
+        out = (pts < lo) | (pts > hi)  # (K, 2)
+        bad = np.flatnonzero(out.any(axis=1))
+        if bad.size:
+            k = int(bad[0])
+            axis = int(np.argmax(out[k]))
+            (x0, y0), (x1, y1) = lo + XY_MARGIN_M, hi - XY_MARGIN_M
+            msg = (
+                f"{pts[k, axis]:g} m is outside the served city (its nodes span x {x0:.0f}..{x1:.0f} m, "
+                f"y {y0:.0f}..{y1:.0f} m; positions up to {XY_MARGIN_M:.0f} m beyond are snapped to the nearest node)"
+            )
+            raise RequestError((*where[k], "xy"[axis]), msg)
+
+    def _check_declines(self, now: float, orders: list[OrderIn], where: list[Where]) -> None:
+        """No order has more declines than offers it can have had: one per decision step since placed, plus one."""
+        dt = self.sim.dt
+        for i, o in enumerate(orders):
+            top = int((now - o.placed) // dt) + 1
+            if o.declines > top:
+                msg = (
+                    f"{o.declines} declines {now - o.placed:g} s after placed: an order is offered at most once per "
+                    f"decision step ({dt:g} s in this scenario), so at most {top}"
+                )
+                raise RequestError((*where[i], "declines"), msg)
 
     def _arrays(self, tpl: dict[str, np.ndarray], n: int, fill: dict[str, Any]) -> dict[str, np.ndarray]:
         out = {}
@@ -148,7 +186,9 @@ class ServeState:
             out[name] = np.full((n, *a.shape[1:]), fill.get(name, 0), dtype=a.dtype)
         return out
 
-    def _stops(self, drivers: list[DriverIn], d_nodes: np.ndarray) -> tuple[list[Loc], list[Where], list[list[int]]]:
+    def _stops(
+        self, drivers: list[DriverIn], d_nodes: np.ndarray, d_where: list[Where]
+    ) -> tuple[list[Loc], list[Where], list[list[int]]]:
         """The busy drivers' stops: positions, field paths and (kind, driver, position in route) columns."""
         S = self.sim.S
         stops: list[Loc] = []
@@ -161,40 +201,52 @@ class ServeState:
                 if d.route or d.pending_stops:
                     field = "route" if d.route else "pending_stops"
                     msg = f"only a busy driver has stops to make (status is {d.status!r})"
-                    raise RequestError(("drivers", i, field), msg)
+                    raise RequestError((*d_where[i], field), msg)
                 continue
             if d.route:
                 if len(d.route) > S:
                     msg = f"{len(d.route)} stops: the scenario allows at most {S}"
-                    raise RequestError(("drivers", i, "route"), msg)
+                    raise RequestError((*d_where[i], "route"), msg)
                 for j, s in enumerate(d.route):
                     stops.append((s.node, s.x, s.y))
-                    where.append(("drivers", i, "route", j))
+                    where.append((*d_where[i], "route", j))
                     kind.append(STOP_PICKUP if s.kind == "pickup" else STOP_DROPOFF)
                     driver.append(i)
                     pos.append(j)
             else:
                 k = 1 if d.pending_stops is None else d.pending_stops
                 if k > S:
-                    raise RequestError(("drivers", i, "pending_stops"), f"{k} stops: the scenario allows at most {S}")
+                    raise RequestError((*d_where[i], "pending_stops"), f"{k} stops: the scenario allows at most {S}")
                 for j in range(k):
                     stops.append((int(d_nodes[i]), None, None))
-                    where.append(("drivers", i))
+                    where.append(d_where[i])
                     kind.append(STOP_DROPOFF)
                     driver.append(i)
                     pos.append(j)
         return stops, where, [kind, driver, pos]
 
     # --------------------------------------------------------------------------- the adapter
-    def load(self, now: float, drivers: list[DriverIn], orders: list[OrderIn]) -> Loaded:
-        """Overwrite the simulator's state with the request's fleet and open orders at time ``now``."""
+    def load(
+        self,
+        now: float,
+        drivers: list[DriverIn],
+        orders: list[OrderIn],
+        driver_paths: list[Where] | None = None,
+        order_paths: list[Where] | None = None,
+    ) -> Loaded:
+        """Overwrite the simulator's state with the request's fleet and open orders at time ``now``.
+
+        ``driver_paths`` / ``order_paths``: each item's field path in the request, for the errors (default
+        ``("drivers", i)`` / ``("orders", j)``)."""
         sim, city = self.sim, self.sim.city
         n_d = len(drivers)
-        # ---- positions (all validated before anything is written)
-        d_nodes = self._nodes([(d.node, d.x, d.y) for d in drivers], [("drivers", i) for i in range(n_d)])
-        stops, stop_where, (stop_kind, stop_driver, stop_pos) = self._stops(drivers, d_nodes)
         n_o = len(orders)
-        order_where = [("orders", i) for i in range(n_o)]
+        driver_where: list[Where] = driver_paths if driver_paths is not None else [("drivers", i) for i in range(n_d)]
+        order_where: list[Where] = order_paths if order_paths is not None else [("orders", i) for i in range(n_o)]
+        # ---- the request against the scenario (all validated before anything is written)
+        self._check_declines(now, orders, order_where)
+        d_nodes = self._nodes([(d.node, d.x, d.y) for d in drivers], driver_where)
+        stops, stop_where, (stop_kind, stop_driver, stop_pos) = self._stops(drivers, d_nodes, driver_where)
         pick = self._nodes(
             [(o.pickup.node, o.pickup.x, o.pickup.y) for o in orders], [(*w, "pickup") for w in order_where]
         )

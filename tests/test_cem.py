@@ -107,6 +107,15 @@ def test_cli_cem_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "searched 1 CEM iterations (8 simulated days)" in out
     (run,) = (tmp_path / "runs").iterdir()
+    lines = out.splitlines()  # not a terminal: the run folder, then one line per evaluation and iteration
+    assert lines[0] == f"run folder: {run}"
+    assert [ln.split("] ", 1)[1].split(":")[0] for ln in lines if "] " in ln] == ["start", "iteration 1/1"]
+    assert len(lines) == 4 and lines[-1].startswith("searched 1 CEM iterations")
+    state = (run / "cem_state.json").read_bytes()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # finished: nothing left to do, one line
+    out = capsys.readouterr().out
+    assert out == f"--resume {run}: the run is finished (8 of 8 simulated days); nothing left to do\n"
+    assert (run / "cem_state.json").read_bytes() == state
     for name in (
         "config.yaml",
         "command.txt",

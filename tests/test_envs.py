@@ -78,7 +78,7 @@ def test_maskable_ppo_on_dispatch_env() -> None:
     masks = env.unwrapped.action_masks()
     action, _ = model.predict(obs, action_masks=masks, deterministic=True)
     _, _, _, _, info = env.step(action)
-    assert info["invalid_actions"] == 0  # a masked policy never picks a masked-out choice
+    assert info["invalid_dispatch_actions"] == 0  # a masked policy never picks a masked-out choice
 
 
 def test_maskable_ppo_through_batched_fleet_adapter() -> None:
@@ -152,7 +152,7 @@ def test_dispatch_env_invalid_and_conflicting_choices() -> None:
         a[empty[0]] = 0  # an offer from an empty slot: masked out
     _, _, _, _, info = env.step(a)
     assert info["conflicts"] == 1
-    assert info["invalid_actions"] == (1 if empty.size else 0)
+    assert info["invalid_dispatch_actions"] == (1 if empty.size else 0)
     with pytest.raises(ValueError, match="action: expected shape"):
         env.step(np.zeros(3, np.int64))
 
@@ -338,3 +338,93 @@ def test_fleet_vec_env_starts_the_next_day_of_its_schedule_when_a_day_ends() -> 
             break
     assert dones.all() and "terminal_observation" in infos[0]
     assert vec.core.sim.seed == 1001 and vec.last_kpis is not None
+
+
+def test_fleet_counters_are_named_apart() -> None:
+    """A day of mask-valid driver actions: the drivers' invalid-action count is 0 at every step, while the day's
+    KPI of the platform's skipped decision pairs is another count under another name."""
+    par = envs.parallel_env(scenario="default")
+    obs, _ = par.reset(seed=0)
+    rng = np.random.default_rng(0)
+    steps, info = 0, {}
+    while par.agents:
+        agents = par.agents
+        mask = np.stack([obs[a]["action_mask"] for a in agents]).astype(bool)
+        choice = np.argmax(np.where(mask, rng.random(mask.shape), -1.0), axis=1)  # a random valid action each
+        obs, _, _, _, infos = par.step(dict(zip(agents, choice.tolist(), strict=True)))
+        info = infos[agents[0]]
+        assert info["invalid_driver_actions"] == 0 and "invalid_actions" not in info
+        steps += 1
+    assert steps > 100
+    kpis = info["kpis"]
+    assert "invalid_actions" not in kpis and kpis["invalid_decision_pairs"] > 0
+    assert set(kpis) == set(envs.core.KPI_DOC) - {"wall_seconds"}
+
+
+def test_dispatch_env_sample_helpers_give_valid_actions() -> None:
+    """``split_mask`` makes ``action_space.sample(mask=...)`` work with the flat mask; ``sample_action`` draws a
+    valid action: over many steps no choice is masked out, and the choices do vary."""
+    env = gym.make("gigdispatch/Dispatch-v0", scenario="default", max_orders=8, k=4)
+    u = env.unwrapped
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    with pytest.raises(AssertionError, match="tuple"):  # what the flat mask alone gives
+        env.action_space.sample(mask=u.action_masks())
+    offers, info = 0, {}
+    for i in range(300):
+        if i % 2:
+            action = env.action_space.sample(mask=u.split_mask(u.action_masks()))
+        else:
+            action = u.sample_action()
+        flat = u.action_masks()
+        idx = np.concatenate([[0], np.cumsum(u.action_space.nvec)[:-1]]) + action
+        assert flat[idx].all()  # every slot's value is allowed by the mask
+        offers += int((action[: u.M] < u.K).sum())
+        _, _, terminated, truncated, info = env.step(action)
+        assert info["invalid_dispatch_actions"] == 0 and "invalid_actions" not in info
+        if terminated or truncated:
+            break
+    assert offers > 50
+    parts = u.split_mask()
+    assert len(parts) == len(u.action_space.nvec) and all(p.dtype == np.int8 for p in parts)
+    assert [len(p) for p in parts] == u.action_space.nvec.tolist()
+    a = u.sample_action(np.random.default_rng(1))
+    assert np.array_equal(a, u.sample_action(np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="mask: expected"):
+        u.split_mask(np.ones(3, bool))
+
+
+class _Hold(envs.core.Policy):
+    """Offers nothing: a day where nothing is delivered."""
+
+    def act(self, sim: envs.Simulator) -> envs.Decision:
+        return envs.Decision()
+
+
+def test_undefined_rates_are_nan_and_shown_as_n_a() -> None:
+    import json
+    import math
+
+    from gigdispatch.envs.core.config import Demand, GridScenario
+    from gigdispatch.training.cli import format_kpi_table
+    from gigdispatch.training.io import json_safe
+    from gigdispatch.training.report import fmt
+    from gigdispatch.training.stats import mean_ci, paired_diff
+
+    k = envs.Simulator(envs.load_scenario("default")).run(_Hold(), seed=0)
+    assert k["orders_created"] > 0 and k["orders_delivered"] == 0
+    for name in ("on_time_rate", "click_to_door_mean_min", "orders_per_bundle", "acceptance_rate"):
+        assert math.isnan(k[name]), name
+    assert k["undelivered_rate"] == 1.0 and k["utilization"] >= 0.0  # defined: orders were created, drivers online
+    # nothing created at all: every rate over orders is undefined too
+    q = envs.Simulator(envs.load_scenario(GridScenario(demand=Demand(orders=0.0)))).run(_Hold(), seed=0)
+    assert q["orders_created"] == 0
+    for name in ("on_time_rate", "undelivered_rate", "cost_per_order", "acceptance_rate"):
+        assert math.isnan(q[name]), name
+    # shown as n/a, written as null, left out of means and paired comparisons
+    row = next(ln for ln in format_kpi_table(k, "day").splitlines() if ln.startswith("on_time_rate "))
+    assert row.split()[1] == "n/a"
+    assert fmt(k["on_time_rate"]) == "n/a"
+    assert json.loads(json.dumps(json_safe(k)))["on_time_rate"] is None
+    assert mean_ci([k["on_time_rate"], 0.9, 0.8])[0] == pytest.approx(0.85)
+    assert paired_diff([k["on_time_rate"], 0.9, 0.8], [0.5, 0.7, 0.7]).n == 2

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import math
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +278,53 @@ def test_comparison_pairs() -> None:
     assert comparison_pairs(["a", "b", "c"], "b") == [("a", "b"), ("c", "b")]
 
 
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes(paths: list[Path]) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
+
+
+def test_output_files_get_the_mode_the_umask_gives(tiny: Path, tmp_path: Path) -> None:
+    """Every file of a results folder and a ``simulate --out`` file: 0644 under umask 022 (not mkstemp's 0600),
+    0640 under umask 027; a results folder named by ``--out DIR`` is created with its missing parents."""
+    out = tmp_path / "results" / "eval"
+    with umask(0o022):
+        evaluate([str(tiny)], ["nearest"], "0", out, workers=1, progress=False)
+        assert main(["simulate", "--scenario", str(tiny), "--out", str(tmp_path / "day.json"), "--no-progress"]) == 0
+    files = sorted(out.iterdir())
+    names = {p.name for p in files}
+    assert {"summary.csv", "episodes.csv", "hourly.csv", "comparisons.csv", "report.md"} <= names, names
+    assert any(n.endswith(".png") for n in names) and not any(n.endswith(".tmp") for n in names), names
+    got = modes([*files, tmp_path / "day.json"])
+    assert set(got.values()) == {0o644}, got
+    with umask(0o027):
+        assert main(["simulate", "--scenario", str(tiny), "--out", str(tmp_path / "day.json"), "--no-progress"]) == 0
+    assert modes([tmp_path / "day.json"]) == {"day.json": 0o640}  # the umask's mode, also when replacing a file
+
+
+def test_out_file_in_a_missing_folder_is_refused_and_nothing_created(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "nonexistent-dir" / "day.json"
+    assert main(["simulate", "--scenario", str(tiny), "--out", str(target), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: --out {target}: folder {target.parent} does not exist; create it first\n"
+    assert captured.out == ""  # refused before the day is run
+    assert not target.parent.exists()
+    from gigdispatch.training.io import atomic_write_text
+
+    with pytest.raises(InputError, match="does not exist; create it first"):  # the writer never creates a folder
+        atomic_write_text(target, "x")
+    assert not target.parent.exists()
+
+
 def test_bad_input_errors(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UnknownPolicyError, match="no-such"):
         evaluate([str(tiny)], ["no-such"], [0], tmp_path / "o")
@@ -418,4 +469,139 @@ def test_oracle_bounds_are_attached_and_hold(tmp_path: Path) -> None:
         assert float(r["reward"]) <= float(r["bound_profit_upper"])
         assert float(r["click_to_door_mean_min"]) >= float(r["bound_ctd_lower"])
     report = (out / "report.md").read_text()
-    assert "Hindsight oracle: certified bounds" in report and "1/1" in report
+    assert "## Hindsight bounds (not policies)" in report and "1/1" in report
+
+
+# ------------------------------------------------------------------------------ report: oracle and plots
+def _fake_results() -> list:
+    """Three policies on two seeds: ``nearest``, ``better`` (on time 0.996 against 0.982) and ``oracle`` (with
+    certified bounds, as the hindsight oracle reports them)."""
+    from gigdispatch.envs.core.kpis import KPI_DOC
+    from gigdispatch.training.runner import EpisodeResult
+
+    out = []
+    for p, margin, on_time in (("nearest", 1000.0, 0.982), ("better", 1100.0, 0.996), ("oracle", 900.0, 0.99)):
+        for seed in (0, 1):
+            kpis = {k: 1.0 for k in KPI_DOC}
+            kpis.update(
+                platform_margin=margin + 10.0 * seed,
+                on_time_rate=on_time + 0.001 * seed,
+                click_to_door_mean_min=20.0 + seed,
+                undelivered_rate=0.01,
+                acceptance_rate=0.9,
+                wall_seconds=1.0,
+                bound_profit_upper=4000.0,
+                bound_ctd_lower=15.0,
+            )
+            hourly = {k: np.zeros(3) for k in ("created", "cancelled", "delivered", "delivered_by_place", "on_time")}
+            hourly.update(ctd_sum_min=np.zeros(3), first_hour=np.array([0]))
+            bounds = {"profit_upper": 4000.0} if p == "oracle" else None
+            out.append(EpisodeResult(p, "tiny", seed, kpis, np.array([1.0, 2.0], np.float32), hourly, bounds=bounds))
+    return out
+
+
+def test_oracle_is_a_hindsight_bound_apart_from_the_policies(tmp_path: Path) -> None:
+    """summary.csv marks the oracle as a hindsight plan; report.md keeps it out of the policies' tables and shows
+    it, labelled ``oracle (hindsight plan)``, under *Hindsight bounds*; the bar charts draw it hatched and apart."""
+    from gigdispatch.training.report import (
+        KIND_HINDSIGHT,
+        bound_rows,
+        compare,
+        kpi_figure,
+        summarise,
+        write_csv,
+        write_report,
+    )
+
+    results = _fake_results()
+    pols = ["nearest", "better", "oracle"]
+    summary = summarise(results, pols, ["tiny"])
+    assert [(r["policy"], r["kind"]) for r in summary] == [
+        ("nearest", "policy"),
+        ("better", "policy"),
+        ("oracle", KIND_HINDSIGHT),
+    ]
+    write_csv(tmp_path / "summary.csv", SUMMARY_COLUMNS, summary)
+    assert [r["kind"] for r in read_csv(tmp_path / "summary.csv")] == ["policy", "policy", "hindsight plan"]
+    comps = compare(results, pols, ["tiny"], "nearest")
+    bounds = bound_rows(results, pols, ["tiny"])
+    write_report(tmp_path / "report.md", summary, comps, ["tiny"], "nearest", "cmd", [0, 1], 1.0, 1, [], bounds)
+    text = (tmp_path / "report.md").read_text()
+    head, hind = text.split("## Hindsight bounds (not policies)")
+    policies_part = head.split("## Summary")[1]
+    assert "| nearest |" in policies_part and "| better |" in policies_part
+    assert "oracle" not in policies_part  # neither in the policies' summary nor in their comparisons
+    assert "| oracle (hindsight plan) | 2 |" in hind  # its plan, labelled as such
+    assert "not a policy to deploy" in hind and "certified bound" in hind
+    assert "| better | 2/2 |" in hind and "| 3.62x |" in hind  # bound / reward: 4000 / 1105, per policy run
+    assert "oracle (hindsight plan) vs nearest" in hind
+    # the bar chart: the oracle last, after a gap, hatched, labelled as a hindsight plan
+    fig = kpi_figure("tiny", summary, comps, "nearest")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["nearest", "better", "oracle (hindsight plan)"]
+    ticks = ax.get_xticks()
+    assert ticks[2] - ticks[1] > ticks[1] - ticks[0]  # set apart
+    hatches = [p.get_hatch() for p in ax.patches]
+    assert hatches[-1] == "//" and not any(hatches[:-1])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_kpi_png_has_paired_difference_panels(tmp_path: Path) -> None:
+    """Beside each compared KPI, a panel of the paired difference from the baseline with its 95 % interval."""
+    import matplotlib.pyplot as plt
+
+    from gigdispatch.training.report import COMPARISON_METRICS, compare, kpi_figure, plot_kpis, summarise
+
+    results = [r for r in _fake_results() if r.policy != "oracle"]
+    summary = summarise(results, ["nearest", "better"], ["tiny"])
+    comps = compare(results, ["nearest", "better"], ["tiny"], "nearest")
+    plain = kpi_figure("tiny", summary)
+    n_plain = sum(a.axison for a in plain.axes)
+    plt.close(plain)
+    fig = kpi_figure("tiny", summary, comps, "nearest")
+    shown = [a for a in fig.axes if a.axison]
+    assert len(shown) == n_plain + len(COMPARISON_METRICS)
+    titles = [a.get_title() for a in shown]
+    diff = [i for i, t in enumerate(titles) if t.endswith(": difference from nearest (paired 95 % CI)")]
+    assert len(diff) == len(COMPARISON_METRICS)
+    for i in diff:  # right beside the absolute panel of the same KPI, in the same row
+        assert titles[i].startswith(titles[i - 1] + ":")
+    on_time = shown[titles.index("on-time rate: difference from nearest (paired 95 % CI)")]
+    heights = [p.get_height() for p in on_time.patches]
+    assert heights[0] == 0.0 and heights[1] == pytest.approx(0.014)  # better - nearest, not 0.996 from 0
+    plt.close(fig)
+    plot_kpis(tmp_path / "k.png", "tiny", summary, comps, "nearest")
+    assert (tmp_path / "k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_curve_has_integer_iteration_ticks(tmp_path: Path) -> None:
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from gigdispatch.training.curves import figure
+
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [
+        {"iteration": i, "population_mean": 10.0 * i, "elite_mean": 12.0 * i, "eval_profit_mean": 11.0 * i}
+        for i in (1, 2, 3)
+    ]
+    (run / "cem_state.json").write_text(json.dumps({"history": history}))
+    fig = figure([run])
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)
+
+
+def test_terminal_table_spells_out_click_to_door(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", "--scenario", str(tiny), "--seeds", "0", "--out", str(tmp_path / "o"), "--workers", "1"]
+    assert main([*args, "--no-progress", "--no-plots"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("policy"))
+    assert "click-to-door" in header and "CTD" not in header

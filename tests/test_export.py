@@ -5,7 +5,9 @@ Tiny runs of ``configs/train/smoke.yaml`` (8 drivers, 1.5 h); observations from 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +171,11 @@ def test_cli_export_and_errors(runs: dict[str, Path], tmp_path: Path, capsys: py
         (["--checkpoint", str(fleet)], "'fleet'"),
         (["--checkpoint", str(broken)], "not a loadable SB3 checkpoint"),
         (["--checkpoint", str(runs["masked"]), "--out", str(tmp_path / "x.pt")], "must end with .onnx"),
+        (
+            ["--checkpoint", str(runs["masked"]), "--out", str(tmp_path / "nonexistent-dir" / "x.onnx")],
+            f"error: --out {tmp_path / 'nonexistent-dir' / 'x.onnx'}: folder {tmp_path / 'nonexistent-dir'} "
+            "does not exist; create it first",
+        ),
     ]
     for argv, needle in cases:
         assert main(["export", "--out", str(tmp_path / "e.onnx"), *argv]) == 2
@@ -178,6 +185,27 @@ def test_cli_export_and_errors(runs: dict[str, Path], tmp_path: Path, capsys: py
         main(["export", "--checkpoint", str(runs["masked"]), "--out", str(tmp_path / "e.onnx"), "--check", "-1"])
     assert exit_info.value.code == 2 and "--check" in capsys.readouterr().err
     assert not (tmp_path / "e.onnx").exists()
+    assert not (tmp_path / "nonexistent-dir").exists()  # a file's missing folder is refused, never created
+
+
+def test_checkpoint_and_onnx_files_get_the_mode_the_umask_gives(runs: dict[str, Path], tmp_path: Path) -> None:
+    """An SB3 checkpoint (``save_checkpoint``) and an exported ``.onnx`` with its sidecar: 0644 under umask 022."""
+    from gigdispatch.training.export import export_policy, sidecar_path
+    from gigdispatch.training.runs import save_checkpoint
+    from gigdispatch.training.train import build_model, make_train_env
+
+    cfg = load_config(SMOKE, ["eval.every_steps=0"])
+    env = make_train_env(cfg)
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(build_model(cfg, env), tmp_path / "latest.zip")  # no training: the file is the point
+        export_policy(runs["masked"], tmp_path / "policy.onnx", check=0)
+    finally:
+        os.umask(old)
+        env.close()
+    files = [tmp_path / "latest.zip", tmp_path / "policy.onnx", sidecar_path(tmp_path / "policy.onnx")]
+    got = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert set(got.values()) == {0o644}, got
 
 
 def test_onnx_policy_bad_files(exported: Path, tmp_path: Path) -> None:

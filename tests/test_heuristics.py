@@ -88,7 +88,7 @@ def checked_run(sim: Simulator, policy, seed: int, name: str) -> dict:
 @pytest.mark.parametrize("name", HEURISTICS)
 def test_full_default_day_valid_and_deterministic(default_sim: Simulator, name: str) -> None:
     k1 = checked_run(default_sim, make_policy(name), 1003, name)
-    assert k1["invalid_actions"] == 0
+    assert k1["invalid_decision_pairs"] == 0
     assert k1["offers"] > 500 and k1["orders_delivered"] > 0.8 * k1["orders_created"]
     k2 = checked_run(default_sim, make_policy(name), 1003, name)
     assert k1 == k2, "same seed, different day"
@@ -230,7 +230,7 @@ def test_batching_bundles_one_restaurant_on_one_courier() -> None:
     for name, pol in (("batching", BatchingPolicy()), ("nearest", NearestPolicy())):
         sim = Simulator(sc)
         kpis = sim.run(pol, seed=0)
-        assert kpis["orders_delivered"] == 2 and kpis["invalid_actions"] == 0
+        assert kpis["orders_delivered"] == 2 and kpis["invalid_decision_pairs"] == 0
         out[name] = sim.orders.bundle_id.copy()
     assert out["batching"][0] == out["batching"][1]
     assert out["nearest"][0] != out["nearest"][1]
@@ -330,7 +330,7 @@ def test_policies_run_on_mdrp_instance(name: str) -> None:
     assert sim.n_levels == 1
     pol = ValueHungarianPolicy(train_episodes=1) if name == "value-hungarian" else make_policy(name)
     k = checked_run(sim, pol, 0, name)
-    assert k["invalid_actions"] == 0
+    assert k["invalid_decision_pairs"] == 0
     assert k["orders_delivered"] == k["orders_created"]
     assert (sim.orders.status == ORDER_DELIVERED).sum() == k["orders_created"]
 

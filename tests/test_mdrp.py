@@ -278,3 +278,79 @@ def test_non_ascii_file(instance_copy):
     with pytest.raises(ScenarioError, match="not an ASCII text file") as ei:
         load_scenario(instance_copy)
     assert str(p) in str(ei.value)
+
+
+# ------------------------------------------------------------------------------------------ report
+def _seed0_names() -> list[str]:
+    return [
+        f"0{o}{t}{s}{p}"
+        for o in ("o100", "o50", "r50")
+        for t in ("t75", "t100")
+        for s in ("s1", "s2")
+        for p in ("p100", "p125")
+    ]
+
+
+def _report_text(tmp_path: Path, instances: list[str]) -> str:
+    from gigdispatch.training.mdrp import PUBLISHED, summarise, variant_of, write_report
+
+    rows = []
+    for i, name in enumerate(instances):
+        row = {"policy": "nearest", "instance": name, "variant": variant_of(name), "seed": 0}
+        row.update({k: v * 0.9 for k, v in PUBLISHED.items()})  # ahead of the published means on every metric
+        row.update(
+            ready_to_door_mean_min=20.0,
+            utilization_incl_wait=0.7,
+            couriers_on_guarantee=0.5,
+            on_time_rate=0.9,
+            decision_ms_p50=1.0,
+            decision_ms_p99=2.0,
+            wall_seconds=1.0,
+        )
+        row["click_to_door_mean_min"] = 32.0 + (1.0 if i % 2 else 0.0)  # mean 32.50 over any even-sized set
+        rows.append(row)
+    summary = summarise(rows, ["nearest"])
+    path = tmp_path / "report.md"
+    write_report(path, summary, ["nearest"], len(instances), [0], "gigdispatch mdrp ...", 1.0, 1, rows=rows)
+    return path.read_text()
+
+
+def test_report_names_the_differences_from_the_paper(tmp_path: Path) -> None:
+    """The MDRP report says what differs from the paper's setting and which comparisons are like for like, and
+    labels MDRP money in the instances' own units, not EUR."""
+    names = _seed0_names()
+    assert len(names) == 24
+    text = _report_text(tmp_path, names)
+    assert "EUR" not in text
+    assert "pay units" in text and "no currency" in text
+    assert "## Setting: what differs from the paper's" in text
+    for needle in (
+        "perfect preparation-time information",  # information
+        "accept every assignment",  # acceptance
+        "every 5 min",  # decisions
+        "every 60 s step",
+        "bundles of one restaurant's orders",  # bundling
+        "sent to a nearby restaurant at shift start",  # courier start
+        "at most 0.5 % undelivered",  # tuning
+        "all 240 upstream instances (seeds 0-9)",  # instances
+        "like for like",
+        "context, not a like-for-like verdict",
+    ):
+        assert needle in text, needle
+    # the like-for-like references over exactly the same instances, with this run's mean beside them
+    like = text.split("## Like-for-like comparisons: the same instances")[1].split("## Overall")[0]
+    assert "Table 4" in like and "31.88" in like and "30.67" in like
+    assert "Table 9" in like and "30.59" in like
+    assert "| `nearest` (this run) | 32.50 |" in like
+    assert "| published: their rolling-horizon heuristic | 31.88 | 0.62 |" in like
+    assert "## Overall against the published means (context: not the same instances)" in text
+
+
+def test_report_without_the_reference_instances_says_so(tmp_path: Path) -> None:
+    text = _report_text(tmp_path, ["1o50t75s1p100", "1r50t75s1p100"])
+    like = text.split("## Like-for-like comparisons: the same instances")[1].split("## Overall")[0]
+    assert "covers none of the instance sets" in like and "--match '0*'" in like
+    assert "31.88" not in like
+    # half the seed-0 small set is not the set: no reference
+    text = _report_text(tmp_path, _seed0_names()[8:16])
+    assert "| `nearest` (this run)" not in text

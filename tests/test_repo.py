@@ -1,9 +1,13 @@
-"""Repository promises: the README's two commands, CI running the second, generated docs current."""
+"""Repository promises: the README's two commands, CI running the second, the README's Python snippet runs,
+generated docs current."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +47,56 @@ def test_core_imports_no_rl_or_http_libraries() -> None:
         src = f.read_text()
         for b in banned:
             assert not re.search(rf"^\s*(import|from)\s+{b}\b", src, re.M), f"{f.name} imports {b}"
+
+
+def readme_python_snippet() -> str:
+    """The code block of the README's "From Python:" paragraph."""
+    text = (ROOT / "README.md").read_text()
+    sec = text.split("From Python:", 1)[1]
+    block = re.match(r"\s*```python\n(.*?)```", sec, re.S)
+    assert block, "the README's 'From Python:' paragraph must be followed by a python code block"
+    return block.group(1)
+
+
+@pytest.mark.parametrize("policy", ["nearest", "oracle"])
+def test_readme_python_snippet_runs(policy: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's snippet as written (and with the hindsight oracle, whose plan is made in ``reset``): the
+    one-call day and the step-by-step day give the same KPIs."""
+    src = readme_python_snippet()
+    assert src.count('make_policy("nearest")') == 2 and "policy.reset(sim" in src and "compute_kpis" in src
+    src = src.replace('make_policy("nearest")', f'make_policy("{policy}")')
+    ns: dict = {}
+    exec(compile(src, "README.md", "exec"), ns)  # the README's own code, run as a user would
+    kpis, day = ns["kpis"], ns["day"]
+    assert kpis.keys() == day.keys() and kpis["orders_delivered"] > 0
+    for k, v in kpis.items():
+        assert v == day[k] or (math.isnan(v) and math.isnan(day[k])), k
+    assert "on time" in capsys.readouterr().out
+
+
+def test_an_oracle_not_reset_says_what_to_call() -> None:
+    from gigdispatch.agents import make_policy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.envs.core.errors import GigdispatchError
+
+    sim = Simulator(load_scenario("default"))
+    sim.reset(seed=0)
+    oracle = make_policy("oracle")
+    call = r"call policy\.reset\(sim, sim\.rng\['policy'\]\) after sim\.reset\(seed\)$"
+    expected = "^oracle: the policy was never reset: " + call
+    with pytest.raises(GigdispatchError, match=expected):
+        oracle.act(sim)
+    oracle.reset(sim, sim.rng["policy"])
+    oracle.act(sim)
+    sim.reset(seed=1)
+    with pytest.raises(GigdispatchError, match=r"reset for another day \(seed 0\): call policy\.reset"):
+        oracle.act(sim)
+
+
+def test_simulator_doc_lists_every_kpi_in_order() -> None:
+    from gigdispatch.envs.core import KPI_DOC
+
+    section = (ROOT / "docs/simulator.md").read_text().split("\n## KPIs\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \|([^|]*)\|", section, re.M)
+    assert [name for name, _ in rows] == list(KPI_DOC)
+    assert [unit.strip() for _, unit in rows] == [unit for unit, _ in KPI_DOC.values()]

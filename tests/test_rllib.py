@@ -16,13 +16,34 @@ SMOKE = ROOT / "configs/train/rllib-smoke.yaml"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_and_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    import contextlib
+    import io
+
     from gigdispatch.training.cli import main
 
     out = tmp_path_factory.mktemp("rllib")
-    assert main(["train", "--backend", "rllib", "--config", str(SMOKE), "--out", str(out), "--no-progress"]) == 0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["train", "--backend", "rllib", "--config", str(SMOKE), "--out", str(out), "--no-progress"]) == 0
     (run_dir,) = out.iterdir()
-    return run_dir
+    return run_dir, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run(run_and_output: tuple[Path, str]) -> Path:
+    return run_and_output[0]
+
+
+def test_a_run_says_its_folder_then_one_line_per_iteration(run_and_output: tuple[Path, str]) -> None:
+    run, out = run_and_output
+    lines = out.splitlines()
+    assert lines[0] == f"run folder: {run}"
+    assert [ln.split("] ", 1)[1].split(":")[0] for ln in lines if "] iteration" in ln] == [
+        "iteration 1/2",
+        "iteration 2/2",
+    ]
+    assert lines[-1].startswith("RLlib PPO: 2 iterations")
 
 
 def test_two_iterations_write_a_run_folder(run: Path) -> None:
@@ -64,9 +85,11 @@ def test_the_shared_policy_never_picks_a_masked_action(run: Path) -> None:
 def test_resume_of_a_finished_run_keeps_its_iterations(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from gigdispatch.training.cli import main
 
+    before = (run / "progress.json").read_bytes()
     assert main(["train", "--backend", "rllib", "--resume", str(run), "--no-progress"]) == 0
-    assert "2 iterations" in capsys.readouterr().out
-    assert json.loads((run / "progress.json").read_text())["iteration"] == 2
+    out = capsys.readouterr().out
+    assert out == f"--resume {run}: the run is finished (2 of 2 RLlib iterations); nothing left to do\n"
+    assert (run / "progress.json").read_bytes() == before  # Ray was not even started
 
 
 @pytest.mark.parametrize(

@@ -61,9 +61,19 @@ def test_yaml_path_overrides_defaults(tmp_path):
     assert sim.drivers.n == 7
 
 
-def test_empty_yaml_is_all_defaults(tmp_path):
-    sc = load_scenario(_write(tmp_path, ""))
-    assert sc.cfg.fleet.drivers == 100
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_empty_yaml_is_refused_naming_the_file(tmp_path, text):
+    """An empty file is most likely the wrong file: refused in one line that names it and says what to write."""
+    p = _write(tmp_path, text, name="empty.yaml")
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(p)
+    msg = str(ei.value)
+    assert "\n" not in msg and str(p) in msg and "the file is empty" in msg and "'{}'" in msg, msg
+
+
+def test_explicit_empty_mapping_is_all_defaults(tmp_path):
+    sc = load_scenario(_write(tmp_path, "{}\n", name="defaults.yaml"))
+    assert sc.name == "defaults" and sc.cfg.fleet.drivers == 100
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,6 +128,25 @@ def test_folder_that_is_not_mdrp(tmp_path):
         ("demand:\n  ready_minutes: [20, 5]\n", "demand.ready_minutes", "low <= high"),
         ("demand:\n  flash_sales:\n    - {start: '12:00', zone: 99}\n", "demand.flash_sales.0.zone", "not a zone"),
         ("fleet: [1, 2]\n", "fleet", "valid dictionary"),
+        # size limits: what one simulator holds in memory
+        ("demand:\n  orders: 1e12\n", "demand.orders", "less than or equal to 1000000"),
+        ("demand:\n  orders: .inf\n", "demand.orders", "less than or equal to 1000000"),
+        ("fleet:\n  drivers: 200001\n", "fleet.drivers", "less than or equal to 200000"),
+        ("demand:\n  hotspots: 1000000000000\n", "demand.hotspots", "less than or equal to 6400"),
+        ("traffic:\n  incidents_per_hour: 1e12\n", "traffic.incidents_per_hour", "less than or equal to 60"),
+        ("horizon:\n  end: 1.0e+15\n", "horizon.end", "below 48:00"),
+        ("horizon:\n  drain_minutes: 1e12\n", "horizon.drain_minutes", "less than or equal to 1440"),
+        ("demand:\n  peaks:\n    - {center: 172800}\n", "demand.peaks.0.center", "below 48:00"),
+        (
+            "demand:\n  orders: 900000\n  flash_sales:\n    - {start: '12:00', minutes: 60, multiplier: 4}\n",
+            "demand.flash_sales",
+            "with demand.orders 900,000 the flash sales can add up to",
+        ),
+        (
+            "demand:\n  flash_sales:\n    - {start: '12:00', multiplier: .inf}\n",
+            "demand.flash_sales.0.multiplier",
+            "finite",
+        ),
     ],
 )
 def test_bad_field_names_the_field(tmp_path, text, must_name, reason):
@@ -203,6 +232,18 @@ def test_non_utf8_yaml(tmp_path):
     p.write_bytes(b"\xff\xfe\x00fleet")
     with pytest.raises(ScenarioError, match="not a UTF-8 text file"):
         load_scenario(p)
+
+
+def test_size_limits_hold_city_1000_and_the_limit_itself(tmp_path):
+    """The limits sit well above the built-in city-1000, and a scenario at a limit loads (it is a bound, not a
+    fence below it)."""
+    from gigdispatch.envs.core.config import MAX_DRIVERS, MAX_ORDERS, max_expected_orders
+
+    big = load_scenario("city-1000").cfg
+    assert max_expected_orders(big) * 20 < MAX_ORDERS and big.fleet.drivers * 100 <= MAX_DRIVERS
+    p = _write(tmp_path, f"demand: {{orders: {MAX_ORDERS}}}\nfleet: {{drivers: {MAX_DRIVERS}}}\n")
+    cfg = load_scenario(p).cfg
+    assert cfg.demand.orders == MAX_ORDERS and cfg.fleet.drivers == MAX_DRIVERS
 
 
 def test_several_bad_fields_are_all_reported(tmp_path):

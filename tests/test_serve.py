@@ -275,6 +275,97 @@ def test_bad_requests_get_422_naming_the_field(client, path, body, field):
     assert field in _msgs(r)
 
 
+# requests that are well formed but inconsistent: in time, with the served city (400 nodes at about 0..4750 m;
+# 60 s steps), or with the number of offers an order can have had; each gets a 422 whose loc and msg name the field
+INCONSISTENT = [
+    ({"now": NOW, "drivers": [], "orders": [_ord(deadline=NOW - 60)]}, "orders.0.deadline"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(ready=NOW - 60)]}, "orders.0.ready"),
+    (
+        {"now": NOW, "drivers": [], "orders": [_ord(), _ord(id="p", placed=NOW + 60, deadline=NOW + 900)]},
+        "orders.1.placed",
+    ),
+    ({"now": -5.0, "drivers": [], "orders": []}, "now"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(placed=NOW - 600, declines=999)]}, "orders.0.declines"),
+    ({"now": NOW, "drivers": [_drv(shift_end=-1.0)], "orders": []}, "drivers.0.shift_end"),
+    ({"now": NOW, "drivers": [{"id": "d", "x": 1e9, "y": 100.0}], "orders": []}, "drivers.0.x"),
+    ({"now": NOW, "drivers": [{"id": "d", "x": 100.0, "y": -1e9}], "orders": []}, "drivers.0.y"),
+    ({"now": NOW, "drivers": [], "orders": [_ord(dropoff={"x": -1e9, "y": -1e9})]}, "orders.0.dropoff.x"),
+    ({"now": NOW, "drivers": [_drv(status="busy", route=[{"x": 6e3, "y": 0.0}])], "orders": []}, "drivers.0.route.0.x"),
+    ({"now": NOW, "drivers": [_drv(), _drv()], "orders": []}, "drivers.1.id"),
+]
+
+
+def _loc(field: str) -> list:
+    return ["body", *(int(x) if x.isdigit() else x for x in field.split("."))]
+
+
+@pytest.mark.parametrize(("body", "field"), INCONSISTENT, ids=[f for _, f in INCONSISTENT])
+@pytest.mark.parametrize("path", ["/v1/dispatch", "/v1/reposition"])
+def test_inconsistent_requests_get_422_naming_the_field(client, path, body, field):
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    err = r.json()["detail"][0]
+    assert err["msg"].startswith(f"{field}: "), r.text
+    assert err["loc"] == _loc(field), r.text
+
+
+@pytest.mark.parametrize(
+    ("order", "driver", "field"),
+    [
+        (_ord(placed=NOW + 1, deadline=NOW + 900), None, "order.placed"),
+        (_ord(deadline=NOW - 1), None, "order.deadline"),
+        (_ord(declines=999), None, "order.declines"),
+        (_ord(pickup={"x": 1e9, "y": 0.0}), None, "order.pickup.x"),  # the default driver stands there too
+        (_ord(), {"id": "q", "x": 0.0, "y": 1e9}, "driver.y"),
+        (_ord(), {"id": "q", "node": 1, "shift_end": -1.0}, "driver.shift_end"),
+    ],
+)
+def test_inconsistent_quotes_get_422_naming_the_field(client, order, driver, field):
+    body = {"now": NOW, "order": order} | ({} if driver is None else {"driver": driver})
+    r = client.post("/v1/quote", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["msg"].startswith(f"{field}: "), r.text
+    assert r.json()["detail"][0]["loc"] == _loc(field), r.text
+
+
+def test_consistent_requests_at_the_limits_are_accepted(client):
+    """The limits themselves are accepted: ready and deadline at placed, placed at now, time 0, the most
+    declines an order can have had (one per 60 s step since placed, plus one), x/y just inside the margin."""
+    (x_lo, y_lo), (x_hi, y_hi) = client.app.app.state.serve.xy_box  # the city's nodes +- 1,000 m
+    city = ServeState("default", "nearest").sim.city
+    assert np.allclose([x_lo, y_lo], city.node_xy.min(axis=0) - 1000.0)
+    assert np.allclose([x_hi, y_hi], city.node_xy.max(axis=0) + 1000.0)
+    orders = [
+        _ord(id="a", ready=NOW, deadline=NOW),
+        _ord(id="b", placed=NOW - 600, deadline=NOW + 600, declines=11),
+        _ord(id="c", placed=0.0, ready=0.0, deadline=NOW + 60, pickup={"x": x_lo + 1.0, "y": y_hi - 1.0}),
+    ]
+    drivers = [_drv(shift_end=0.0), {"id": "e", "x": x_hi - 1.0, "y": y_lo + 1.0}]
+    for path in ("/v1/dispatch", "/v1/reposition"):
+        r = client.post(path, json={"now": NOW, "drivers": drivers, "orders": orders})
+        assert r.status_code == 200, r.text
+    r = client.post("/v1/dispatch", json={"now": 0.0, "drivers": drivers, "orders": [orders[2]]})
+    assert r.status_code == 200, r.text
+    one_more = [*orders[:1], {**orders[1], "declines": 12}]
+    r = client.post("/v1/dispatch", json={"now": NOW, "drivers": drivers, "orders": one_more})
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"].startswith("orders.1.declines: 12 declines"), r.text
+    # the OpenAPI document carries the served city's x/y box
+    spec = client.get("/openapi.json").json()
+    x = spec["components"]["schemas"]["Location"]["properties"]["x"]["anyOf"][0]
+    assert (x["minimum"], x["maximum"]) == (x_lo, x_hi)
+
+
+def test_states_the_simulator_reaches_are_accepted(client):
+    """Requests recorded from simulated days (declines, times, positions as the simulator has them) all pass."""
+    from gigdispatch.training.serve_check import record_requests
+
+    requests = record_requests("default", 30, every=10)
+    assert max(o["declines"] for req in requests for o in req["orders"]) >= 1
+    for body in requests:
+        r = client.post("/v1/dispatch", json=body)
+        assert r.status_code == 200, r.text[:300]
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [

@@ -21,6 +21,7 @@ from gigdispatch.training.runs import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs/train/smoke.yaml"
+TINY = ROOT / "configs/train/scenarios/tiny.yaml"
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -54,6 +55,13 @@ def test_shipped_configs_validate(name: str) -> None:
         ({}, ["ppo.n_steps.x=3"], "ppo.n_steps.x", "no sub-keys"),
         ({}, ["seed"], "seed", "KEY=VALUE"),
         ({}, ["eval.episodes=[1"], "eval.episodes", "not valid YAML"),
+        (
+            {},
+            ["ppo.n_steps=8", "ppo.batch_size=1000"],
+            "ppo.batch_size",
+            "1,000 is larger than a rollout of ppo.n_steps 8 x 1 env (env: dispatch) = 8 steps",
+        ),
+        ({"algo": "ppo", "ppo": {"n_steps": 64, "batch_size": 65}}, [], "ppo.batch_size", "<= 64 or raise ppo.n_steps"),
     ],
 )
 def test_bad_config_names_field_and_reason(data: dict, overrides: list[str], field: str, reason: str) -> None:
@@ -81,6 +89,34 @@ def test_overrides_are_typed_and_dotted() -> None:
     import yaml
 
     assert build_config(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_batch_size_is_checked_against_the_rollout_never_clamped() -> None:
+    """Dispatch-v0 is one env, so the config refuses a batch larger than n_steps; CEM has no batch; the fleet's
+    envs are its drivers, so its check waits for the scenario (``make_train_env``)."""
+    from gigdispatch.training.config import check_batch_size
+
+    assert build_config({"ppo": {"n_steps": 8, "batch_size": 8}}).ppo.batch_size == 8  # a whole rollout: fine
+    assert build_config({"algo": "cem", "ppo": {"n_steps": 8, "batch_size": 1000}}).algo == "cem"
+    fleet = build_config({"env": "fleet", "ppo": {"n_steps": 8, "batch_size": 1000}})
+    assert check_batch_size(fleet.ppo, n_envs=125) == 1000
+    with pytest.raises(ConfigError) as err:
+        check_batch_size(fleet.ppo, n_envs=100)
+    msg = str(err.value)
+    assert "\n" not in msg and "ppo.batch_size: 1,000" in msg and "ppo.n_steps 8 x 100 envs" in msg, msg
+
+
+def test_fleet_batch_larger_than_a_rollout_is_refused_before_the_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gigdispatch.training.cli import main
+
+    argv = ["train", "--config", str(ROOT / "configs/train/fleet-default.yaml"), f"scenario={TINY}"]
+    argv += ["ppo.n_steps=8", "ppo.batch_size=1000", "--out", str(tmp_path)]
+    assert main(argv) == 2  # tiny.yaml has 8 drivers: a rollout is 8 x 8 = 64 steps
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ppo.batch_size: 1,000" in err and "8 x 8 envs" in err, err
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
@@ -281,3 +317,143 @@ def test_short_training_beats_random_valid(tmp_path: Path) -> None:
     trained = evaluate_model(MaskablePPO.load(run / "checkpoints/latest.zip"), cfg)["reward_mean"]
     randoms = [_random_valid_mean(cfg, s) for s in range(3)]
     assert trained > max(randoms), (trained, randoms)
+
+
+# ------------------------------------------------------------------------------ resume, finished runs
+def test_resume_of_a_finished_run_says_nothing_left_to_do(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished run (progress.json done) resumes to a one-line 'nothing left to do', exit 0, files untouched."""
+    from gigdispatch.training.cli import main
+    from gigdispatch.training.train import train
+
+    before = {p: p.read_bytes() for p in smoke_run.rglob("*") if p.is_file()}
+    assert main(["train", "--resume", str(smoke_run), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and "nothing left to do" in out and str(smoke_run) in out, out
+    assert "512 of 512 steps" in out and err == ""
+    assert train(None, resume=smoke_run) == smoke_run  # the Python API returns the run as it is
+    assert {p: p.read_bytes() for p in smoke_run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_when_the_last_checkpoint_is_final_completes_the_run(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stopped during its final evaluation: latest.zip holds every timestep, progress.json is not done. The resume
+    runs no PPO iteration; it evaluates, writes progress done and ends with exit 0."""
+    import shutil
+
+    from sb3_contrib import MaskablePPO
+
+    from gigdispatch.training.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    prog = json.loads((run / "progress.json").read_text())
+    prog["done"] = False
+    prog["state"]["last_eval"] = 256  # the final evaluation (at 512) never finished
+    (run / "progress.json").write_text(json.dumps(prog))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == f"run folder: {run}"
+    assert "eval reward_mean" in out and out.splitlines()[-1] == f"trained 512 steps; run folder: {run}", out
+    assert err == ""
+    prog = json.loads((run / "progress.json").read_text())
+    assert prog["done"] and prog["num_timesteps"] == 512 and prog["state"]["last_eval"] == 512
+    assert MaskablePPO.load(run / "checkpoints/latest.zip").num_timesteps == 512
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # and now it is finished
+    assert "nothing left to do" in capsys.readouterr().out
+
+
+def test_resume_with_the_wrong_backend_is_one_line(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gigdispatch.training.cli import main
+
+    assert main(["train", "--backend", "rllib", "--resume", str(smoke_run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resume it the same way" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ what a run says
+def test_training_into_a_pipe_prints_the_run_folder_then_one_line_per_iteration(tmp_path: Path) -> None:
+    """stdout to a pipe (not a terminal): the run folder first, then one line per PPO iteration (4 of 128 steps),
+    the evaluations (every 256 steps) on theirs, then the summary; no progress bar."""
+    r = subprocess.run(
+        [sys.executable, "-m", "gigdispatch.training.cli", "train", "--config", str(SMOKE), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = tmp_path.iterdir()
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"run folder: {run}"
+    iters = [ln for ln in lines if "] iteration " in ln]
+    assert [ln.split("] ", 1)[1].split(":")[0] for ln in iters] == [f"iteration {i}/4" for i in (1, 2, 3, 4)]
+    assert [("eval reward_mean" in ln) for ln in iters] == [False, True, False, True]
+    assert lines[1:-1] == iters and lines[-1] == f"trained 512 steps; run folder: {run}"
+    assert "it/s" not in r.stderr and "step/s" not in r.stderr  # no tqdm bar in a log
+
+
+def test_run_log_shows_a_bar_not_lines_on_a_terminal() -> None:
+    from gigdispatch.training.runs import RunLog
+
+    said: list[str] = []
+    log = RunLog(said.append, bar=True)
+    log.say("run folder: x")
+    log.start(4, 0, "iter", "t")
+    log.step(1, "iteration 1/4")
+    log.close()
+    assert said == ["run folder: x"]
+    plain = RunLog(said.append, bar=False)
+    plain.start(4, 0, "iter", "t")
+    plain.step(1, "iteration 1/4")
+    assert len(said) == 2 and said[1].endswith("] iteration 1/4")
+
+
+# ------------------------------------------------------------------------------ without the rl extra
+BLOCK_RL = (
+    "import sys\n"
+    "class Blocker:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in {'torch', 'stable_baselines3', 'sb3_contrib', 'tensorboard', 'ray'}:\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, Blocker())\n"
+    "from gigdispatch.training.cli import main\n"
+    "raise SystemExit(main(sys.argv[1:]))\n"
+)
+
+
+def _without_rl(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_RL, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_cem_trains_without_torch_and_sb3_says_which_extra(tmp_path: Path) -> None:
+    """A plain install (no torch, SB3, TensorBoard): algo: cem trains; an SB3 config is one line naming the extra."""
+    tiny = ROOT / "configs/train/scenarios/tiny.yaml"
+    cem = [
+        f"scenario={tiny}",
+        "cem.iterations=1",
+        "cem.population=4",
+        "cem.elite=2",
+        "cem.seeds_per_iteration=2",
+        "cem.workers=1",
+        "eval.seeds=5000-5001",
+        "eval.episodes=2",
+    ]
+    match = str(ROOT / "configs/train/match-default.yaml")
+    r = _without_rl("train", "--config", match, *cem, "--out", str(tmp_path / "cem"), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (tmp_path / "cem").iterdir()
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"run folder: {run}"
+    assert any("no TensorBoard logs" in ln and "pip install 'gigdispatch[rl]'" in ln for ln in lines)
+    assert lines[-1].startswith("searched 1 CEM iterations") and (run / "policy.json").is_file()
+    assert not (run / "tb").exists() and "Traceback" not in r.stderr
+
+    r = _without_rl("train", "--config", str(SMOKE), "--out", str(tmp_path / "sb3"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "needs the 'rl' extra" in r.stderr and "pip install 'gigdispatch[rl]'" in r.stderr
+    assert not (tmp_path / "sb3").exists()  # nothing written

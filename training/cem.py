@@ -28,6 +28,10 @@ algorithm; Rubinstein 1999, used for RL policies since Szita & Lorincz 2006):
 
 The rollouts run in ``cem.workers`` processes. TensorBoard: ``cem/population_mean``, ``cem/elite_mean``,
 ``cem/sigma_mean``, ``eval/profit_mean`` and the ``dispatch/*`` KPIs of the held-out days.
+
+The search needs neither torch nor stable-baselines3: without the ``rl`` extra (torch, TensorBoard) it runs
+the same and writes no ``tb/`` (one line says so; the per-iteration record is in ``cem_state.json``).
+``runlog`` (``training.runs.RunLog``) gets one line per evaluation of the start and per iteration.
 """
 
 from __future__ import annotations
@@ -42,7 +46,17 @@ import numpy as np
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.training.config import TrainConfig
 from gigdispatch.training.io import atomic_write_json, atomic_write_text
-from gigdispatch.training.runs import CEM_STATE, COMMAND, CONFIG, GIT_REVISION, KPI_TAGS, POLICY, TB, read_record
+from gigdispatch.training.runs import (
+    CEM_STATE,
+    COMMAND,
+    CONFIG,
+    GIT_REVISION,
+    KPI_TAGS,
+    POLICY,
+    TB,
+    RunLog,
+    read_record,
+)
 
 
 def family(name: str) -> tuple[str, dict[str, tuple[float, str]], list[str]]:
@@ -128,13 +142,42 @@ def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = False) -> dict[str, Any]:
-    """Run (or continue) the search; returns the final state. Writes ``policy.json`` and ``cem_state.json``."""
+class _NoWriter:
+    """Stands in for TensorBoard's ``SummaryWriter`` when torch / TensorBoard are not installed."""
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _writer(run_dir: Path, runlog: RunLog) -> Any:
+    """TensorBoard's writer into ``run_dir/tb``, or ``_NoWriter`` (and one line) without torch / TensorBoard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # torch and tensorboard come with the 'rl' extra; the search does not need them
+        missing = getattr(exc, "name", None) or "tensorboard"
+        runlog.say(
+            f"no TensorBoard logs ({missing} is not installed; pip install 'gigdispatch[rl]' for tb/): "
+            f"every iteration is recorded in {CEM_STATE}"
+        )
+        return _NoWriter()
+    return SummaryWriter(str(run_dir / TB))
+
+
+def train_cem(
+    cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = False, runlog: RunLog | None = None
+) -> dict[str, Any]:
+    """Run (or continue) the search; returns the final state. Writes ``policy.json`` and ``cem_state.json``.
+
+    ``runlog`` reports the start's evaluation and every iteration (default: silent, or a bar if ``progress``)."""
     import multiprocessing as mp
 
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
+    runlog = runlog if runlog is not None else RunLog(None, bar=progress)
     c = cfg.cem
     _, _, names = family(c.policy)
     n = len(names)
@@ -155,7 +198,7 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
     values = c.values
     train_seeds = list(cfg.train_seeds)
     eval_seeds = list(cfg.eval.seeds)[: cfg.eval.episodes]
-    writer = SummaryWriter(str(run_dir / TB))
+    writer = _writer(run_dir, runlog)
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     pool = ctx.Pool(c.workers) if c.workers > 1 else None
     try:
@@ -164,7 +207,8 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             rows = _evaluate(pool, scenario, [start], eval_seeds, values, c.policy)[0]
             st["start_eval"] = _mean(rows, obj)
             st["best_eval"], st["best_params"] = st["start_eval"], start  # the start is a candidate too
-        bar = tqdm(total=c.iterations, initial=st["iteration"], unit="iter", disable=not progress, desc="cem")
+            runlog.step(0, f"start: held-out {obj} {st['start_eval']:,.4g} ({len(eval_seeds)} days)")
+        runlog.start(c.iterations, st["iteration"], "iter", cfg.name)
         while st["iteration"] < c.iterations:
             it = st["iteration"]
             rng = np.random.default_rng([cfg.seed, it])
@@ -211,10 +255,13 @@ def train_cem(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = Fa
             writer.flush()
             _write_policy(run_dir, cfg, st)
             atomic_write_json(state_file, st)
-            bar.update(1)
-            bar.set_postfix(eval=f"{ev:,.4g}", best=f"{st['best_eval']:,.4g}")
-        bar.close()
+            runlog.step(
+                step,
+                f"iteration {step}/{c.iterations}: training days {obj} mean {rec['population_mean']:,.4g}, "
+                f"elite {rec['elite_mean']:,.4g}; held-out {ev:,.4g} (best {st['best_eval']:,.4g})",
+            )
     finally:
+        runlog.close()
         if pool is not None:
             pool.close()
             pool.join()

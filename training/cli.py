@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.training import evaluate, export, mdrp, serve_cli, train
@@ -70,8 +71,16 @@ def format_kpi_table(kpis: dict[str, float], title: str) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from gigdispatch.agents import make_policy
     from gigdispatch.envs import Simulator, load_scenario
-    from gigdispatch.training.io import atomic_write_json, json_safe
+    from gigdispatch.training.io import atomic_write_json, check_out_file, json_safe
 
+    if args.out:  # a file: its folder must exist (checked before the day is run)
+        check_out_file(args.out, "--out")
+    if "=" in args.policy and not Path(args.policy).exists():  # LABEL=P is the results label of evaluate and mdrp
+        spec = args.policy.split("=", 1)[1]
+        raise CliError(
+            f"--policy {args.policy!r}: LABEL=P names a policy in the results of 'gigdispatch evaluate' and "
+            f"'gigdispatch mdrp'; simulate runs one policy: give --policy {spec.strip() or 'P'}"
+        )
     scenario = load_scenario(args.scenario)
     policy = make_policy(args.policy)
     sim = Simulator(scenario)
@@ -128,10 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="built-in name (default, city-1000), a YAML file, or an MDRP instance folder [default: %(default)s]",
     )
-    s.add_argument("--policy", default="nearest", help="policy name [default: %(default)s]")
+    s.add_argument(
+        "--policy",
+        default="nearest",
+        help="a registry name (nearest, hungarian, ...), a training run folder, a checkpoint .zip, a policy.json "
+        "(or its folder) or an exported .onnx; no LABEL= (that names policies in evaluate and mdrp results) "
+        "[default: %(default)s]",
+    )
     s.add_argument("--seed", type=_seed, default=0, help="episode seed (same seed, same day) [default: %(default)s]")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    s.add_argument("--out", help="also write the JSON record to this file (atomically)")
+    s.add_argument(
+        "--out", metavar="FILE.json", help="also write the JSON record to this file (atomically; its folder must exist)"
+    )
     g = s.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")

@@ -188,6 +188,12 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _batch(self) -> TrainConfig:
+        if self.algo != "cem" and self.env == "dispatch":  # one Dispatch-v0 env; the fleet's count is its drivers
+            check_batch_size(self.ppo, n_envs=1, error=ValueError)
+        return self
+
+    @model_validator(mode="after")
     def _disjoint(self) -> TrainConfig:
         both = sorted(set(self.train_seeds) & set(self.eval.seeds))
         if both:
@@ -196,6 +202,20 @@ class TrainConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def check_batch_size(ppo: PPOConfig, n_envs: int, error: type[Exception] = ConfigError) -> int:
+    """``ppo.batch_size``, refused (``error``, naming both fields) when it is larger than one rollout of
+    ``ppo.n_steps x n_envs`` steps: SB3 would then train on minibatches of the whole rollout instead.
+    ``n_envs`` is 1 for ``env: dispatch``, the scenario's drivers for ``env: fleet``."""
+    rollout = ppo.n_steps * n_envs
+    if ppo.batch_size > rollout:
+        envs = "1 env (env: dispatch)" if n_envs == 1 else f"{n_envs:,} envs (env: fleet, one per driver)"
+        raise error(
+            f"ppo.batch_size: {ppo.batch_size:,} is larger than a rollout of ppo.n_steps {ppo.n_steps:,} x "
+            f"{envs} = {rollout:,} steps; set ppo.batch_size <= {rollout:,} or raise ppo.n_steps"
+        )
+    return ppo.batch_size
 
 
 # ---------------------------------------------------------------------------------------- loading

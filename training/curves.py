@@ -12,7 +12,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from gigdispatch.training.io import check_out_file
 from gigdispatch.training.runs import CEM_STATE, CONFIG, PROGRESS
 
 
@@ -50,13 +52,13 @@ def _series(run: Path) -> tuple[str, str, dict[str, tuple[list[int], list[float]
     raise ValueError(f"--run {run}: no per-iteration history (cem_state.json, or progress.json of an RLlib run)")
 
 
-def plot(runs: list[Path], out: Path) -> None:
+def figure(runs: list[Path]) -> Any:
+    """The learning curves of ``runs``, one panel each (iterations on integer ticks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from gigdispatch.training.report import write_png
+    from matplotlib.ticker import MaxNLocator
 
     data = [(_series(r), r) for r in runs]
     fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 4), squeeze=False)
@@ -65,10 +67,20 @@ def plot(runs: list[Path], out: Path) -> None:
             ax.plot(x, y, marker="o", label=label)
         ax.set_title(f"{run.name} ({algo})", fontsize=9)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot(runs: list[Path], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from gigdispatch.training.report import write_png
+
+    fig = figure(runs)
     write_png(fig, out, dpi=110)
     plt.close(fig)
 
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="the PNG to write")
     args = ap.parse_args(argv)
     try:
+        check_out_file(args.out, "--out")  # a file: its folder must exist
         plot(args.run, args.out)
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

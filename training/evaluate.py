@@ -11,7 +11,8 @@ Files written to ``--out`` (atomically; other files in the folder are left alone
 * ``episodes.csv``: one row per (policy, scenario, seed): every KPI, the reward, wall time, latency;
 * ``hourly.csv``: KPIs over the time of day per policy × scenario;
 * ``comparisons.csv`` and ``report.md``: paired comparisons on the same seeds (see ``training/stats.py``);
-* ``kpis_<scenario>.png`` (bars with 95 % CIs) and ``hourly_<scenario>.png`` (time-of-day curves).
+* ``kpis_<scenario>.png`` (bars with 95 % CIs, and the paired differences from the baseline beside the compared
+  KPIs; the oracle's hindsight plan hatched and apart) and ``hourly_<scenario>.png`` (time-of-day curves).
 
 The reward is the day's ``platform_margin`` (EUR). Decision latency is the wall time of each
 ``policy.act`` call; its percentiles run over all calls of all episodes of a policy × scenario.
@@ -31,16 +32,19 @@ from typing import Any
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.core.seeding import EVAL_SEEDS, parse_seeds
 from gigdispatch.training.argtypes import add_progress_flags, seed_list, whole_number
+from gigdispatch.training.io import ensure_out_dir
 from gigdispatch.training.report import (
     COMPARISON_COLUMNS,
     HOURLY_COLUMNS,
     SUMMARY_COLUMNS,
     bound_rows,
     compare,
+    display_name,
     episode_rows,
     fmt,
     format_seeds,
     hourly_rows,
+    is_hindsight,
     plot_hourly,
     plot_kpis,
     slug,
@@ -106,10 +110,7 @@ def evaluate(
         baseline = "nearest" if "nearest" in labels else labels[0]
     elif baseline not in labels:
         raise InputError(f"--baseline: {baseline!r} is not one of the policies evaluated ({', '.join(labels)})")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_out_dir(out_dir, "--out")  # the results folder the user named: created, with its parents
     if command is None:
         command = evaluate_command([s for _, s in scens], pols, days, out, n_workers, baseline)
 
@@ -133,7 +134,7 @@ def evaluate(
             warnings.simplefilter("ignore")  # matplotlib's layout warnings on crowded panels
             for s in s_labels:
                 name = f"kpis_{slug(s)}.png"
-                plot_kpis(out / name, s, [r for r in summary if r["scenario"] == s])
+                plot_kpis(out / name, s, [r for r in summary if r["scenario"] == s], comps, baseline)
                 written.append(name)
                 name = f"hourly_{slug(s)}.png"
                 plot_hourly(out / name, s, [r for r in hourly if r["scenario"] == s], labels)
@@ -159,18 +160,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
     )
     out = Path(args.out)
-    w0 = max(len(r["policy"]) for r in summary)
-    w1 = max(len(r["scenario"]) for r in summary)
+    w0 = max(len("policy"), *(len(display_name(r)) for r in summary))
+    w1 = max(len("scenario"), *(len(r["scenario"]) for r in summary))
     print(
-        f"{'policy':<{w0}}  {'scenario':<{w1}}  {'reward (EUR)':>20}  {'on time':>7}  {'CTD min':>7}  "
+        f"{'policy':<{w0}}  {'scenario':<{w1}}  {'reward (EUR)':>20}  {'on time':>7}  {'click-to-door (min)':>19}  "
         f"{'decision p99 ms':>15}"
     )
     for r in summary:
         rw = f"{fmt(r['reward_mean'], 1)} ± {fmt(r['reward_ci95'], 1)}"
         print(
-            f"{r['policy']:<{w0}}  {r['scenario']:<{w1}}  {rw:>20}  {fmt(r['on_time_rate']):>7}  "
-            f"{fmt(r['click_to_door_mean_min'], 1):>7}  {fmt(r['decision_ms_p99'], 2):>15}"
+            f"{display_name(r):<{w0}}  {r['scenario']:<{w1}}  {rw:>20}  {fmt(r['on_time_rate']):>7}  "
+            f"{fmt(r['click_to_door_mean_min'], 1):>19}  {fmt(r['decision_ms_p99'], 2):>15}"
         )
+    if any(is_hindsight(r) for r in summary):
+        print("(hindsight plan: made knowing the whole day in advance, not a policy; its bounds are in report.md)")
     plots = "" if args.no_plots else " and the PNG plots"
     print(f"\nwrote summary.csv, episodes.csv, hourly.csv, comparisons.csv, report.md{plots} to {out}")
     return 0
@@ -182,7 +185,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="every policy on every scenario on the same seeds: summary CSVs, paired comparisons, plots",
         description=(
             "Run every POLICY on every SCENARIO on the same SEEDS in parallel processes, and write summary.csv, "
-            "episodes.csv, hourly.csv, comparisons.csv, report.md (paired comparisons with 95 %% CIs) and PNG plots "
+            "episodes.csv, hourly.csv, comparisons.csv, report.md (paired comparisons with 95 % CIs) and PNG plots "
             "to OUT. The reward is the day's platform margin."
         ),
         epilog=(

@@ -42,7 +42,7 @@ from gigdispatch.envs.core.errors import GigdispatchError, InputError
 from gigdispatch.envs.core.seeding import MIN_TRAIN_SEED
 from gigdispatch.training.argtypes import whole_number
 from gigdispatch.training.config import TrainConfig
-from gigdispatch.training.io import atomic_write_bytes, atomic_write_json
+from gigdispatch.training.io import atomic_write_bytes, atomic_write_json, check_out_file
 from gigdispatch.training.runs import CONFIG, load_run_config
 
 OPSET = 17
@@ -287,6 +287,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         raise ExportError(f"--out {str(out)!r}: the file name must end with .onnx")
     if out.is_dir():
         raise ExportError(f"--out {str(out)!r}: is a folder")
+    check_out_file(out, "--out", error=ExportError)  # its folder must exist: never created for a file
     if check < 0:
         raise ExportError(f"--check: must be >= 0, got {check}")
     if check_served < 0:
@@ -430,7 +431,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="training run folder (best.zip, else latest.zip) or a .zip",
     )
     p.add_argument(
-        "--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (its sidecar is FILE.onnx.json)"
+        "--out",
+        required=True,
+        metavar="FILE.onnx",
+        help="the ONNX file to write, in an existing folder (its sidecar is FILE.onnx.json)",
     )
     p.add_argument(
         "--check",

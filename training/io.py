@@ -1,14 +1,26 @@
-"""Atomic writes: results and checkpoints appear whole or not at all; nothing already written is lost."""
+"""Atomic writes: results and checkpoints appear whole or not at all; nothing already written is lost.
+
+The writers are those of ``gigdispatch.envs.core.atomic`` (one implementation for every layer: files get
+the mode the umask gives, and a missing folder is refused, never created); this module adds JSON.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from gigdispatch.envs.core.atomic import atomic_write_bytes, atomic_write_text, check_out_file, ensure_out_dir
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_out_file",
+    "ensure_out_dir",
+    "json_safe",
+]
 
 
 def json_safe(value: Any) -> Any:
@@ -22,27 +34,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

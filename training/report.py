@@ -7,8 +7,12 @@ From the ``EpisodeResult`` list of ``training.runner``:
 * ``episode_rows``: one row per (policy, scenario, seed); ``hourly_rows``: KPIs over the time of day;
 * ``compare``: paired comparisons on the seeds both policies ran (``training/stats.py``);
   ``bound_rows``: how often each policy stayed within the oracle's certified bounds;
-* ``write_csv``, ``write_report`` (Markdown), ``plot_kpis`` and ``plot_hourly`` (PNG, ``write_png``):
-  every file written atomically (``training/io.py``).
+* ``write_csv``, ``write_report`` (Markdown), ``plot_kpis`` (``kpi_figure``: bars, and the paired
+  differences from the baseline beside them) and ``plot_hourly`` (PNG, ``write_png``): every file
+  written atomically (``training/io.py``).
+
+The oracle is no policy (it knows the whole day in advance): its summary row has ``kind = hindsight
+plan``, and the report and plots show it apart, as ``oracle (hindsight plan)``, with its certified bounds.
 
 The reward is the day's ``platform_margin`` (EUR).
 """
@@ -56,6 +60,7 @@ EXTRA_KPIS = (
 SUMMARY_COLUMNS = (
     "policy",
     "scenario",
+    "kind",
     "episodes",
     "reward_mean",
     "reward_ci95",
@@ -77,7 +82,7 @@ HOURLY_COLUMNS = (
     "on_time_rate",
     "click_to_door_mean_min",
 )
-COMPARISON_METRICS = ("reward", "on_time_rate", "click_to_door_mean_min")
+COMPARISON_METRICS = ("reward", "on_time_rate", "click_to_door_mean_min", "undelivered_rate")
 COMPARISON_COLUMNS = (
     "scenario",
     "policy",
@@ -93,11 +98,24 @@ COMPARISON_COLUMNS = (
 # the standard comparisons, made when both policies are present: (a, b) means a - b
 STANDARD_PAIRS = (("hungarian", "nearest"), ("value-hungarian", "hungarian"))
 ORACLE = "oracle"
+# the ``kind`` column of summary.csv: a policy, or the oracle's plan (made knowing the whole day: not deployable)
+KIND_POLICY = "policy"
+KIND_HINDSIGHT = "hindsight plan"
 
 
 def slug(label: str) -> str:
     """A file-name-safe version of a label (for plot file names)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_.") or "x"
+
+
+def is_hindsight(row: dict[str, Any]) -> bool:
+    """Whether a summary row is the oracle's hindsight plan rather than a policy."""
+    return row.get("kind", KIND_HINDSIGHT if row.get("policy") == ORACLE else KIND_POLICY) == KIND_HINDSIGHT
+
+
+def display_name(row: dict[str, Any]) -> str:
+    """The label shown in tables and plots: ``oracle (hindsight plan)`` for the oracle, the policy label otherwise."""
+    return f"{row['policy']} (hindsight plan)" if is_hindsight(row) else str(row["policy"])
 
 
 # ------------------------------------------------------------------------------------- aggregation
@@ -120,6 +138,7 @@ def bound_rows(results: list[EpisodeResult], policies: list[str], scenarios: lis
                     "within_profit_bound": int((slack >= -1e-6).sum()),
                     "min_profit_slack": float(slack.min()),
                     "mean_bound": float(np.mean([r.kpis["bound_profit_upper"] for r in eps])),
+                    "mean_reward": float(np.mean([r.reward for r in eps])),
                     "within_ctd_bound": int((ctd >= -1e-6).sum()),
                 }
             )
@@ -144,7 +163,14 @@ def summarise(results: list[EpisodeResult], policies: list[str], scenarios: list
             eps = sorted((r for r in results if r.policy == p and r.scenario == s), key=lambda r: r.seed)
             if not eps:
                 continue
-            row: dict[str, Any] = {"policy": p, "scenario": s, "episodes": len(eps)}
+            # a policy that computes certified bounds knows the day in advance: its plan is a hindsight plan
+            hindsight = p == ORACLE or any(r.bounds for r in eps)
+            row: dict[str, Any] = {
+                "policy": p,
+                "scenario": s,
+                "kind": KIND_HINDSIGHT if hindsight else KIND_POLICY,
+                "episodes": len(eps),
+            }
             row["reward_mean"], row["reward_ci95"] = mean_ci([r.reward for r in eps])
             lat = np.concatenate([r.latency_ms for r in eps]).astype(np.float64)
             for k in SUMMARY_KPIS:
@@ -328,8 +354,8 @@ def format_seeds(seeds: Sequence[int]) -> str:
 REPORT_COLUMNS = (
     ("reward_mean", "reward (EUR)"),
     ("on_time_rate", "on time"),
-    ("click_to_door_mean_min", "CTD mean (min)"),
-    ("click_to_door_p90_min", "CTD p90 (min)"),
+    ("click_to_door_mean_min", "click-to-door mean (min)"),
+    ("click_to_door_p90_min", "click-to-door p90 (min)"),
     ("undelivered_rate", "undelivered"),
     ("cost_per_order", "cost/order (EUR)"),
     ("utilization", "utilisation"),
@@ -338,6 +364,126 @@ REPORT_COLUMNS = (
     ("decision_ms_p50", "decision p50 (ms)"),
     ("decision_ms_p99", "decision p99 (ms)"),
 )
+HINDSIGHT_NOTE = (
+    "The oracle knows every order of the day in advance, which no dispatcher does, so it is not a policy and is "
+    "kept apart from them. It gives two things: a **certified bound** (an LP relaxation: no policy can beat it on "
+    "that seed; certified, not tight) and a **hindsight plan** (one feasible schedule made with the day known, "
+    "replayed in the simulator: not an optimum, and it can score below heuristics). Use them to see how far the "
+    "policies are from the best possible: on each seed the best achievable margin lies between the best run and "
+    "the bound. The plan is not a policy to deploy. See docs/oracle.md."
+)
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> str:
+    table = []
+    for r in rows:
+        cells = [display_name(r), str(r["episodes"])]
+        for key, _ in REPORT_COLUMNS:
+            v = fmt(r[key])
+            ci = r.get("reward_ci95" if key == "reward_mean" else f"{key}_ci95")
+            if ci is not None and math.isfinite(float(ci)) and key != "decision_ms_p50":
+                v += f" ± {fmt(ci)}"
+            cells.append(v)
+        table.append(cells)
+    return md_table(["policy", "episodes", *(h for _, h in REPORT_COLUMNS)], table)
+
+
+def _comparison_table(rows: list[dict[str, Any]], names: dict[str, str]) -> str:
+    table = []
+    for c in rows:
+        a, b = names.get(c["policy"], c["policy"]), names.get(c["versus"], c["versus"])
+        if c["excludes_zero"]:
+            verdict = f"**{a} {'higher' if c['mean_diff'] > 0 else 'lower'}** (CI excludes 0)"
+        elif c["n"] < 2:
+            verdict = "too few seeds for an interval"
+        else:
+            verdict = "no significant difference (CI includes 0)"
+        table.append(
+            [
+                f"{a} vs {b}",
+                str(c["n"]),
+                fmt(c["mean_diff"], 2),
+                f"[{fmt(c['ci95_lo'], 2)}, {fmt(c['ci95_hi'], 2)}]",
+                "yes" if c["excludes_zero"] else "no",
+                verdict,
+            ]
+        )
+    return md_table(["A vs B", "seeds", "mean A - B (EUR)", "95 % CI", "excludes 0", "verdict"], table)
+
+
+def _bounds_table(rows: list[dict[str, Any]], names: dict[str, str]) -> str:
+    table = []
+    for b in rows:
+        reward = b.get("mean_reward", float("nan"))
+        ratio = b["mean_bound"] / reward if reward and math.isfinite(reward) and reward > 0 else float("nan")
+        table.append(
+            [
+                names.get(b["policy"], b["policy"]),
+                f"{b['within_profit_bound']}/{b['seeds']}",
+                fmt(b["min_profit_slack"], 2),
+                fmt(b["mean_bound"], 2),
+                fmt(reward, 2),
+                "n/a" if not math.isfinite(ratio) else f"{ratio:.2f}x",
+                f"{b['within_ctd_bound']}/{b['seeds']}",
+            ]
+        )
+    header = [
+        "run of",
+        "reward <= profit bound",
+        "min slack (EUR)",
+        "mean profit bound (EUR)",
+        "mean reward (EUR)",
+        "bound / reward",
+        "click-to-door >= bound",
+    ]
+    return md_table(header, table)
+
+
+def _hindsight_lines(
+    summary: list[dict[str, Any]],
+    comparisons: list[dict[str, Any]],
+    scenarios: list[str],
+    bounds_table: list[dict[str, Any]],
+    names: dict[str, str],
+) -> list[str]:
+    """The *Hindsight bounds* section: the oracle's plan, its certified bounds and its comparisons, per scenario."""
+    hind = {r["policy"] for r in summary if is_hindsight(r)}
+    out = ["", "## Hindsight bounds (not policies)", "", HINDSIGHT_NOTE]
+    for s in scenarios:
+        plan = [r for r in summary if r["scenario"] == s and is_hindsight(r)]
+        bounds = [b for b in bounds_table if b["scenario"] == s]
+        comps = [
+            c
+            for c in comparisons
+            if c["scenario"] == s and c["metric"] == "reward" and (c["policy"] in hind or c["versus"] in hind)
+        ]
+        if not (plan or bounds or comps):
+            continue
+        out += ["", f"### {s}"]
+        if plan:
+            out += [
+                "",
+                "Hindsight plan (knows the whole day; the policies are in *Summary*):",
+                "",
+                _summary_table(plan),
+            ]
+        if bounds:
+            out += [
+                "",
+                "Certified bounds, checked against every run: each run against the bound that holds for it (looked up "
+                "by its orders left in flight and orders delivered). `reward <= profit bound` must hold on every seed; "
+                "`bound / reward` shows how loose the bound is.",
+                "",
+                _bounds_table(bounds, names),
+            ]
+        if comps:
+            out += [
+                "",
+                "Hindsight plan against the policies (reward, paired over seeds):",
+                "",
+                _comparison_table(comps, names),
+            ]
+    return out
 
 
 def write_report(
@@ -353,8 +499,11 @@ def write_report(
     plots: list[str],
     bounds_table: list[dict[str, Any]] | None = None,
 ) -> None:
-    """``report.md``: the command, git revision, seeds and wall time; the summary per scenario; the paired
-    reward comparisons with verdicts; the oracle's bounds (where it ran); the plots; the files."""
+    """``report.md``: the command, git revision, seeds and wall time; the summary of the policies per scenario; the
+    paired reward comparisons with verdicts; apart from the policies, the oracle's hindsight plan and certified
+    bounds (where it ran); the plots; the files."""
+    names = {r["policy"]: display_name(r) for r in summary}
+    hind = {r["policy"] for r in summary if is_hindsight(r)}
     out = [
         "# gigdispatch evaluate",
         "",
@@ -364,104 +513,59 @@ def write_report(
         f"- wall time: {wall_s:.1f} s with {workers} worker process(es)",
         "- reward = the day's platform margin (fees - payouts - refunds, EUR); "
         "± = half-width of the 95 % t-interval over seeds",
+        *(
+            [
+                f"- {', '.join(f'`{names[h]}`' for h in sorted(hind))}: knows the whole day in advance; its plan and "
+                "certified bounds are under *Hindsight bounds*, apart from the policies"
+            ]
+            if hind
+            else []
+        ),
         "",
         "## Summary",
     ]
     for s in scenarios:
-        rows = [r for r in summary if r["scenario"] == s]
-        out += ["", f"### {s}", ""]
-        table = []
-        for r in rows:
-            cells = [r["policy"], str(r["episodes"])]
-            for key, _ in REPORT_COLUMNS:
-                v = fmt(r[key])
-                ci = r.get("reward_ci95" if key == "reward_mean" else f"{key}_ci95")
-                if ci is not None and math.isfinite(float(ci)) and key != "decision_ms_p50":
-                    v += f" ± {fmt(ci)}"
-                cells.append(v)
-            table.append(cells)
-        out.append(md_table(["policy", "episodes", *(h for _, h in REPORT_COLUMNS)], table))
+        rows = [r for r in summary if r["scenario"] == s and not is_hindsight(r)]
+        if rows:
+            out += ["", f"### {s}", "", _summary_table(rows)]
     out += [
         "",
         "## Paired comparisons (reward)",
         "",
         f"Each policy against the baseline `{baseline}`, and the standard pairs when present "
-        "(hungarian vs nearest, value-hungarian vs hungarian, oracle vs each). The difference is A - B over the same "
+        "(hungarian vs nearest, value-hungarian vs hungarian). The difference is A - B over the same "
         "seeds; the 95 % interval is the paired t-interval of the per-seed differences. Where the interval excludes "
         "zero, A's reward is significantly higher (or lower) than B's at the 5 % level. `comparisons.csv` also has the "
-        "on-time rate and click-to-door differences.",
+        "on-time rate, click-to-door and undelivered-rate differences"
+        + (", and the hindsight plan against each policy (also under *Hindsight bounds*)." if hind else "."),
     ]
     for s in scenarios:
-        rows = [c for c in comparisons if c["scenario"] == s and c["metric"] == "reward"]
-        if not rows:
-            continue
-        out += ["", f"### {s}", ""]
-        table = []
-        for c in rows:
-            if c["excludes_zero"]:
-                verdict = f"**{c['policy']} {'higher' if c['mean_diff'] > 0 else 'lower'}** (CI excludes 0)"
-            elif c["n"] < 2:
-                verdict = "too few seeds for an interval"
-            else:
-                verdict = "no significant difference (CI includes 0)"
-            table.append(
-                [
-                    f"{c['policy']} vs {c['versus']}",
-                    str(c["n"]),
-                    fmt(c["mean_diff"], 2),
-                    f"[{fmt(c['ci95_lo'], 2)}, {fmt(c['ci95_hi'], 2)}]",
-                    "yes" if c["excludes_zero"] else "no",
-                    verdict,
-                ]
-            )
-        out.append(md_table(["A vs B", "seeds", "mean A - B (EUR)", "95 % CI", "excludes 0", "verdict"], table))
-    if bounds_table:
-        out += [
-            "",
-            "## Hindsight oracle: certified bounds",
-            "",
-            "With every order of the day known in advance, the oracle computes a certified upper bound on the "
-            "day's platform margin and a lower bound on click-to-door (an LP relaxation, see docs/oracle.md). "
-            "Each run is checked against the bound that holds for it (looked up by its orders left in flight and "
-            "orders delivered). `within` counts the seeds where the run stayed within the bound: it must be all "
-            "of them. The bound is certified, not tight.",
+        rows = [
+            c
+            for c in comparisons
+            if c["scenario"] == s and c["metric"] == "reward" and c["policy"] not in hind and c["versus"] not in hind
         ]
-        for s in scenarios:
-            rows = [b for b in bounds_table if b["scenario"] == s]
-            if not rows:
-                continue
-            out += ["", f"### {s}", ""]
-            table = [
-                [
-                    b["policy"],
-                    f"{b['within_profit_bound']}/{b['seeds']}",
-                    fmt(b["min_profit_slack"], 2),
-                    fmt(b["mean_bound"], 2),
-                    f"{b['within_ctd_bound']}/{b['seeds']}",
-                ]
-                for b in rows
-            ]
-            out.append(
-                md_table(
-                    [
-                        "policy",
-                        "reward <= profit bound",
-                        "min slack (EUR)",
-                        "mean profit bound (EUR)",
-                        "click-to-door >= bound",
-                    ],
-                    table,
-                )
-            )
+        if rows:
+            out += ["", f"### {s}", "", _comparison_table(rows, names)]
+    if hind or bounds_table:
+        out += _hindsight_lines(summary, comparisons, scenarios, bounds_table or [], names)
     if plots:
         out += ["", "## Plots", ""]
+        out += [
+            "Beside the bars of reward, on-time rate, click-to-door and undelivered rate, the panels headed "
+            f"'difference from {baseline}' show each policy's paired difference from the baseline with its 95 % "
+            "interval: differences that bars starting at 0 hide."
+            + (" The hindsight plan is drawn hatched and apart, right of a dotted line." if hind else ""),
+            "",
+        ]
         out += [f"![{p}]({p})" for p in plots]
     out += [
         "",
         "## Files",
         "",
-        "`summary.csv` (one row per policy × scenario), `episodes.csv` (one row per policy × scenario × seed), "
-        "`hourly.csv` (time-of-day series), `comparisons.csv` (paired comparisons). See docs/evaluation.md.",
+        "`summary.csv` (one row per policy × scenario; `kind` says `policy` or `hindsight plan`), `episodes.csv` (one "
+        "row per policy × scenario × seed), `hourly.csv` (time-of-day series), `comparisons.csv` (paired "
+        "comparisons). See docs/evaluation.md.",
         "",
     ]
     atomic_write_text(path, "\n".join(out))
@@ -489,33 +593,110 @@ def write_png(fig: Any, path: Path, dpi: int = 100) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_kpis(path: Path, scenario: str, rows: list[dict[str, Any]]) -> None:
-    """Bars per policy with 95 % CI error bars, one panel per KPI (latency: p50 bar, p99 marker)."""
+def _baseline_diffs(
+    comparisons: Sequence[dict[str, Any]] | None, scenario: str, baseline: str | None
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """{metric: {policy: (mean, lo, hi)}}: the paired differences policy - baseline on ``scenario``."""
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for c in comparisons or ():
+        if c["scenario"] == scenario and c["versus"] == baseline:
+            out.setdefault(c["metric"], {})[c["policy"]] = (
+                float(c["mean_diff"]),
+                float(c["ci95_lo"]),
+                float(c["ci95_hi"]),
+            )
+    return out
+
+
+def _style_bars(bars: Any, hindsight: list[bool]) -> None:
+    for bar, h in zip(bars, hindsight, strict=True):
+        if h:  # the oracle's plan: hatched, so it never reads as one more policy
+            bar.set_hatch("//")
+            bar.set_edgecolor("0.25")
+
+
+def _bar_axes(ax: Any, x: np.ndarray, names: list[str], hindsight: list[bool], title: str) -> None:
+    if any(hindsight) and not all(hindsight):
+        first = min(xi for xi, h in zip(x, hindsight, strict=True) if h)
+        ax.axvline(first - 0.9, color="0.5", linestyle=":", linewidth=1)  # policies left, hindsight plan right
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def kpi_figure(
+    scenario: str,
+    rows: list[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]] | None = None,
+    baseline: str | None = None,
+) -> Any:
+    """The KPI figure: a panel of bars per KPI (95 % CIs; latency: p50 bar, p99 marker), and beside each KPI that
+    ``comparisons`` compares, a panel of the paired differences from ``baseline`` with their 95 % intervals
+    (small differences that bars starting at 0 hide). The oracle's hindsight plan is drawn last, apart and
+    hatched, labelled ``oracle (hindsight plan)``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pols = [r["policy"] for r in rows]
-    x = np.arange(len(pols))
-    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(pols))]
-    # 4 x 3 panels, wide enough for the policy names (at most ~2,400 px wide)
-    fig, axes = plt.subplots(4, 3, figsize=(min(24, max(12, 0.55 * len(pols) * 3)), 13))
-    for ax in axes.ravel()[len(PLOT_KPIS) :]:
+    rows = [r for r in rows if not is_hindsight(r)] + [r for r in rows if is_hindsight(r)]
+    hindsight = [is_hindsight(r) for r in rows]
+    x = np.arange(len(rows)) + np.where(hindsight, 0.8, 0.0)  # a gap before the hindsight plan
+    names = [display_name(r) for r in rows]
+    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(rows))]
+    diffs = _baseline_diffs(comparisons, scenario, baseline)
+    compared = [k for k in PLOT_KPIS if ("reward" if k[0] == "reward_mean" else k[0]) in diffs]
+    panels: list[tuple[str, tuple[str, str | None, str]]] = []
+    for kpi in [*compared, *(k for k in PLOT_KPIS if k not in compared)]:  # each difference panel beside its KPI
+        panels.append(("bars", kpi))
+        if kpi in compared:
+            panels.append(("diff", kpi))
+    n_cols = 4 if compared else 3
+    n_rows = -(-len(panels) // n_cols)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(min(28, max(4 * n_cols, 0.5 * len(rows) * n_cols)), 3.3 * n_rows), squeeze=False
+    )
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    for ax, (key, ci, title) in zip(axes.ravel(), PLOT_KPIS, strict=False):
+    for ax, (what, (key, ci, title)) in zip(axes.ravel(), panels, strict=False):
+        if what == "diff":
+            d = diffs["reward" if key == "reward_mean" else key]
+            mean = np.array([d.get(r["policy"], (np.nan,) * 3)[0] for r in rows])
+            lo = np.array([d.get(r["policy"], (np.nan,) * 3)[1] for r in rows])
+            hi = np.array([d.get(r["policy"], (np.nan,) * 3)[2] for r in rows])
+            err = np.nan_to_num(np.stack([mean - lo, hi - mean]))
+            bars = ax.bar(x, np.nan_to_num(mean), yerr=err, color=colors, capsize=4)
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            _style_bars(bars, hindsight)
+            base = [f"{n} (baseline)" if r["policy"] == baseline else n for n, r in zip(names, rows, strict=True)]
+            _bar_axes(ax, x, base, hindsight, f"{title}: difference from {baseline} (paired 95 % CI)")
+            continue
         vals = np.array([np.nan if r[key] is None else float(r[key]) for r in rows])
         err = np.array([np.nan if (ci is None or r[ci] is None) else float(r[ci]) for r in rows])
-        ax.bar(x, np.nan_to_num(vals), yerr=None if ci is None else np.nan_to_num(err), color=colors, capsize=4)
+        bars = ax.bar(x, np.nan_to_num(vals), yerr=None if ci is None else np.nan_to_num(err), color=colors, capsize=4)
+        _style_bars(bars, hindsight)
         if key == "decision_ms_p50":
             ax.plot(x, [float(r["decision_ms_p99"]) for r in rows], "k_", markersize=14, mew=2, label="p99")
             ax.legend(fontsize=7)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks(x, pols, rotation=35, ha="right", fontsize=8)
-        ax.tick_params(axis="y", labelsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{scenario}: mean over seeds, 95 % t-intervals", fontsize=11)
+        _bar_axes(ax, x, names, hindsight, title)
+    note = "; hatched, right of the dotted line: the oracle's hindsight plan, not a policy" if any(hindsight) else ""
+    fig.suptitle(f"{scenario}: mean over seeds, 95 % t-intervals{note}", fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+def plot_kpis(
+    path: Path,
+    scenario: str,
+    rows: list[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]] | None = None,
+    baseline: str | None = None,
+) -> None:
+    """``kpi_figure`` as a PNG (atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = kpi_figure(scenario, rows, comparisons, baseline)
     write_png(fig, path)
     plt.close(fig)
 
@@ -537,7 +718,15 @@ def plot_hourly(path: Path, scenario: str, rows: list[dict[str, Any]], policies:
         for p in policies:
             pr = [r for r in rows if r["policy"] == p]
             if pr:
-                ax.plot([r["hour"] for r in pr], [r[key] for r in pr], marker="o", markersize=3, label=p)
+                hind = is_hindsight({"policy": p})  # the oracle's plan: dashed, labelled apart from the policies
+                ax.plot(
+                    [r["hour"] for r in pr],
+                    [r[key] for r in pr],
+                    marker="o",
+                    markersize=3,
+                    linestyle="--" if hind else "-",
+                    label=display_name({"policy": p}),
+                )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("hour of day")
         ax.grid(alpha=0.3)

@@ -20,7 +20,8 @@ The run folder is the SB3 backend's (``training.runs``): ``config.yaml``, ``comm
 ``rllib/episode_return_mean``, ``rllib/env_steps``, ``rllib/iteration_seconds``) and
 ``checkpoints/rllib/`` (``Algorithm.save_to_path``, written into a scratch folder and swapped in
 whole after every iteration, so a killed run keeps its last complete checkpoint). ``--resume RUN_DIR``
-restores it and runs the remaining iterations.
+restores it and runs the remaining iterations; a finished run is left as it is, without starting Ray.
+``log`` gets the run folder and one line per iteration (or a progress bar on a terminal: ``progress``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,23 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.training.config import TrainConfig
 from gigdispatch.training.io import atomic_write_json
-from gigdispatch.training.runs import CHECKPOINTS, PROGRESS, RLLIB_CHECKPOINT, TB, read_progress, write_run_files
+from gigdispatch.training.runs import (
+    CHECKPOINTS,
+    PROGRESS,
+    RLLIB_CHECKPOINT,
+    TB,
+    RunLog,
+    finished_line,
+    read_progress,
+    write_run_files,
+)
 
 ENV_NAME = "gigdispatch-fleet"
 POLICY_ID = "shared"
@@ -47,8 +58,13 @@ class RLlibError(InputError):
 def _import_ray() -> Any:
     try:
         import ray
-    except ModuleNotFoundError:
-        raise RLlibError('--backend rllib needs Ray RLlib: pip install -e ".[rllib]"') from None
+        import ray.rllib
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise RLlibError(
+            f"--backend rllib needs the 'rllib' extra (Ray RLlib, torch): {exc.name} is not installed; "
+            "pip install 'gigdispatch[rllib]'"
+        ) from None
     return ray
 
 
@@ -153,7 +169,14 @@ def build_config(cfg: TrainConfig) -> Any:
         .framework("torch")
         .multi_agent(policies={POLICY_ID}, policy_mapping_fn=lambda agent_id, *args, **kwargs: POLICY_ID)
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={POLICY_ID: spec}))
-        .env_runners(num_env_runners=r.num_env_runners, rollout_fragment_length="auto", num_cpus_per_env_runner=1)
+        .env_runners(
+            num_env_runners=r.num_env_runners,
+            rollout_fragment_length="auto",
+            num_cpus_per_env_runner=1,
+            # wait for the whole batch: RLlib's default (60 s) drops a slower env runner's samples, and an
+            # iteration then trains on nothing (fleet-rllib's 32,000 env steps of 100 drivers take longer)
+            sample_timeout_s=None,
+        )
         .learners(num_learners=0)
         .training(
             lr=p.learning_rate,
@@ -204,19 +227,24 @@ def train_rllib(
     address: str | None = None,
     command: str = "",
     progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) ``cfg.rllib.iterations`` PPO iterations; returns the final progress record."""
+    """Run (or resume) ``cfg.rllib.iterations`` PPO iterations; returns the final progress record (that of a
+    finished run as it is, when resuming one)."""
     if cfg.env != "fleet":
         raise RLlibError(f"--backend rllib trains the fleet env (env: fleet), not env: {cfg.env}")
+    if resume and finished_line(run_dir) is not None:
+        return read_progress(run_dir) or {}  # nothing left to do
     ray = _import_ray()
     from ray.tune.registry import register_env
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
 
+    runlog = RunLog(log, bar=progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / CHECKPOINTS / RLLIB_CHECKPOINT
     ckpt.parent.mkdir(exist_ok=True)
     write_run_files(run_dir, cfg, command, resumed=resume)
+    runlog.say(f"run folder: {run_dir}")
     state: dict[str, Any] = {
         "backend": "rllib",
         "iteration": 0,
@@ -227,6 +255,9 @@ def train_rllib(
     saved = read_progress(run_dir) if resume else None
     if saved is not None:
         state = saved
+    # Ray's C++ core worker logs to this process's stderr and prints error lines (``E ... core_worker.cc``) on
+    # runs that succeed. Its backend log level quiets them unless the user set one (docs/training.md).
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(
             address=address,
@@ -245,9 +276,7 @@ def train_rllib(
         if resume and ckpt.is_dir():
             algo.restore_from_path(str(ckpt.resolve()))
         writer = SummaryWriter(str(run_dir / TB))
-        bar = tqdm(
-            total=cfg.rllib.iterations, initial=state["iteration"], unit="iter", disable=not progress, desc="rllib"
-        )
+        runlog.start(cfg.rllib.iterations, state["iteration"], "iter", cfg.name)
         while state["iteration"] < cfg.rllib.iterations:
             t0 = time.perf_counter()
             res = algo.train()
@@ -275,11 +304,16 @@ def train_rllib(
             writer.flush()
             _save(algo, ckpt)
             atomic_write_json(run_dir / PROGRESS, {**state, "done": state["iteration"] >= cfg.rllib.iterations})
-            bar.update(1)
-        bar.close()
+            runlog.step(
+                it,
+                f"iteration {it}/{cfg.rllib.iterations}: {int(steps):,} env steps"
+                + (f", episode return mean {ret:,.4g}" if ret is not None else "")
+                + f", {secs:.1f} s",
+            )
         writer.close()
         algo.stop()
     finally:
+        runlog.close()
         ray.shutdown()
     state["done"] = True
     atomic_write_json(run_dir / PROGRESS, state)

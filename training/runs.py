@@ -14,6 +14,10 @@ A run folder holds:
 Every file is written atomically (``training.io``: temporary file in the same folder, fsync, ``os.replace``).
 The names of the files a learned policy loads (``config.yaml``, the checkpoints) are those of
 ``agents.learned``, which reads them.
+
+``finished_line`` says whether a run is finished (``progress.json`` says done), for ``--resume``; ``RunLog``
+is what every backend says while it trains (the run folder, then one line per iteration or evaluation, or a
+progress bar on a terminal).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import io
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,8 @@ __all__ = [
     "RLLIB_CHECKPOINT",
     "SEED",
     "TB",
+    "RunLog",
+    "finished_line",
     "git_revision",
     "load_run_config",
     "new_run_dir",
@@ -161,3 +168,73 @@ def save_checkpoint(model: Any, path: Path) -> None:
     buf = io.BytesIO()
     model.save(buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def finished_line(run_dir: Path) -> str | None:
+    """One line saying the run in ``run_dir`` is finished and what it did, when its ``progress.json`` says done
+    (SB3, CEM or RLlib); None when there is something left to do (or no progress yet)."""
+    try:
+        prog = read_progress(run_dir)
+    except (OSError, ValueError):  # unreadable: the resume itself reports it
+        return None
+    if not isinstance(prog, dict) or prog.get("done") is not True:
+        return None
+    if prog.get("backend") == "rllib":
+        what = f"{prog.get('iteration', 0):,} of {prog.get('iterations', 0):,} RLlib iterations"
+    elif "cem" in (prog.get("state") or {}):
+        what = f"{prog.get('num_timesteps', 0):,} of {prog.get('total_timesteps', 0):,} simulated days"
+    else:
+        what = f"{prog.get('num_timesteps', 0):,} of {prog.get('total_timesteps', 0):,} steps"
+    return f"--resume {run_dir}: the run is finished ({what}); nothing left to do"
+
+
+class RunLog:
+    """What a run says while it trains.
+
+    ``say(text)`` is always passed to ``out`` (the run folder at the start). ``step(n, text)`` reports one
+    iteration or evaluation: with ``bar`` (a terminal) it moves the tqdm bar (on stderr) to ``n`` and shows
+    ``text`` beside it; without, ``text`` goes to ``out`` as one plain line, prefixed with the seconds since
+    the run (or its resume) started, so a log file or a pipe sees the run advance. ``out=None`` (the Python
+    API's default) says nothing."""
+
+    def __init__(self, out: Callable[[str], None] | None = None, bar: bool = False) -> None:
+        self.out = out
+        self.want_bar = bar
+        self.bar: Any = None
+        self.t0 = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def start(self, total: int, initial: int, unit: str, desc: str) -> None:
+        """Start the bar (``bar`` only): ``total`` units of ``unit``, ``initial`` done."""
+        if self.want_bar and self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, leave=False)
+
+    def say(self, text: str) -> None:
+        if self.out is not None:
+            if self.bar is not None:
+                self.bar.clear()
+            self.out(text)
+            if self.bar is not None:
+                self.bar.refresh()
+
+    def move(self, n: int) -> None:
+        """The bar to ``n`` (between reports; refreshed at most every few calls by tqdm's own rate limit)."""
+        if self.bar is not None and n != self.bar.n:
+            self.bar.update(n - self.bar.n)
+
+    def step(self, n: int, text: str) -> None:
+        if self.bar is not None:
+            self.move(n)
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.out is not None:
+            self.out(f"[{self.elapsed:7.1f} s] {text}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

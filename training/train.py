@@ -23,18 +23,21 @@ import argparse
 import json
 import shlex
 import sys
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gigdispatch.agents.learned import MASKED_ALGORITHMS, algo_class
+from gigdispatch.agents.learned import MASKED_ALGORITHMS, algo_class, load_model
+from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.core.seeding import SeedSchedule
 from gigdispatch.training.cem import train_cem
-from gigdispatch.training.config import ConfigError, TrainConfig, load_config
+from gigdispatch.training.config import TrainConfig, check_batch_size, load_config
 from gigdispatch.training.errors import TrainError
-from gigdispatch.training.rllib import RLlibError, train_rllib
+from gigdispatch.training.rllib import train_rllib
 from gigdispatch.training.runs import (
     BEST,
     CHECKPOINTS,
@@ -42,6 +45,8 @@ from gigdispatch.training.runs import (
     LATEST,
     POLICY,
     TB,
+    RunLog,
+    finished_line,
     load_run_config,
     new_run_dir,
     read_progress,
@@ -89,7 +94,13 @@ def train_schedule(cfg: TrainConfig) -> SeedSchedule:
 def make_train_env(cfg: TrainConfig) -> Any:
     """The SB3 VecEnv used for training (``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv, or the fleet)."""
     if cfg.env == "fleet":
-        return fleet_env(cfg, train_schedule(cfg))
+        env = fleet_env(cfg, train_schedule(cfg))
+        try:  # one env per driver: known once the scenario is loaded (the config checks env: dispatch)
+            check_batch_size(cfg.ppo, env.num_envs)
+        except ValueError:
+            env.close()
+            raise
+        return env
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -103,7 +114,7 @@ def build_model(
     throughput benchmark, with ``algo``/``policy`` overridden for the CartPole reference)."""
     Algo = algo_class(algo or cfg.algo)
     p = cfg.ppo
-    batch = min(p.batch_size, p.n_steps * env.num_envs)
+    batch = check_batch_size(p, env.num_envs)  # refused when larger than a rollout, never clamped
     return Algo(
         policy or ("MultiInputPolicy" if cfg.env == "dispatch" else "MlpPolicy"),
         env,
@@ -207,34 +218,63 @@ def _kpi_callback(cfg: TrainConfig) -> Any:
     return KpiCallback()
 
 
-def _checkpoint_eval_callback(cfg: TrainConfig, run_dir: Path, total: int, state: dict[str, Any]) -> Any:
-    """The callback that evaluates and checkpoints the model; ``state`` is the run's resumable state."""
+def iteration_steps(cfg: TrainConfig, model: Any) -> int:
+    """Timesteps of one PPO iteration (a rollout of ``n_steps`` on every env, then the update)."""
+    return int(cfg.ppo.n_steps) * int(model.n_envs)
+
+
+def _eval_text(res: dict[str, float], seconds: float) -> str:
+    text = f"eval reward_mean {res['reward_mean']:,.4g}"
+    if "profit_mean" in res:
+        text += f", profit_mean {res['profit_mean']:,.1f}"
+    return text + f" ({res['episodes']:.0f} days, {seconds:.1f} s)"
+
+
+def _checkpoint_eval_callback(cfg: TrainConfig, run_dir: Path, total: int, state: dict[str, Any], log: RunLog) -> Any:
+    """The callback that evaluates and checkpoints the model and reports every iteration to ``log``;
+    ``state`` is the run's resumable state."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     ckpt_dir = run_dir / CHECKPOINTS
 
     class CheckpointEvalCallback(BaseCallback):
-        """At rollout boundaries: evaluate every ``eval.every_steps``, checkpoint every ``checkpoint_every_steps``."""
+        """At rollout boundaries: evaluate every ``eval.every_steps``, checkpoint every ``checkpoint_every_steps``,
+        and report the iteration that just ended (one line, or the progress bar)."""
 
         def __init__(self, state: dict[str, Any]) -> None:
             super().__init__()
             self.state = state
+            self.started_at: int | None = None
 
         def _on_training_start(self) -> None:
+            self.started_at = self.model.num_timesteps
             self.state.setdefault("last_ckpt", self.model.num_timesteps)
             self.state.setdefault("last_eval", self.model.num_timesteps)
 
         def _on_rollout_start(self) -> None:
             n = self.model.num_timesteps
+            notes = []
             if cfg.eval.every_steps and n - self.state["last_eval"] >= cfg.eval.every_steps:
-                self.evaluate()
+                t0 = time.perf_counter()
+                res = self.evaluate()
+                notes.append(_eval_text(res, time.perf_counter() - t0))
             if n - self.state["last_ckpt"] >= cfg.checkpoint_every_steps:
                 self.checkpoint()
+                notes.append("checkpoint")
+            if n != self.started_at:  # an iteration ended (not the first rollout of this learn call)
+                self.report(notes)
 
         def _on_step(self) -> bool:
+            log.move(self.model.num_timesteps)
             return True
 
-        def evaluate(self) -> None:
+        def report(self, notes: list[str]) -> None:
+            """One line (or the bar's postfix) for the iteration that ended at the current timestep."""
+            n, per = self.model.num_timesteps, iteration_steps(cfg, self.model)
+            head = f"iteration {-(-n // per)}/{-(-total // per)}: {n:,}/{total:,} steps"
+            log.step(n, "; ".join([head, *notes]))
+
+        def evaluate(self) -> dict[str, float]:
             res = evaluate_model(self.model, cfg)
             for k, v in res.items():
                 self.logger.record(f"eval/{k}", v)
@@ -244,6 +284,7 @@ def _checkpoint_eval_callback(cfg: TrainConfig, run_dir: Path, total: int, state
                 self.state["best_reward"] = res["reward_mean"]
                 self.state["best_timesteps"] = self.model.num_timesteps
                 save_checkpoint(self.model, ckpt_dir / BEST)
+            return res
 
         def checkpoint(self) -> None:
             save_checkpoint(self.model, ckpt_dir / LATEST)
@@ -253,50 +294,51 @@ def _checkpoint_eval_callback(cfg: TrainConfig, run_dir: Path, total: int, state
     return CheckpointEvalCallback(state)
 
 
-def _tqdm_callback(cfg: TrainConfig, total: int) -> Any:
-    """The callback that shows a progress bar of the run's timesteps."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class TqdmCallback(BaseCallback):
-        def _on_training_start(self) -> None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=self.model.num_timesteps, desc=cfg.name, unit="step", leave=False)
-
-        def _on_step(self) -> bool:
-            self.bar.n = self.model.num_timesteps
-            if self.n_calls % 64 == 0:
-                self.bar.refresh()
-            return True
-
-        def _on_training_end(self) -> None:
-            self.bar.n = self.model.num_timesteps
-            self.bar.close()
-
-    return TqdmCallback()
-
-
-def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, progress: bool) -> list[Any]:
-    """The run's callbacks: KPI logging, evaluation and checkpoints (resuming the run's saved state), a
-    progress bar if ``progress``."""
+def _make_callbacks(cfg: TrainConfig, run_dir: Path, total: int, log: RunLog) -> list[Any]:
+    """The run's callbacks: KPI logging, then evaluation, checkpoints (resuming the run's saved state) and
+    the report of every iteration to ``log``."""
     prog = read_progress(run_dir)
     state = prog["state"] if prog is not None else {}
-    cbs: list[Any] = [_kpi_callback(cfg), _checkpoint_eval_callback(cfg, run_dir, total, state)]
-    if progress:
-        cbs.append(_tqdm_callback(cfg, total))
-    return cbs
+    return [_kpi_callback(cfg), _checkpoint_eval_callback(cfg, run_dir, total, state, log)]
 
 
 # ------------------------------------------------------------------------------------------- main
-def seed_everything(seed: int, threads: int) -> None:
-    """The one seeding block: torch, NumPy's legacy global RNG, Python's random, via SB3 ``set_random_seed``."""
-    import torch
+def seed_everything(seed: int, threads: int, torch: bool = True) -> None:
+    """The one seeding block: torch, NumPy's legacy global RNG, Python's random, via SB3 ``set_random_seed``;
+    with ``torch=False`` (``algo: cem``, which runs without the ``rl`` extra) NumPy's and Python's only."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if not torch:
+        return
+    import torch as th
     from stable_baselines3.common.utils import set_random_seed
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    th.set_num_threads(threads)
+    th.manual_seed(seed)
     set_random_seed(seed)
+
+
+def _resolve_run(
+    cfg: TrainConfig | None, out_dir: str | Path, resume: str | Path | None, run_dir: str | Path | None
+) -> tuple[TrainConfig, Path]:
+    """The run's config and folder: the saved ones for ``resume`` (``cfg`` must be None or equal), else ``cfg``
+    and a new, empty folder."""
+    if resume is not None:
+        rdir = Path(resume)
+        saved = load_run_config(rdir)
+        if cfg is not None and cfg.model_dump() != saved.model_dump():
+            raise TrainError(
+                f"--resume {rdir}: the given config differs from the run's config.yaml; resume without --config"
+            )
+        return saved, rdir
+    if cfg is None:
+        raise TrainError("train: a config is needed to start a new run")
+    rdir = Path(run_dir) if run_dir is not None else new_run_dir(cfg, out_dir)
+    if rdir.exists() and any(rdir.iterdir()):
+        raise TrainError(f"--out {rdir}: the run folder exists and is not empty (use --resume to continue it)")
+    return cfg, rdir
 
 
 def train(
@@ -306,85 +348,121 @@ def train(
     progress: bool = False,
     command: str | None = None,
     run_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Train (or resume) one run; returns the run folder.
 
     ``resume``: an existing run folder; its ``config.yaml`` is used (``cfg`` must be None or equal to it)
-    and training continues from ``checkpoints/latest.zip`` with ``reset_num_timesteps=False``.
+    and training continues from ``checkpoints/latest.zip`` with ``reset_num_timesteps=False``. A run whose
+    ``progress.json`` says done is returned as it is (``training.runs.finished_line`` says so); one whose
+    last checkpoint already holds every timestep (stopped during its final evaluation) is finished: evaluated,
+    ``best.zip`` and ``progress.json`` written.
     ``run_dir``: an exact folder for a new run (else ``out_dir/<name>-<timestamp>``).
+    ``log``: where the run says what it does (``print`` in the CLI): the run folder first, then one line per
+    iteration (PPO: a rollout and its update) with the evaluations and checkpoints, unless ``progress``
+    shows a bar instead.
     """
-
-    if resume is not None:
-        rdir = Path(resume)
-        saved = load_run_config(rdir)
-        if cfg is not None and cfg.model_dump() != saved.model_dump():
-            raise TrainError(
-                f"--resume {rdir}: the given config differs from the run's config.yaml; resume without --config"
-            )
-        cfg = saved
-    elif cfg is None:
-        raise TrainError("train: a config is needed to start a new run")
-    else:
-        rdir = Path(run_dir) if run_dir is not None else new_run_dir(cfg, out_dir)
-        if rdir.exists() and any(rdir.iterdir()):
-            raise TrainError(f"--out {rdir}: the run folder exists and is not empty (use --resume to continue it)")
-    seed_everything(cfg.seed, cfg.torch_threads)
+    cfg, rdir = _resolve_run(cfg, out_dir, resume, run_dir)
+    if resume is not None and finished_line(rdir) is not None:
+        return rdir  # nothing left to do
     if cfg.algo == "cem":
         from gigdispatch.envs import load_scenario
 
+        seed_everything(cfg.seed, cfg.torch_threads, torch=False)  # the search needs no torch
         load_scenario(cfg.scenario)  # a bad scenario fails here, before the run folder is made
         env = None
     else:
+        algo_class(cfg.algo)  # torch and SB3 installed (else one line naming the 'rl' extra), before any folder
+        seed_everything(cfg.seed, cfg.torch_threads)
         env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
     ckpt = rdir / CHECKPOINTS
     ckpt.mkdir(parents=True, exist_ok=True)
     write_run_files(rdir, cfg, command or shlex.join(sys.argv), resumed=resume is not None)
+    runlog = RunLog(log, bar=progress)
+    runlog.say(f"run folder: {rdir}")
+    try:
+        if cfg.algo == "cem":
+            _train_cem_run(cfg, rdir, resume is not None, runlog)
+        else:
+            _train_sb3(cfg, rdir, env, resume is not None, runlog)
+    finally:
+        runlog.close()
+    return rdir
 
-    if cfg.algo == "cem":
-        st = train_cem(cfg, rdir, resume=resume is not None, progress=progress)
-        days = st["iteration"] * cfg.cem.population * cfg.cem.seeds_per_iteration
-        write_progress(
-            rdir,
-            days,
-            cfg.cem.iterations * cfg.cem.population * cfg.cem.seeds_per_iteration,
-            {"cem": st["history"][-1:]},
-            done=True,
-        )
-        return rdir
-    Algo = algo_class(cfg.algo)
+
+def _train_cem_run(cfg: TrainConfig, rdir: Path, resume: bool, runlog: RunLog) -> None:
+    st = train_cem(cfg, rdir, resume=resume, runlog=runlog)
+    days = st["iteration"] * cfg.cem.population * cfg.cem.seeds_per_iteration
+    write_progress(
+        rdir,
+        days,
+        cfg.cem.iterations * cfg.cem.population * cfg.cem.seeds_per_iteration,
+        {"cem": st["history"][-1:]},
+        done=True,
+    )
+
+
+def _train_sb3(cfg: TrainConfig, rdir: Path, env: Any, resume: bool, runlog: RunLog) -> None:
+    ckpt = rdir / CHECKPOINTS
     latest = ckpt / LATEST
-    if resume is not None and latest.is_file():
-        model = Algo.load(latest, env=env, device=cfg.device, tensorboard_log=str(rdir / TB))
+    if resume and latest.is_file():
+        model = load_model(cfg.algo, latest, device=cfg.device, env=env, tensorboard_log=str(rdir / TB))
         model.set_random_seed(cfg.seed + int(model.num_timesteps))
     else:
         model = build_model(cfg, env, tensorboard_log=str(rdir / TB))
         save_checkpoint(model, latest)  # a loadable checkpoint from the first moment on
         write_progress(rdir, 0, cfg.total_timesteps, {"last_ckpt": 0, "last_eval": 0}, done=False)
-    done_steps = int(model.num_timesteps)
-    callbacks = _make_callbacks(cfg, rdir, cfg.total_timesteps, progress)
-    if done_steps < cfg.total_timesteps:
+    total = cfg.total_timesteps
+    callbacks = _make_callbacks(cfg, rdir, total, runlog)
+    runlog.start(total, int(model.num_timesteps), "step", cfg.name)
+    if model.num_timesteps < total:
         model.learn(
-            total_timesteps=cfg.total_timesteps - done_steps,
+            total_timesteps=total - int(model.num_timesteps),
             callback=callbacks,
             reset_num_timesteps=False,
             tb_log_name="run",
             progress_bar=False,
         )
+    else:  # the last checkpoint holds every timestep: no learn() sets up the logger and the callbacks
+        from stable_baselines3.common.utils import configure_logger
+
+        model.set_logger(configure_logger(0, str(rdir / TB), "run", reset_num_timesteps=False))
+        for cb in callbacks:
+            cb.init_callback(model)
     ce = callbacks[1]
-    if cfg.eval.every_steps and ce.state.get("last_eval") != model.num_timesteps:
-        ce.evaluate()
-    model.logger.dump(model.num_timesteps)
-    save_checkpoint(model, latest)
+    n = int(model.num_timesteps)
+    save_checkpoint(model, latest)  # the final weights first: a run stopped in the final evaluation resumes here
+    write_progress(rdir, n, total, {**ce.state, "last_ckpt": n}, done=False)
+    notes = []
+    if cfg.eval.every_steps and ce.state.get("last_eval") != n:
+        t0 = time.perf_counter()
+        res = ce.evaluate()
+        notes.append(_eval_text(res, time.perf_counter() - t0))
+    model.logger.dump(n)
     if not (ckpt / BEST).is_file():
         save_checkpoint(model, ckpt / BEST)
-    write_progress(
-        rdir, model.num_timesteps, cfg.total_timesteps, {**ce.state, "last_ckpt": model.num_timesteps}, done=True
-    )
+    write_progress(rdir, n, total, {**ce.state, "last_ckpt": n}, done=True)
+    ce.report([*notes, "checkpoint"])
     env.close()
-    return rdir
 
 
 # -------------------------------------------------------------------------------------------- CLI
+def _say(text: str) -> None:
+    print(text, flush=True)  # a log file or a pipe sees every line as it happens
+
+
+def _nothing_left(resume: str, backend: str) -> str | None:
+    """For ``--resume``: the line saying a finished run has nothing left to do (None: resume it); a run of the
+    other backend is a ``TrainError``."""
+    run = Path(resume)
+    load_run_config(run)  # a run folder, else one line
+    prog = read_progress(run) or {}
+    if prog and (prog.get("backend") == "rllib") != (backend == "rllib"):
+        want = "--backend rllib" if prog.get("backend") == "rllib" else "the sb3 backend (no --backend rllib)"
+        raise TrainError(f"--resume {run}: the run was trained with {want}; resume it the same way")
+    return finished_line(run)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     command = shlex.join(["gigdispatch", *sys.argv[1:]])
@@ -392,19 +470,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("error: --address: a Ray cluster address is only used with --backend rllib", file=sys.stderr)
         return 2
     try:
-        if args.backend == "rllib":
-            return _cmd_train_rllib(args, progress, command)
         if args.resume:
             if args.config or args.overrides:
                 raise TrainError("--resume continues a run with its own config.yaml; do not give --config or overrides")
-            run_dir = train(None, resume=args.resume, progress=progress, command=command)
+            done = _nothing_left(args.resume, args.backend)
+            if done is not None:
+                print(done)
+                return 0
+        if args.backend == "rllib":
+            return _cmd_train_rllib(args, progress, command)
+        if args.resume:
+            run_dir = train(None, resume=args.resume, progress=progress, command=command, log=_say)
         else:
             if not args.config:
                 raise TrainError("--config is required (or --resume RUN_DIR)")
             cfg = load_config(args.config, args.overrides)
             out = Path(args.out) if args.out else Path("runs")
-            run_dir = train(cfg, out, progress=progress, command=command)
-    except (ConfigError, TrainError) as exc:  # ValueErrors naming the field: one line, exit status 2
+            run_dir = train(cfg, out, progress=progress, command=command, log=_say)
+    except InputError as exc:  # ConfigError, TrainError, a damaged checkpoint, a missing extra: one line, status 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     prog = read_progress(run_dir) or {}
@@ -422,23 +505,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> int:
-    try:
-        if args.resume:
-            if args.config or args.overrides:
-                raise TrainError("--resume continues a run with its own config.yaml; do not give --config or overrides")
-            run_dir = Path(args.resume)
-            cfg = load_run_config(run_dir)
-        else:
-            if not args.config:
-                raise TrainError("--config is required (or --resume RUN_DIR)")
-            cfg = load_config(args.config, args.overrides)
-            run_dir = new_run_dir(cfg, Path(args.out) if args.out else Path("runs"))
-        state = train_rllib(
-            cfg, run_dir, resume=bool(args.resume), address=args.address, command=command, progress=progress
-        )
-    except (ConfigError, TrainError, RLlibError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = load_run_config(run_dir)
+    else:
+        if not args.config:
+            raise TrainError("--config is required (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.overrides)
+        run_dir = new_run_dir(cfg, Path(args.out) if args.out else Path("runs"))
+    state = train_rllib(
+        cfg, run_dir, resume=bool(args.resume), address=args.address, command=command, progress=progress, log=_say
+    )
     last = state["history"][-1] if state["history"] else {}
     ret = last.get("episode_return_mean")
     print(
@@ -452,7 +529,8 @@ def _cmd_train_rllib(args: argparse.Namespace, progress: bool, command: str) -> 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train PPO / MaskablePPO on Dispatch-v0 or the fleet env (checkpoints, TensorBoard, resume)",
+        help="train a policy from a YAML config: CEM (policy parameters), PPO / MaskablePPO (SB3) or RLlib PPO "
+        "(checkpoints, TensorBoard, resume)",
         description=(
             "Train a policy from a YAML config (see configs/train/ and docs/training.md). KEY=VALUE overrides set "
             "config fields by dotted key (ppo.learning_rate=1e-4, dispatch.k=4). Writes a run folder with the resolved "

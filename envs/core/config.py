@@ -18,6 +18,25 @@ UseCase = Literal["b2c", "returns", "b2b", "first_mile"]
 
 _T = TypeVar("_T")
 
+# Size limits. A day's arrays are allocated whole at reset, so the counts that size them are bounded to
+# what one simulator process holds comfortably in memory; each limit is well above the built-in
+# city-1000 (26,000 requested, ~21,000 converted orders, 1,000 drivers, 40 hotspots, 1 incident an hour).
+# docs/scenarios.md lists them (``SIZE_LIMITS``, rendered by envs/scenarios/docgen.py).
+MAX_ORDERS = 1_000_000  # expected orders a day, flash sales included: ~260 B each at reset (arrays, ledger): ~0.3 GB
+MAX_DRIVERS = 200_000  # drivers: ~360 B each at reset (driver and route arrays, 8 stops): ~0.07 GB
+MAX_HOTSPOTS = 80 * 80  # pickup clusters: one per node of the largest grid (city.size up to 80 x 80)
+MAX_INCIDENTS_PER_HOUR = 60.0  # traffic incidents citywide: one a minute
+MAX_CLOCK_HOURS = 48  # times of day are below 48:00 (a day may run past midnight)
+MAX_DRAIN_MINUTES = 24 * 60.0  # the run-on after the horizon's end: at most a day
+SIZE_LIMITS: tuple[tuple[str, str, str], ...] = (
+    ("demand.orders", f"{MAX_ORDERS:,}", "expected orders a day; with the flash sales' extra orders"),
+    ("fleet.drivers", f"{MAX_DRIVERS:,}", "drivers"),
+    ("demand.hotspots", f"{MAX_HOTSPOTS:,}", "pickup clusters: one per node of the largest grid"),
+    ("traffic.incidents_per_hour", f"{MAX_INCIDENTS_PER_HOUR:g}", "incidents an hour, citywide: one a minute"),
+    ("times of day", f"below {MAX_CLOCK_HOURS}:00", "horizon, peaks and flash sales, as text or seconds"),
+    ("horizon.drain_minutes", f"{MAX_DRAIN_MINUTES:,.0f}", "minutes after the horizon's end: at most a day"),
+)
+
 
 def check_range(value: tuple[float, float]) -> tuple[float, float]:
     """A ``(low, high)`` pair with ``low <= high``; otherwise ``ValueError`` saying which is which."""
@@ -38,13 +57,17 @@ def parse_clock(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a time of day cannot be negative")
+        if not value < MAX_CLOCK_HOURS * 3600:  # also NaN
+            raise ValueError(
+                f"a time of day is below {MAX_CLOCK_HOURS}:00 ({MAX_CLOCK_HOURS * 3600:,} s), got {value:g}"
+            )
         return float(value)
     if isinstance(value, str):
         parts = value.strip().split(":")
         if len(parts) in (2, 3) and all(p.isdigit() for p in parts):
             h, m = int(parts[0]), int(parts[1])
             s = int(parts[2]) if len(parts) == 3 else 0
-            if m < 60 and s < 60 and h < 48:
+            if m < 60 and s < 60 and h < MAX_CLOCK_HOURS:
                 return float(h * 3600 + m * 60 + s)
     raise ValueError(f"expected a time of day 'HH:MM', got {value!r}")
 
@@ -69,7 +92,8 @@ class Horizon(_ClockModel):
     start: float = parse_clock("10:00")
     end: float = parse_clock("18:00")
     step_seconds: Pos = 60.0
-    drain_minutes: NonNeg = 60.0  # after ``end`` no new orders; the episode runs on this long to finish deliveries
+    # after ``end`` no new orders; the episode runs on this long to finish deliveries
+    drain_minutes: Annotated[float, Field(ge=0.0, le=MAX_DRAIN_MINUTES)] = 60.0
 
     @model_validator(mode="after")
     def _order(self) -> Horizon:
@@ -105,7 +129,7 @@ class Traffic(_Model):
         TrafficPeak(center=parse_clock("17:30"), width_hours=1.5, amplitude=0.6),
     )
     centre_weight: NonNeg = 0.6  # zones near the centre get up to (1 + centre_weight) x the peak
-    incidents_per_hour: NonNeg = 0.5
+    incidents_per_hour: Annotated[float, Field(ge=0.0, le=MAX_INCIDENTS_PER_HOUR)] = 0.5
     incident_factor: Range[Pos] = (1.5, 2.5)
     incident_minutes: Range[Pos] = (20.0, 60.0)
 
@@ -122,7 +146,7 @@ class FlashSale(_ClockModel):
     start: float
     minutes: Pos = 30.0
     zone: Annotated[int, Field(ge=0)] = 0
-    multiplier: Annotated[float, Field(ge=1.0)] = 4.0
+    multiplier: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 4.0  # x the zone's rate; see MAX_ORDERS
 
 
 class ServiceLevel(_Model):
@@ -131,13 +155,14 @@ class ServiceLevel(_Model):
 
 
 class Demand(_Model):
-    orders: NonNeg = 1500.0  # expected orders placed over the horizon, before conversion
+    # expected orders placed over the horizon, before conversion
+    orders: Annotated[float, Field(ge=0.0, le=MAX_ORDERS)] = 1500.0
     baseline: NonNeg = 0.4  # relative rate outside the peaks
     peaks: tuple[DemandPeak, ...] = (
         DemandPeak(center=parse_clock("12:30"), weight=1.0),
         DemandPeak(center=parse_clock("19:00"), width_hours=1.5, weight=1.2),
     )
-    hotspots: Annotated[int, Field(ge=1)] = 12  # pickup clusters (restaurants, stores, hubs)
+    hotspots: Annotated[int, Field(ge=1, le=MAX_HOTSPOTS)] = 12  # pickup clusters (restaurants, stores, hubs)
     hotspot_radius_m: Pos = 400.0
     flash_sales: tuple[FlashSale, ...] = ()
     express: ServiceLevel = ServiceLevel(minutes=30, share=0.3)
@@ -187,7 +212,7 @@ class Acceptance(_Model):
 
 
 class Fleet(_Model):
-    drivers: Annotated[int, Field(ge=1, le=200_000)] = 100
+    drivers: Annotated[int, Field(ge=1, le=MAX_DRIVERS)] = 100
     owned_share: Frac = 0.1
     flex_share: Frac = 0.2
     applicant_share: Frac = 0.1
@@ -294,4 +319,19 @@ class GridScenario(_Model):
         for i, fs in enumerate(self.demand.flash_sales):
             if fs.zone >= zx * zy:
                 raise ValueError(f"demand.flash_sales.{i}.zone: {fs.zone} is not a zone (0..{zx * zy - 1})")
+        most = max_expected_orders(self)
+        if self.demand.flash_sales and most > MAX_ORDERS:
+            raise ValueError(
+                f"demand.flash_sales: with demand.orders {self.demand.orders:,.0f} the flash sales can add up to "
+                f"{most - self.demand.orders:,.0f} orders, {most:,.0f} in all, above the limit of {MAX_ORDERS:,} "
+                "a day: lower their multiplier or minutes, or demand.orders"
+            )
         return self
+
+
+def max_expected_orders(cfg: GridScenario) -> float:
+    """The most orders a day of ``cfg`` can expect: ``demand.orders`` plus each flash sale's extra orders
+    as ``generate.sample_orders`` draws them, with the whole day's pickups in the sale's zone."""
+    d, h = cfg.demand, cfg.horizon
+    extra = sum(2.0 * (fs.multiplier - 1.0) * min(1.0, fs.minutes * 60.0 / (h.end - h.start)) for fs in d.flash_sales)
+    return d.orders * (1.0 + extra)

@@ -1,4 +1,9 @@
-"""Episode KPIs, computed from the simulator's arrays (never from counters kept on the side)."""
+"""Episode KPIs, computed from the simulator's arrays (never from counters kept on the side).
+
+A KPI that is a ratio is undefined when its denominator is zero (``on_time_rate`` of a day with nothing
+delivered, ``acceptance_rate`` without offers): it is then ``float("nan")``, never 0. Tables and reports
+print it as ``n/a``, JSON files hold ``null``, and means and intervals over seeds leave it out.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ KPI_DOC: dict[str, tuple[str, str]] = {
     "suspensions": ("", "drivers suspended (three late deliveries in a row)"),
     "access_denied": ("", "applicants refused for expired or forged documents"),
     "disputes": ("", "payouts disputed and corrected in the next cycle"),
-    "invalid_actions": ("", "decision pairs skipped as invalid"),
+    "invalid_decision_pairs": ("", "decision entries skipped as not applicable: offers, moves, take-backs"),
     "sim_seconds": ("s", "simulated time"),
     "wall_seconds": ("s", "wall-clock time of the run (added by the command line)"),
 }
@@ -60,31 +65,32 @@ def compute_kpis(sim: Simulator) -> dict[str, float]:
     gig = ~dr.always_accept
     offers = int(dr.offers[gig].sum())
     bundles = np.unique(od.bundle_id[delivered])
+    nan = float("nan")  # a ratio with a zero denominator
     return {
         "orders_created": n_created,
         "orders_lost": int((st == ORDER_LOST).sum()),
         "orders_delivered": n_del,
         "orders_cancelled": int((st == ORDER_CANCELLED).sum()),
         "orders_open": n_created - n_del - int((st == ORDER_CANCELLED).sum()),
-        "on_time_rate": float(on_time.mean()) if n_del else 0.0,
-        "undelivered_rate": 1.0 - n_del / n_created if n_created else 0.0,
-        "click_to_door_mean_min": float(ctd.mean()) if n_del else float("nan"),
-        "click_to_door_p90_min": float(np.percentile(ctd, 90)) if n_del else float("nan"),
-        "ready_to_pickup_mean_min": float(r2p.mean()) if n_del else float("nan"),
-        "overage_mean_min": float(np.maximum(ctd - 40.0, 0.0).mean()) if n_del else float("nan"),
+        "on_time_rate": float(on_time.mean()) if n_del else nan,
+        "undelivered_rate": 1.0 - n_del / n_created if n_created else nan,
+        "click_to_door_mean_min": float(ctd.mean()) if n_del else nan,
+        "click_to_door_p90_min": float(np.percentile(ctd, 90)) if n_del else nan,
+        "ready_to_pickup_mean_min": float(r2p.mean()) if n_del else nan,
+        "overage_mean_min": float(np.maximum(ctd - 40.0, 0.0).mean()) if n_del else nan,
         "fees_total": fees / 100.0,
         "payouts_total": payouts / 100.0,
         "refunds_total": refunds / 100.0,
         "platform_margin": sim.ledger.balances()["platform"] / 100.0,
-        "cost_per_order": payouts / 100.0 / n_created if n_created else 0.0,
-        "driver_earnings_per_hour": payouts / 100.0 / hours if hours > 0 else 0.0,
-        "utilization": float(dr.busy_s.sum() / dr.online_s.sum()) if dr.online_s.sum() > 0 else 0.0,
-        "acceptance_rate": float(dr.accepts[gig].sum() / offers) if offers else float("nan"),
-        "orders_per_bundle": n_del / len(bundles) if len(bundles) else float("nan"),
+        "cost_per_order": payouts / 100.0 / n_created if n_created else nan,
+        "driver_earnings_per_hour": payouts / 100.0 / hours if hours > 0 else nan,
+        "utilization": float(dr.busy_s.sum() / dr.online_s.sum()) if dr.online_s.sum() > 0 else nan,
+        "acceptance_rate": float(dr.accepts[gig].sum() / offers) if offers else nan,
+        "orders_per_bundle": n_del / len(bundles) if len(bundles) else nan,
         "drivers_online_peak": int(getattr(sim, "online_peak", 0)),
         "suspensions": int(dr.suspensions.sum()),
         "access_denied": int((dr.account == ACC_ACCESS_DENIED).sum()),
         "disputes": int(sim.counters["disputes"]),
-        "invalid_actions": int(sim.counters["invalid"]),
+        "invalid_decision_pairs": int(sim.counters["invalid"]),
         "sim_seconds": float(sim.t - sim.t_start),
     }

@@ -56,6 +56,11 @@ def load_yaml(path: Path) -> GridScenario:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ScenarioError(f"scenario {path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:  # an empty file, or only comments: most likely the wrong file, so not the defaults in silence
+        raise ScenarioError(
+            f"scenario {path}: the file is empty; write the fields to change (e.g. 'demand: {{orders: 2000}}', "
+            "see docs/scenarios.md), or '{}' for all the defaults"
+        )
     cfg = parse_config(data, str(path))
     if "name" not in (data or {}):
         cfg = cfg.model_copy(update={"name": path.stem})
