@@ -363,6 +363,28 @@ def test_resume_when_the_last_checkpoint_is_final_completes_the_run(
     assert "nothing left to do" in capsys.readouterr().out
 
 
+def test_resume_from_a_damaged_checkpoint_is_one_line(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run to resume whose latest.zip is truncated: one line naming the file, exit 2, nothing written."""
+    import shutil
+
+    from gigdispatch.training.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    prog = json.loads((run / "progress.json").read_text())
+    (run / "progress.json").write_text(json.dumps({**prog, "done": False}))
+    latest = run / "checkpoints/latest.zip"
+    latest.write_bytes(latest.read_bytes()[:20_000])
+    before = (run / "command.txt").read_text()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert f"checkpoint '{latest}': not a loadable SB3 checkpoint" in err and "re-train it or restore it" in err
+    assert (run / "command.txt").read_text() == before
+
+
 def test_resume_with_the_wrong_backend_is_one_line(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from gigdispatch.training.cli import main
 

@@ -55,6 +55,7 @@ from gigdispatch.training.runs import (
     POLICY,
     TB,
     RunLog,
+    number,
     read_record,
 )
 
@@ -207,7 +208,7 @@ def train_cem(
             rows = _evaluate(pool, scenario, [start], eval_seeds, values, c.policy)[0]
             st["start_eval"] = _mean(rows, obj)
             st["best_eval"], st["best_params"] = st["start_eval"], start  # the start is a candidate too
-            runlog.step(0, f"start: held-out {obj} {st['start_eval']:,.4g} ({len(eval_seeds)} days)")
+            runlog.step(0, f"start: held-out {obj} {number(st['start_eval'])} ({len(eval_seeds)} days)")
         runlog.start(c.iterations, st["iteration"], "iter", cfg.name)
         while st["iteration"] < c.iterations:
             it = st["iteration"]
@@ -257,8 +258,8 @@ def train_cem(
             atomic_write_json(state_file, st)
             runlog.step(
                 step,
-                f"iteration {step}/{c.iterations}: training days {obj} mean {rec['population_mean']:,.4g}, "
-                f"elite {rec['elite_mean']:,.4g}; held-out {ev:,.4g} (best {st['best_eval']:,.4g})",
+                f"iteration {step}/{c.iterations}: training days {obj} mean {number(rec['population_mean'])}, "
+                f"elite {number(rec['elite_mean'])}; held-out {number(ev)} (best {number(st['best_eval'])})",
             )
     finally:
         runlog.close()

@@ -43,6 +43,7 @@ from gigdispatch.training.runs import (
     TB,
     RunLog,
     finished_line,
+    number,
     read_progress,
     write_run_files,
 )
@@ -307,7 +308,7 @@ def train_rllib(
             runlog.step(
                 it,
                 f"iteration {it}/{cfg.rllib.iterations}: {int(steps):,} env steps"
-                + (f", episode return mean {ret:,.4g}" if ret is not None else "")
+                + (f", episode return mean {number(ret)}" if ret is not None else "")
                 + f", {secs:.1f} s",
             )
         writer.close()

@@ -54,6 +54,7 @@ __all__ = [
     "git_revision",
     "load_run_config",
     "new_run_dir",
+    "number",
     "read_progress",
     "read_record",
     "save_checkpoint",
@@ -168,6 +169,14 @@ def save_checkpoint(model: Any, path: Path) -> None:
     buf = io.BytesIO()
     model.save(buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def number(value: float | None) -> str:
+    """A metric for a progress line: whole numbers with thousands separators from 1,000 up (86,420, not
+    8.642e+04), four significant digits below (0.9831); ``n/a`` for None or NaN."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def finished_line(run_dir: Path) -> str | None:

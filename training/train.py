@@ -49,6 +49,7 @@ from gigdispatch.training.runs import (
     finished_line,
     load_run_config,
     new_run_dir,
+    number,
     read_progress,
     save_checkpoint,
     write_progress,
@@ -224,7 +225,7 @@ def iteration_steps(cfg: TrainConfig, model: Any) -> int:
 
 
 def _eval_text(res: dict[str, float], seconds: float) -> str:
-    text = f"eval reward_mean {res['reward_mean']:,.4g}"
+    text = f"eval reward_mean {number(res['reward_mean'])}"
     if "profit_mean" in res:
         text += f", profit_mean {res['profit_mean']:,.1f}"
     return text + f" ({res['episodes']:.0f} days, {seconds:.1f} s)"
@@ -365,6 +366,7 @@ def train(
     cfg, rdir = _resolve_run(cfg, out_dir, resume, run_dir)
     if resume is not None and finished_line(rdir) is not None:
         return rdir  # nothing left to do
+    model = None
     if cfg.algo == "cem":
         from gigdispatch.envs import load_scenario
 
@@ -375,6 +377,9 @@ def train(
         algo_class(cfg.algo)  # torch and SB3 installed (else one line naming the 'rl' extra), before any folder
         seed_everything(cfg.seed, cfg.torch_threads)
         env = make_train_env(cfg)  # a bad scenario or env argument fails here, before the run folder is made
+        latest = rdir / CHECKPOINTS / LATEST
+        if resume is not None and latest.is_file():  # a damaged checkpoint fails here, before anything is written
+            model = load_model(cfg.algo, latest, device=cfg.device, env=env, tensorboard_log=str(rdir / TB))
     ckpt = rdir / CHECKPOINTS
     ckpt.mkdir(parents=True, exist_ok=True)
     write_run_files(rdir, cfg, command or shlex.join(sys.argv), resumed=resume is not None)
@@ -384,7 +389,7 @@ def train(
         if cfg.algo == "cem":
             _train_cem_run(cfg, rdir, resume is not None, runlog)
         else:
-            _train_sb3(cfg, rdir, env, resume is not None, runlog)
+            _train_sb3(cfg, rdir, env, model, runlog)
     finally:
         runlog.close()
     return rdir
@@ -402,11 +407,11 @@ def _train_cem_run(cfg: TrainConfig, rdir: Path, resume: bool, runlog: RunLog) -
     )
 
 
-def _train_sb3(cfg: TrainConfig, rdir: Path, env: Any, resume: bool, runlog: RunLog) -> None:
+def _train_sb3(cfg: TrainConfig, rdir: Path, env: Any, model: Any, runlog: RunLog) -> None:
+    """Train ``model`` (the resumed run's, or None: a new one) to ``total_timesteps`` and finish the run."""
     ckpt = rdir / CHECKPOINTS
     latest = ckpt / LATEST
-    if resume and latest.is_file():
-        model = load_model(cfg.algo, latest, device=cfg.device, env=env, tensorboard_log=str(rdir / TB))
+    if model is not None:
         model.set_random_seed(cfg.seed + int(model.num_timesteps))
     else:
         model = build_model(cfg, env, tensorboard_log=str(rdir / TB))
@@ -496,7 +501,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(
             f"searched {pol['iterations']} CEM iterations ({prog['num_timesteps']:,} simulated days); "
             f"held-out {pol['objective']} "
-            f"{pol['start_held_out_objective_mean']:,.4g} at the start, {pol['held_out_objective_mean']:,.4g} best; "
+            f"{number(pol['start_held_out_objective_mean'])} at the start, "
+            f"{number(pol['held_out_objective_mean'])} best; "
             f"policy: {run_dir / 'policy.json'}"
         )
         return 0
