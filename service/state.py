@@ -83,14 +83,11 @@ def write_into_simulator(
     idle drivers. Built with ``EpisodeState.at`` and set with ``Simulator.load_state`` (the ledger and
     the random streams stay those of the served simulator).
     """
-    city = sim.city
-    state = EpisodeState.at(now, sim.traffic, drivers.n, city.n_zones, placed=orders.n)
+    state = EpisodeState.at(now, sim.traffic, drivers.n, sim.city.n_zones, placed=orders.n)
     state.committed[:] = committed
     sim.load_state(orders, drivers, state, ledger=sim.ledger, rng=sim.rng)
-    Z = city.n_zones
-    state.zone_demand = np.bincount(city.zone_of[pickups], minlength=Z).astype(np.float64)
-    idle = sim.eligible(idle_only=True)
-    state.zone_supply = np.bincount(city.zone_of[drivers.node[idle]], minlength=Z).astype(np.float64)
+    state.zone_demand = sim.zone_count(sim.city.zone_of[pickups])
+    state.zone_supply = sim.zone_supply_of(sim.eligible(idle_only=True))
 
 
 class ServeState:
