@@ -42,6 +42,8 @@ ALGORITHMS: dict[str, str] = {
     "ppo": "stable_baselines3:PPO",
 }
 MASKED_ALGORITHMS = frozenset({"maskable_ppo"})  # these predict with the env's action masks
+# a run's ``env`` -> the class whose observation code the model was trained on (``envs.dispatch_env``)
+DISPATCH_ENVS = {"dispatch": "DispatchEnv", "dispatch-v1": "DispatchEnvV1"}
 # the run folder's files this module reads
 RUN_CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -173,9 +175,9 @@ def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LearnedPolicyError(f"{what}: {f}: expected a mapping of keys to values, got {type(data).__name__}")
     env = data.get("env")
-    if env != "dispatch":
+    if env not in DISPATCH_ENVS:
         raise LearnedPolicyError(
-            f"{what}: trained on env {env!r}; only 'dispatch' runs act as a platform dispatch policy"
+            f"{what}: trained on env {env!r}; only 'dispatch' and 'dispatch-v1' runs act as a platform dispatch policy"
         )
     algo = data.get("algo")
     if algo not in ALGORITHMS:
@@ -192,7 +194,7 @@ def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
         }
     except ValueError as exc:
         raise LearnedPolicyError(f"{what}: {f}: {exc}") from None
-    return {"algo": algo, "env_kwargs": env_kwargs}
+    return {"algo": algo, "env": env, "env_kwargs": env_kwargs}
 
 
 class EnvDispatchPolicy(Policy):
@@ -252,6 +254,7 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
         self.algo: str = rc["algo"]
         self.masked = self.algo in MASKED_ALGORITHMS
         self.env_kwargs: dict[str, Any] = rc["env_kwargs"]
+        self.env_name: str = rc["env"]
         try:
             self.model = load_model(self.algo, ckpt, device=device)
         except CorruptCheckpointError as exc:
@@ -259,9 +262,9 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
         self.checkpoint = ckpt
 
     def _make_env(self, scenario: Any) -> Any:
-        from gigdispatch.envs.dispatch_env import DispatchEnv
+        from gigdispatch.envs import dispatch_env
 
-        env = DispatchEnv(scenario, **self.env_kwargs)
+        env = getattr(dispatch_env, DISPATCH_ENVS[self.env_name])(scenario, **self.env_kwargs)
         expected = self.model.observation_space
         if any(env.observation_space[key].shape != expected[key].shape for key in expected.spaces):
             raise LearnedPolicyError(

@@ -3,6 +3,9 @@
 * ``envs.core`` -- the simulator (NumPy only), ``envs.scenarios`` -- scenario loading;
 * ``gigdispatch/Dispatch-v0`` (Gymnasium), registered on import with its episode limit:
   ``gymnasium.make("gigdispatch/Dispatch-v0", scenario=...)``;
+* ``gigdispatch/Dispatch-v1``: the same env with the observation as rows of sets (``DispatchEnvV1``), and its
+  vector form ``gymnasium.make_vec("gigdispatch/Dispatch-v1", num_envs=8)`` (``envs.dispatch_vec``; for
+  stable-baselines3 wrap it in ``envs.sb3_vec.SB3VecEnv``);
 * ``gigdispatch/Fleet-v0`` (PettingZoo), registered on import in both of PettingZoo's registries:
   ``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", scenario=...)`` (or ``"aec"``);
   ``envs.parallel_env(...)`` / ``envs.env(...)`` are the same, as plain functions;
@@ -21,11 +24,19 @@ from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS
 from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 
 DISPATCH_ID = "gigdispatch/Dispatch-v0"
+DISPATCH_V1_ID = "gigdispatch/Dispatch-v1"
 FLEET_ID = "gigdispatch/Fleet-v0"
 
 if DISPATCH_ID not in gymnasium.registry:
     gymnasium.register(
         id=DISPATCH_ID, entry_point="gigdispatch.envs.dispatch_env:DispatchEnv", max_episode_steps=MAX_EPISODE_STEPS
+    )
+if DISPATCH_V1_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=DISPATCH_V1_ID,
+        entry_point="gigdispatch.envs.dispatch_env:DispatchEnvV1",
+        vector_entry_point="gigdispatch.envs.dispatch_vec:DispatchVecEnv",
+        max_episode_steps=MAX_EPISODE_STEPS,
     )
 if FLEET_ID not in pettingzoo.parallel_registry:
     pettingzoo.register("parallel", FLEET_ID, entry_point="gigdispatch.envs.fleet_env:FleetParallelEnv")
@@ -53,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DISPATCH_ID",
+    "DISPATCH_V1_ID",
     "FLEET_ID",
     "ActionError",
     "Decision",

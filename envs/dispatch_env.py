@@ -161,12 +161,9 @@ class DispatchEnv(RenderMixin, gym.Env):
         self.seed_schedule = seed_schedule if seed_schedule is not None else SeedSchedule()
         self.pricing = bool(self.scenario.cfg.pricing.enabled) and self.sim.n_levels > 1
         self.L = self.sim.n_levels if self.pricing else 1
+        self._obs_shapes = self._observation_shapes()
         self.observation_space = spaces.Dict(
-            {
-                "orders": spaces.Box(-CLIP, CLIP, (self.M * len(ORDER_FEATURES),), np.float32),
-                "candidates": spaces.Box(-CLIP, CLIP, (self.M * self.K * len(CANDIDATE_FEATURES),), np.float32),
-                "globals": spaces.Box(-CLIP, CLIP, (len(GLOBAL_FEATURES),), np.float32),
-            }
+            {key: spaces.Box(-CLIP, CLIP, shape, np.float32) for key, shape in self._obs_shapes.items()}
         )
         nvec = [self.K + 1] * self.M + ([self.L] * self.M if self.pricing else [])
         self.action_space = spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
@@ -174,6 +171,14 @@ class DispatchEnv(RenderMixin, gym.Env):
         self._cand = np.full((self.M, self.K), -1, np.int64)
         self._viewer: Any = None
         self._carry = 0.0
+
+    def _observation_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of the observation's three arrays (v0: flat vectors; ``DispatchEnvV1``: rows)."""
+        return {
+            "orders": (self.M * len(ORDER_FEATURES),),
+            "candidates": (self.M * self.K * len(CANDIDATE_FEATURES),),
+            "globals": (len(GLOBAL_FEATURES),),
+        }
 
     # ------------------------------------------------------------------------------------------ API
     def reset(
@@ -391,7 +396,45 @@ class DispatchEnv(RenderMixin, gym.Env):
             np.float32,
         )
         return {
-            "orders": np.clip(o_feat, -CLIP, CLIP).ravel(),
-            "candidates": np.clip(c_feat, -CLIP, CLIP).ravel(),
-            "globals": np.clip(g, -CLIP, CLIP),
+            "orders": np.clip(o_feat, -CLIP, CLIP, out=o_feat).reshape(self._obs_shapes["orders"]),
+            "candidates": np.clip(c_feat, -CLIP, CLIP, out=c_feat).reshape(self._obs_shapes["candidates"]),
+            "globals": np.clip(g, -CLIP, CLIP, out=g),
+        }
+
+
+class DispatchEnvV1(DispatchEnv):
+    """``gigdispatch/Dispatch-v1``: Dispatch-v0's days, decisions, actions, masks and rewards, with the observation
+    as rows of sets, so that a network can share weights across order slots and candidates.
+
+    ## Observation Space
+    ``Dict`` of three ``Box(-5, 5, float32)`` arrays, the features of ``DispatchEnv`` (same order, scaling and
+    clipping) in their natural shapes:
+
+    - ``orders``, ``(max_orders, 12)``: one row per order slot (``ORDER_FEATURES``; column 0 is *valid*);
+    - ``candidates``, ``(max_orders, k, 9)``: one row per order-candidate pair (``CANDIDATE_FEATURES``;
+      column 0 is *valid*);
+    - ``globals``, ``(6,)`` (``GLOBAL_FEATURES``).
+
+    Padded rows are all zeros, and the valid columns carry the whole action mask: choice ``j`` of slot ``i`` is
+    valid exactly where ``candidates[i, j, 0] == 1`` (hold always), and payout levels above 0 exactly where
+    ``orders[i, 0] == 1``. So a policy can mask itself from the observation (``agents.setnet``), and
+    ``action_masks()`` is the same mask as a flat vector for MaskablePPO.
+
+    ## Vector form
+    ``gymnasium.make_vec("gigdispatch/Dispatch-v1", num_envs=8)`` is ``DispatchVecEnv``: eight days in one
+    process, each day the day a single env plays for the same seed (``envs.dispatch_vec``).
+    ``vectorization_mode="async"`` runs one day per subprocess instead. ``envs.sb3_vec.SB3VecEnv`` hands
+    either to stable-baselines3.
+
+    ## Version History
+    * v1: the observation's arrays have their row shapes (v0: the same values, flattened); everything else as v0.
+    """
+
+    _render_title = "Dispatch-v1"
+
+    def _observation_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "orders": (self.M, len(ORDER_FEATURES)),
+            "candidates": (self.M, self.K, len(CANDIDATE_FEATURES)),
+            "globals": (len(GLOBAL_FEATURES),),
         }

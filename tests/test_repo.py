@@ -100,3 +100,31 @@ def test_simulator_doc_lists_every_kpi_in_order() -> None:
     rows = re.findall(r"^\| `(\w+)` \|([^|]*)\|", section, re.M)
     assert [name for name, _ in rows] == list(KPI_DOC)
     assert [unit.strip() for _, unit in rows] == [unit for unit, _ in KPI_DOC.values()]
+
+
+def readme_training_snippet() -> str:
+    """The code block after the README's "Training a neural dispatcher on it" paragraph."""
+    text = (ROOT / "README.md").read_text()
+    sec = text.split("Training a neural dispatcher on it", 1)[1]
+    block = re.search(r"```python\n(.*?)```", sec, re.S)
+    assert block, "the README's training paragraph must be followed by a python code block"
+    return block.group(1)
+
+
+@pytest.mark.parametrize("algo", ["MaskablePPO", "PPO"])
+def test_readme_training_snippet_trains_the_set_policy_with_ppo(algo: str) -> None:
+    """The README's few lines, as written (MaskablePPO, 8 days at once) and with plain PPO (the policy masks
+    itself from the observation), train: the rollouts of 8 x 128 steps end in updates of the set policy."""
+    import torch
+
+    src = readme_training_snippet()
+    assert "MaskablePPO(DispatchSetPolicy, env" in src and "make_vec(" in src
+    if algo == "PPO":
+        src = src.replace("from sb3_contrib import MaskablePPO", "from stable_baselines3 import PPO as MaskablePPO")
+    torch.set_num_threads(1)
+    ns: dict = {}
+    exec(compile(src, "README.md", "exec"), ns)
+    model = ns["model"]
+    assert model.num_timesteps == 2048 and model.n_envs == 8
+    assert type(model.policy).__name__ == "DispatchSetPolicy"
+    assert type(model).__name__ == algo and model._n_updates > 0

@@ -59,7 +59,7 @@ def test_shipped_configs_validate(name: str) -> None:
             {},
             ["ppo.n_steps=8", "ppo.batch_size=1000"],
             "ppo.batch_size",
-            "1,000 is larger than a rollout of ppo.n_steps 8 x 1 env (env: dispatch) = 8 steps",
+            "1,000 is larger than a rollout of ppo.n_steps 8 x 1 env = 8 steps",
         ),
         ({"algo": "ppo", "ppo": {"n_steps": 64, "batch_size": 65}}, [], "ppo.batch_size", "<= 64 or raise ppo.n_steps"),
     ],

@@ -44,12 +44,14 @@ def _seed_list(value: Any) -> Any:
 
 
 class DispatchEnvConfig(_Strict):
-    """Keyword arguments of ``gigdispatch/Dispatch-v0`` (``envs.dispatch_env.DispatchEnv``)."""
+    """Keyword arguments of ``gigdispatch/Dispatch-v0`` / ``-v1`` (``envs.dispatch_env.DispatchEnv``), and how
+    many days train at once (``env: dispatch-v1``: ``envs.dispatch_vec.DispatchVecEnv``)."""
 
     max_orders: int = Field(32, ge=1, le=1024)
     k: int = Field(8, ge=1, le=64)
     reward_scale: float = Field(1.0, gt=0)
     idle_only: bool = False
+    num_envs: int = Field(1, ge=1, le=256, description="days stepped together (env: dispatch-v1)")
 
 
 class FleetEnvConfig(_Strict):
@@ -73,6 +75,12 @@ class PPOConfig(_Strict):
     clip_range: float = Field(0.2, gt=0)
     max_grad_norm: float = Field(0.5, gt=0)
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    policy: Literal["auto", "mlp", "set"] = Field(
+        "auto",
+        description="the network: 'set' (agents.setnet, env: dispatch-v1), 'mlp' (SB3's MultiInputPolicy/MlpPolicy"
+        " with net_arch); 'auto' is 'set' on dispatch-v1, 'mlp' elsewhere",
+    )
+    hidden: int = Field(64, ge=4, le=1024, description="width of the set network's layers (policy: set)")
 
     @field_validator("net_arch")
     @classmethod
@@ -153,7 +161,7 @@ class TrainConfig(_Strict):
     """One training run. See ``docs/training.md`` for every field."""
 
     name: str = Field("train", pattern=r"^[A-Za-z0-9_.+-]+$")
-    env: Literal["dispatch", "fleet"] = "dispatch"
+    env: Literal["dispatch", "dispatch-v1", "fleet"] = "dispatch"
     scenario: str = "default"
     dispatch: DispatchEnvConfig = Field(default_factory=DispatchEnvConfig)
     fleet: FleetEnvConfig = Field(default_factory=FleetEnvConfig)
@@ -189,9 +197,22 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch(self) -> TrainConfig:
-        if self.algo != "cem" and self.env == "dispatch":  # one Dispatch-v0 env; the fleet's count is its drivers
-            check_batch_size(self.ppo, n_envs=1, error=ValueError)
+        if self.algo != "cem" and self.env != "fleet":  # the fleet's env count is its drivers, known later
+            check_batch_size(self.ppo, n_envs=self.dispatch.num_envs, error=ValueError)
         return self
+
+    @model_validator(mode="after")
+    def _v1_only(self) -> TrainConfig:
+        if self.dispatch.num_envs > 1 and self.env != "dispatch-v1":
+            raise ValueError(f"dispatch.num_envs: {self.dispatch.num_envs} days at once needs env: dispatch-v1")
+        if self.ppo.policy == "set" and self.env != "dispatch-v1":
+            raise ValueError("ppo.policy: 'set' reads Dispatch-v1's row-shaped observations: use env: dispatch-v1")
+        return self
+
+    @property
+    def uses_set_policy(self) -> bool:
+        """The run's network is the set policy (``agents.setnet``)."""
+        return self.ppo.policy == "set" or (self.ppo.policy == "auto" and self.env == "dispatch-v1")
 
     @model_validator(mode="after")
     def _disjoint(self) -> TrainConfig:
@@ -207,10 +228,10 @@ class TrainConfig(_Strict):
 def check_batch_size(ppo: PPOConfig, n_envs: int, error: type[Exception] = ConfigError) -> int:
     """``ppo.batch_size``, refused (``error``, naming both fields) when it is larger than one rollout of
     ``ppo.n_steps x n_envs`` steps: SB3 would then train on minibatches of the whole rollout instead.
-    ``n_envs`` is 1 for ``env: dispatch``, the scenario's drivers for ``env: fleet``."""
+    ``n_envs`` is 1 for ``env: dispatch``, ``dispatch.num_envs`` for ``dispatch-v1``, the drivers for ``fleet``."""
     rollout = ppo.n_steps * n_envs
     if ppo.batch_size > rollout:
-        envs = "1 env (env: dispatch)" if n_envs == 1 else f"{n_envs:,} envs (env: fleet, one per driver)"
+        envs = "1 env" if n_envs == 1 else f"{n_envs:,} envs"
         raise error(
             f"ppo.batch_size: {ppo.batch_size:,} is larger than a rollout of ppo.n_steps {ppo.n_steps:,} x "
             f"{envs} = {rollout:,} steps; set ppo.batch_size <= {rollout:,} or raise ppo.n_steps"

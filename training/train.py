@@ -61,11 +61,12 @@ __all__ = ["KPI_TAGS", "TrainError", "build_model", "evaluate_model", "make_trai
 
 # ------------------------------------------------------------------------------------------- envs
 def dispatch_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
-    """Dispatch-v0 with the run's ``dispatch`` settings, playing the days of ``seed_schedule``."""
-    from gigdispatch.envs.dispatch_env import DispatchEnv
+    """Dispatch-v0 (or v1, ``env: dispatch-v1``) with the run's ``dispatch`` settings, playing the days of
+    ``seed_schedule``."""
+    from gigdispatch.envs.dispatch_env import DispatchEnv, DispatchEnvV1
 
     d = cfg.dispatch
-    return DispatchEnv(
+    return (DispatchEnvV1 if cfg.env == "dispatch-v1" else DispatchEnv)(
         cfg.scenario,
         max_orders=d.max_orders,
         k=d.k,
@@ -92,8 +93,18 @@ def train_schedule(cfg: TrainConfig) -> SeedSchedule:
     return SeedSchedule(seeds=cfg.train_seeds, shuffle=cfg.seed, ignore_reset_seed=True)
 
 
+def train_schedules(cfg: TrainConfig, n: int) -> list[SeedSchedule]:
+    """``n`` training schedules that share out ``train_seeds`` (shuffled by ``seed``): sub-env ``i`` plays every
+    ``n``-th seed from the ``i``-th on, cycled, so the days at once are different days."""
+    order = np.random.default_rng(cfg.seed).permutation(np.asarray(cfg.train_seeds, np.int64))
+    if len(order) < n:
+        order = np.resize(order, n)  # fewer seeds than envs: some days are played by two envs
+    return [SeedSchedule(seeds=order[i::n].tolist(), ignore_reset_seed=True) for i in range(n)]
+
+
 def make_train_env(cfg: TrainConfig) -> Any:
-    """The SB3 VecEnv used for training (``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv, or the fleet)."""
+    """The SB3 VecEnv used for training: ``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv; for ``dispatch-v1``
+    the ``dispatch.num_envs`` days of ``DispatchVecEnv`` through ``SB3VecEnv`` (``VecMonitor``); or the fleet."""
     if cfg.env == "fleet":
         env = fleet_env(cfg, train_schedule(cfg))
         try:  # one env per driver: known once the scenario is loaded (the config checks env: dispatch)
@@ -103,8 +114,23 @@ def make_train_env(cfg: TrainConfig) -> Any:
             raise
         return env
     from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
+    if cfg.env == "dispatch-v1":
+        from gigdispatch.envs.dispatch_vec import DispatchVecEnv
+        from gigdispatch.envs.sb3_vec import SB3VecEnv
+
+        d = cfg.dispatch
+        vec = DispatchVecEnv(
+            num_envs=d.num_envs,
+            scenario=cfg.scenario,
+            max_orders=d.max_orders,
+            k=d.k,
+            reward_scale=d.reward_scale,
+            idle_only=d.idle_only,
+            seed_schedules=train_schedules(cfg, d.num_envs),
+        )
+        return VecMonitor(SB3VecEnv(vec))
     return DummyVecEnv([lambda: Monitor(dispatch_env(cfg, train_schedule(cfg)))])
 
 
@@ -116,8 +142,16 @@ def build_model(
     Algo = algo_class(algo or cfg.algo)
     p = cfg.ppo
     batch = check_batch_size(p, env.num_envs)  # refused when larger than a rollout, never clamped
+    policy_kwargs: dict[str, Any] = {"net_arch": list(p.net_arch)}
+    if policy is None and cfg.uses_set_policy:
+        from gigdispatch.agents.setnet import DispatchSetPolicy
+
+        chosen: Any = DispatchSetPolicy
+        policy_kwargs = {"hidden_size": p.hidden}
+    else:
+        chosen = policy or ("MlpPolicy" if cfg.env == "fleet" else "MultiInputPolicy")
     return Algo(
-        policy or ("MultiInputPolicy" if cfg.env == "dispatch" else "MlpPolicy"),
+        chosen,
         env,
         n_steps=p.n_steps,
         batch_size=batch,
@@ -129,7 +163,7 @@ def build_model(
         vf_coef=p.vf_coef,
         clip_range=p.clip_range,
         max_grad_norm=p.max_grad_norm,
-        policy_kwargs={"net_arch": list(p.net_arch)},
+        policy_kwargs=policy_kwargs,
         tensorboard_log=tensorboard_log,
         seed=cfg.seed,
         device=cfg.device,
@@ -147,7 +181,7 @@ def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
     seeds = cfg.eval.seeds[: cfg.eval.episodes]
     masked = cfg.algo in MASKED_ALGORITHMS
     returns, kpis = [], []
-    if cfg.env == "dispatch":
+    if cfg.env != "fleet":
         env = dispatch_env(cfg, SeedSchedule(seeds=seeds))  # the held-out days, in the given order
         for _ in seeds:
             obs, _ = env.reset()
