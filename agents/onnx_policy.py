@@ -1,4 +1,4 @@
-"""A Dispatch-v0 policy exported by ``gigdispatch export``, run with onnxruntime: no torch, no SB3.
+"""A Dispatch-v0 / v1 policy exported by ``gigdispatch export``, run with onnxruntime: no torch, no SB3.
 
 ``OnnxDispatchPolicy("dispatch.onnx")`` reads the sidecar ``dispatch.onnx.json`` (the run's Dispatch-v0
 arguments ``max_orders``, ``k``, ``reward_scale``, ``idle_only``, the input shapes and the action's
@@ -19,13 +19,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gigdispatch.agents.learned import EnvDispatchPolicy
+from gigdispatch.agents.learned import DISPATCH_ENVS, EnvDispatchPolicy
 
 OBS_KEYS = ("orders", "candidates", "globals")
 
 
 class OnnxDispatchPolicy(EnvDispatchPolicy):
-    """An exported Dispatch-v0 policy (``FILE.onnx`` + ``FILE.onnx.json``) acting through onnxruntime."""
+    """An exported Dispatch-v0 / v1 policy (``FILE.onnx`` + ``FILE.onnx.json``) acting through onnxruntime."""
 
     name: ClassVar[str] = "onnx"
 
@@ -44,6 +44,9 @@ class OnnxDispatchPolicy(EnvDispatchPolicy):
             self.max_orders, self.k = int(d["max_orders"]), int(d["k"])
             self.reward_scale, self.idle_only = float(d["reward_scale"]), bool(d["idle_only"])
             self.nvec = [int(n) for n in self.meta["action_nvec"]]
+            self.env_name = str(self.meta.get("env", "dispatch"))  # files exported before v1 have no "env"
+            if self.env_name not in DISPATCH_ENVS:
+                raise ValueError(f"env: {self.env_name!r} is not one of {', '.join(DISPATCH_ENVS)}")
             self.shapes = {key: tuple(int(s) for s in self.meta["inputs"][key]["shape"][1:]) for key in OBS_KEYS}
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
@@ -72,9 +75,10 @@ class OnnxDispatchPolicy(EnvDispatchPolicy):
         self.path = p
 
     def _make_env(self, scenario: Any) -> Any:
-        from gigdispatch.envs.dispatch_env import DispatchEnv
+        from gigdispatch.envs import dispatch_env
 
-        env = DispatchEnv(
+        env_class = getattr(dispatch_env, DISPATCH_ENVS.get(self.env_name, "DispatchEnv"))
+        env = env_class(
             scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only
         )
         if any(env.observation_space[key].shape != self.shapes[key] for key in OBS_KEYS):

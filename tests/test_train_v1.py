@@ -116,3 +116,12 @@ def test_short_v1_training_beats_random_valid(tmp_path: Path) -> None:
                 total += r
         randoms.append(total / cfg.eval.episodes)
     assert trained > max(randoms), (trained, randoms)
+
+
+def test_exporting_a_set_policy_run_is_one_line_and_writes_nothing(v1_run: Path, tmp_path: Path) -> None:
+    from gigdispatch.training.export import ExportError, export_policy
+
+    out = tmp_path / "policy.onnx"
+    with pytest.raises(ExportError, match="DispatchSetPolicy cannot be exported to ONNX yet") as info:
+        export_policy(v1_run, out, check=0)
+    assert "\n" not in str(info.value) and not out.exists()

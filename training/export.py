@@ -1,4 +1,4 @@
-"""``gigdispatch export``: a trained Dispatch-v0 policy as ONE ONNX graph, verified against the torch policy.
+"""``gigdispatch export``: a trained Dispatch-v0 / v1 policy as ONE ONNX graph, verified against the torch policy.
 
 ``export_policy(checkpoint, out, check=1000) -> dict`` is the Python API; ``add_parser(sub)`` the subcommand.
 
@@ -9,7 +9,9 @@ The graph (``DispatchPolicyGraph``) holds everything between the env's observati
   ``DispatchEnv.action_masks()``);
 * SB3's ``MultiInputPolicy`` preprocessing (``preprocess_obs``: Boxes cast to float; ``CombinedExtractor``:
   each key flattened, concatenated in the observation space's key order), the actor MLP and ``action_net``
-  (the logits of all MultiDiscrete dimensions, concatenated);
+  (the logits of all MultiDiscrete dimensions, concatenated); the set network of Dispatch-v1 runs
+  (``agents.setnet.DispatchSetPolicy``) is refused in one line for now (its trunk packs the real orders, a
+  data-dependent shape);
 * MaskablePPO runs: invalid logits set to ``-inf`` (SB3 uses -1e8; the argmax is the same, since every
   dimension keeps a valid choice: *hold* and level 0 always are);
   PPO runs: the mask is accepted and ignored, as ``LearnedDispatchPolicy`` predicts without masks;
@@ -82,6 +84,11 @@ def build_graph_module(model: Any, masked: bool) -> Any:
     from stable_baselines3.common.preprocessing import preprocess_obs
 
     policy = model.policy
+    if not hasattr(policy, "mlp_extractor"):  # the set network (agents.setnet): data-dependent shapes, not yet
+        raise ExportError(
+            f"the model's policy {type(policy).__name__} cannot be exported to ONNX yet (only MultiInputPolicy runs"
+            " can); evaluate and serve the run folder itself instead"
+        )
     nvec = [int(n) for n in model.action_space.nvec]
     segments = _segments(nvec)
     obs_space = policy.observation_space
@@ -293,10 +300,13 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
     if check_served < 0:
         raise ExportError(f"--check-served: must be >= 0, got {check_served}")
     learned = load_learned(checkpoint)
-    from gigdispatch.envs.dispatch_env import DispatchEnv
+    from gigdispatch.envs.scenarios.loader import load_scenario
 
     cfg, model = load_run_config(learned.run_dir, what="--checkpoint"), learned.model
-    env = DispatchEnv(cfg.scenario, **learned.env_kwargs)
+    try:  # the env class and arguments the run trained on (Dispatch-v0 or v1), and the model's fit to them
+        env = learned._make_env(load_scenario(cfg.scenario))
+    except ValueError as exc:
+        raise ExportError(f"--checkpoint {str(checkpoint)!r}: {exc}") from None
     shapes = {k: tuple(int(s) for s in model.observation_space[k].shape) for k in OBS_KEYS}
     if (
         any(env.observation_space[k].shape != shapes[k] for k in OBS_KEYS)
@@ -323,6 +333,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         "algo": learned.algo,
         "masked": bool(learned.masked),
         "scenario": str(cfg.scenario),
+        "env": learned.env_name,
         "dispatch": dict(learned.env_kwargs),
         "inputs": {
             **{k: {"shape": ["batch", *shapes[k]], "dtype": "float32"} for k in OBS_KEYS},
