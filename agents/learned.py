@@ -157,6 +157,13 @@ def _flag(value: Any, key: str) -> bool:
     return value
 
 
+def dispatch_env_class(env: str) -> Any:
+    """The ``envs.dispatch_env`` class of a run's ``env`` (``DISPATCH_ENVS``: Dispatch-v0 or v1)."""
+    from gigdispatch.envs import dispatch_env
+
+    return getattr(dispatch_env, DISPATCH_ENVS[env])
+
+
 def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
     """What a learned policy needs from a run's ``config.yaml``: ``{"algo", "env_kwargs"}`` (the Dispatch-v0
     arguments ``max_orders``, ``k``, ``reward_scale``, ``idle_only``).
@@ -262,9 +269,7 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
         self.checkpoint = ckpt
 
     def _make_env(self, scenario: Any) -> Any:
-        from gigdispatch.envs import dispatch_env
-
-        env = getattr(dispatch_env, DISPATCH_ENVS[self.env_name])(scenario, **self.env_kwargs)
+        env = dispatch_env_class(self.env_name)(scenario, **self.env_kwargs)
         expected = self.model.observation_space
         if any(env.observation_space[key].shape != expected[key].shape for key in expected.spaces):
             raise LearnedPolicyError(

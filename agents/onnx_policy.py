@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gigdispatch.agents.learned import DISPATCH_ENVS, EnvDispatchPolicy
+from gigdispatch.agents.learned import DISPATCH_ENVS, EnvDispatchPolicy, dispatch_env_class
 
 OBS_KEYS = ("orders", "candidates", "globals")
 
@@ -75,10 +75,7 @@ class OnnxDispatchPolicy(EnvDispatchPolicy):
         self.path = p
 
     def _make_env(self, scenario: Any) -> Any:
-        from gigdispatch.envs import dispatch_env
-
-        env_class = getattr(dispatch_env, DISPATCH_ENVS.get(self.env_name, "DispatchEnv"))
-        env = env_class(
+        env = dispatch_env_class(self.env_name)(
             scenario, max_orders=self.max_orders, k=self.k, reward_scale=self.reward_scale, idle_only=self.idle_only
         )
         if any(env.observation_space[key].shape != self.shapes[key] for key in OBS_KEYS):

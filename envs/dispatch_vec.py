@@ -7,7 +7,7 @@
 shared). ``reset(seed=s)`` starts sub-env ``i`` on day ``s + i`` (a list of seeds: one each), and every later
 day of sub-env ``i`` is the one a single env reset with seed ``s + i`` plays next (its ``seed_schedule``). One
 vector step is one decision epoch of every day, exactly ``DispatchEnvV1.step``: the days, rewards and KPIs of
-sub-env ``i`` are those of a single env given the same seeds and actions (``tests/test_envs.py``).
+sub-env ``i`` are those of a single env given the same seeds and actions (``tests/test_dispatch_v1.py``).
 
 **Autoreset: same step** (``metadata["autoreset_mode"]``). A day that ends (terminated at the end of the day,
 or truncated at ``max_episode_steps``) is reset in the same call: the returned row is the next day's first

@@ -35,14 +35,10 @@ class SB3VecEnv(VecEnv):
                 " gymnasium.make_vec(..., vector_kwargs={'autoreset_mode': AutoresetMode.SAME_STEP}))"
             )
         self.venv: Any = venv  # DispatchVecEnv, SyncVectorEnv or AsyncVectorEnv: all have call/get_attr/set_attr
-        self._rows = isinstance(venv.unwrapped, DispatchVecEnv)
+        inner = venv.unwrapped
+        self._rows: DispatchVecEnv | None = inner if isinstance(inner, DispatchVecEnv) else None
         self._actions: np.ndarray | None = None
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
-
-    @property
-    def unwrapped_vec(self) -> VectorEnv:
-        """The Gymnasium vector env underneath."""
-        return self.venv.unwrapped
 
     def reset(self) -> dict[str, np.ndarray]:
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
@@ -60,11 +56,9 @@ class SB3VecEnv(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_wait() without step_async()")
         actions, self._actions = self._actions, None
-        if self._rows:  # DispatchVecEnv: per-env infos straight away, without Gymnasium's vector-info dicts
-            vec = self.venv.unwrapped
-            assert isinstance(vec, DispatchVecEnv)
-            rows = vec.step_rows(actions)
-            obs_buf, rew_buf, term_buf, trunc_buf = vec.rows()
+        if self._rows is not None:  # DispatchVecEnv: per-env infos straight away, no Gymnasium vector-info dicts
+            rows = self._rows.step_rows(actions)
+            obs_buf, rew_buf, term_buf, trunc_buf = self._rows.rows()
             obs = {key: buf.copy() for key, buf in obs_buf.items()}
             rewards, terminated, truncated = rew_buf.astype(np.float32), term_buf.copy(), trunc_buf.copy()
         else:

@@ -49,13 +49,18 @@ def test_core_imports_no_rl_or_http_libraries() -> None:
             assert not re.search(rf"^\s*(import|from)\s+{b}\b", src, re.M), f"{f.name} imports {b}"
 
 
+def readme_python_block(after: str, at_once: bool = False) -> str:
+    """The first python code block of README.md after the text ``after`` (``at_once``: right after it)."""
+    text = (ROOT / "README.md").read_text()
+    sec = text.split(after, 1)[1]
+    block = re.match(r"\s*```python\n(.*?)```", sec, re.S) if at_once else re.search(r"```python\n(.*?)```", sec, re.S)
+    assert block, f"the README's {after!r} paragraph must be followed by a python code block"
+    return block.group(1)
+
+
 def readme_python_snippet() -> str:
     """The code block of the README's "From Python:" paragraph."""
-    text = (ROOT / "README.md").read_text()
-    sec = text.split("From Python:", 1)[1]
-    block = re.match(r"\s*```python\n(.*?)```", sec, re.S)
-    assert block, "the README's 'From Python:' paragraph must be followed by a python code block"
-    return block.group(1)
+    return readme_python_block("From Python:", at_once=True)
 
 
 @pytest.mark.parametrize("policy", ["nearest", "oracle"])
@@ -104,11 +109,7 @@ def test_simulator_doc_lists_every_kpi_in_order() -> None:
 
 def readme_training_snippet() -> str:
     """The code block after the README's "Training a neural dispatcher on it" paragraph."""
-    text = (ROOT / "README.md").read_text()
-    sec = text.split("Training a neural dispatcher on it", 1)[1]
-    block = re.search(r"```python\n(.*?)```", sec, re.S)
-    assert block, "the README's training paragraph must be followed by a python code block"
-    return block.group(1)
+    return readme_python_block("Training a neural dispatcher on it")
 
 
 @pytest.mark.parametrize("algo", ["MaskablePPO", "PPO"])

@@ -90,12 +90,13 @@ def fleet_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
 
 def train_schedule(cfg: TrainConfig) -> SeedSchedule:
     """The training days: ``train_seeds`` cycled in an order drawn from ``seed``, whatever seed SB3 passes."""
-    return SeedSchedule(seeds=cfg.train_seeds, shuffle=cfg.seed, ignore_reset_seed=True)
+    return train_schedules(cfg, 1)[0]
 
 
 def train_schedules(cfg: TrainConfig, n: int) -> list[SeedSchedule]:
     """``n`` training schedules that share out ``train_seeds`` (shuffled by ``seed``): sub-env ``i`` plays every
-    ``n``-th seed from the ``i``-th on, cycled, so the days at once are different days."""
+    ``n``-th seed from the ``i``-th on, cycled, so the days at once are different days. The order is the one
+    ``SeedSchedule(seeds=train_seeds, shuffle=seed)`` plays: with ``n = 1``, that schedule."""
     order = np.random.default_rng(cfg.seed).permutation(np.asarray(cfg.train_seeds, np.int64))
     if len(order) < n:
         order = np.resize(order, n)  # fewer seeds than envs: some days are played by two envs
