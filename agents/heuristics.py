@@ -281,60 +281,9 @@ class BatchingPolicy(HungarianPolicy):
     def bundle_candidates(
         self, sim: Simulator, orders: np.ndarray, among: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(n, bundle_k) drivers (among ``among``) already due at each order's pickup: ``(ids, eta, hold)``.
-
-        ``eta`` is the pickup ETA if the order joins that visit (the visit waits for the latest ready
-        time), ``hold`` how much later the visit then happens than planned (the carried orders wait too).
-        """
-        n, bk = len(orders), self.bundle_k
-        ids = np.full((n, bk), -1, np.int64)
-        eta = np.full((n, bk), np.inf)
-        hold = np.zeros((n, bk))
-        dr, od = sim.drivers, sim.orders
-        busy = (among & (dr.route_len > 0)).nonzero()[0]
-        if bk == 0 or busy.size == 0 or n == 0:
-            return ids, eta, hold
-        ro = dr.route_order[busy]
-        S = sim.S
-        pos = np.arange(S)[None, :]
-        live = (pos < dr.route_len[busy][:, None]) & (dr.route_kind[busy] == STOP_PICKUP)
-        live &= od.status[np.maximum(ro, 0)] == ORDER_ASSIGNED
-        live &= ~sim.visit_stops(busy)  # visit under way
-        if not live.any():
-            return ids, eta, hold
-        r, s = live.nonzero()
-        rows_eta = sim.route_eta(busy[np.unique(r)])
-        st_eta = rows_eta[np.searchsorted(np.unique(r), r), s] - sim.t
-        st_drv = busy[r]
-        G = int(od.group.max()) + 1
-        key = dr.route_node[st_drv, s].astype(np.int64) * G + od.group[ro[r, s]].astype(
-            np.int64
-        )  # (pickup node, group)
-        srt = np.lexsort((st_eta, key))
-        key, st_drv, st_eta = key[srt], st_drv[srt], st_eta[srt]
-        # one entry per (driver, pickup place): its earliest stop there
-        first = np.sort(np.unique(key * dr.n + st_drv, return_index=True)[1])
-        key, st_drv, st_eta = key[first], st_drv[first], st_eta[first]
-        okey = od.pickup[orders].astype(np.int64) * G + od.group[orders].astype(np.int64)
-        lo = np.searchsorted(key, okey, side="left")
-        hi = np.searchsorted(key, okey, side="right")
-        free_cap = dr.capacity - sim.committed
-        ready = od.t_ready[orders] - sim.t
-        for j in range(bk):
-            idx = lo + j
-            ok = idx < hi
-            if not ok.any():
-                break
-            ii = np.minimum(idx, len(key) - 1)
-            d = st_drv[ii]
-            # the visit happens when its last order is ready: this order may hold the others up
-            e = np.maximum(np.maximum(st_eta[ii], 0.0), ready)
-            ok &= free_cap[d] >= od.volume[orders]
-            ok &= sim.t + e <= dr.shift_end[d]  # no pickups after the shift
-            ids[:, j] = np.where(ok, d, -1)
-            eta[:, j] = np.where(ok, e, np.inf)
-            hold[:, j] = np.where(ok, e - np.maximum(st_eta[ii], 0.0), 0.0)
-        return ids, eta, hold
+        """``sim.bundle_candidates(orders, among, bundle_k)``: (n, bundle_k) drivers already due at each order's
+        pickup, as ``(ids, eta, hold)``."""
+        return sim.bundle_candidates(orders, among, self.bundle_k)
 
     def act(self, sim: Simulator) -> Decision:
         orders = sim.open_orders()

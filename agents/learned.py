@@ -27,6 +27,7 @@ env's decision epochs); elsewhere it returns an empty ``Decision``.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,10 +41,12 @@ from gigdispatch.envs.core.sim import Decision, Simulator
 ALGORITHMS: dict[str, str] = {
     "maskable_ppo": "sb3_contrib:MaskablePPO",
     "ppo": "stable_baselines3:PPO",
+    "dagger": "sb3_contrib:MaskablePPO",  # imitation (training.dagger) into a MaskablePPO model's set policy
 }
-MASKED_ALGORITHMS = frozenset({"maskable_ppo"})  # these predict with the env's action masks
+MASKED_ALGORITHMS = frozenset({"maskable_ppo", "dagger"})  # these predict with the env's action masks
 # a run's ``env`` -> the class whose observation code the model was trained on (``envs.dispatch_env``)
-DISPATCH_ENVS = {"dispatch": "DispatchEnv", "dispatch-v1": "DispatchEnvV1"}
+DISPATCH_ENVS = {"dispatch": "DispatchEnv", "dispatch-v1": "DispatchEnvV1", "dispatch-v2": "DispatchEnvV2"}
+DECODE_FILE = "decode.json"  # a run's decoding of the set policy's rows ({"decode": "match", "hold_bias": b})
 # the run folder's files this module reads
 RUN_CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -184,7 +187,8 @@ def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
     env = data.get("env")
     if env not in DISPATCH_ENVS:
         raise LearnedPolicyError(
-            f"{what}: trained on env {env!r}; only 'dispatch' and 'dispatch-v1' runs act as a platform dispatch policy"
+            f"{what}: trained on env {env!r}; only {', '.join(repr(e) for e in DISPATCH_ENVS)} runs act as a platform"
+            " dispatch policy"
         )
     algo = data.get("algo")
     if algo not in ALGORITHMS:
@@ -199,9 +203,32 @@ def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
             "reward_scale": _positive(d.get("reward_scale"), "dispatch.reward_scale"),
             "idle_only": _flag(d.get("idle_only"), "dispatch.idle_only"),
         }
+        if env == "dispatch-v2":
+            bk = d.get("bundle_k", 2)
+            if isinstance(bk, bool) or not isinstance(bk, int) or not 0 <= bk < env_kwargs["k"]:
+                raise ValueError(f"dispatch.bundle_k: expected a whole number in 0..k-1, got {bk!r}")
+            env_kwargs["bundle_k"] = bk
     except ValueError as exc:
         raise LearnedPolicyError(f"{what}: {f}: {exc}") from None
     return {"algo": algo, "env": env, "env_kwargs": env_kwargs}
+
+
+def read_decode(run: Path, what: str = "policy") -> float | None:
+    """The ``hold_bias`` of a run's ``decode.json`` (``{"decode": "match", "hold_bias": b}``: the set policy's
+    rows decoded jointly by ``agents.set_decode.match_choices``), or None without the file (each row's argmax)."""
+    f = run / DECODE_FILE
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LearnedPolicyError(f"{what}: {f}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict) or data.get("decode") != "match":
+        raise LearnedPolicyError(f'{what}: {f}: decode: expected "match", got {data!r}')
+    b = data.get("hold_bias")
+    if isinstance(b, bool) or not isinstance(b, int | float) or not b >= 0 or b == float("inf"):
+        raise LearnedPolicyError(f"{what}: {f}: hold_bias: expected a finite number >= 0, got {b!r}")
+    return float(b)
 
 
 class EnvDispatchPolicy(Policy):
@@ -267,6 +294,7 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
         except CorruptCheckpointError as exc:
             raise CorruptCheckpointError(f"policy {str(path)!r}: {exc}") from None
         self.checkpoint = ckpt
+        self.hold_bias: float | None = read_decode(run, what=f"policy {str(path)!r}")
 
     def _make_env(self, scenario: Any) -> Any:
         env = dispatch_env_class(self.env_name)(scenario, **self.env_kwargs)
@@ -283,6 +311,10 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
         return env
 
     def _choose(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        if self.hold_bias is not None:  # the run decodes its set policy jointly (decode.json)
+            from gigdispatch.agents.set_decode import match_action
+
+            return match_action(self.model.policy, self._env, obs, self.hold_bias)
         kw = {"action_masks": mask} if self.masked else {}
         action, _ = self.model.predict(obs, deterministic=True, **kw)
         return action

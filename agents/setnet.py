@@ -34,6 +34,10 @@ order's is too; hold always; level 0 always, every level on a real order slot) s
 correctly; an ``action_masks`` argument (MaskablePPO's flat mask, or the ``(B, rows, choices)`` layout)
 is combined with it by logical AND.
 
+Export: ``DenseSetActor(policy)`` is the same actor (the same weights, shared) without data-dependent
+shapes: every slot and candidate column is computed and masked instead of packed, so it traces into an
+ONNX graph with free ``M`` and ``K`` (``training.export``; ReLU only).
+
 One class for both algorithms: ``DispatchSetPolicy`` subclasses sb3-contrib's
 ``MaskableActorCriticPolicy`` (MaskablePPO requires that) and SB3's ``ActorCriticPolicy`` (what ``PPO``
 is typed for); it initialises only their common base ``BasePolicy`` and overrides every method of either
@@ -615,6 +619,126 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
     ) -> th.Tensor:
         return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
 
+    def row_log_probs(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """``(R, C)`` log-probabilities of one observation's action rows (the ``M`` choice rows, then with
+        pricing the ``M`` payout-level rows; masked entries hold a large negative fill), for decoders that
+        choose jointly over the rows (``agents.set_decode.match_choices``)."""
+        obs, _ = self.obs_to_tensor(observation)
+        with th.no_grad():
+            lp = self.get_distribution(obs).log_probs
+        assert lp is not None
+        return lp[0].cpu().numpy()
+
     def predict_values(self, obs: PyTorchObs) -> th.Tensor:
         """State values ``(B, 1)``."""
         return self._value(self.extract_features(obs))
+
+
+class DenseRows(NamedTuple):
+    """The actor's row logits and obs-derived masks of a batch, every slot and column computed (``DenseSetActor``).
+
+    Padded slots get logit 0 everywhere (as the packed policy's rows); their masks allow hold and level 0 only."""
+
+    choice_logits: th.Tensor  # (B, M, K + 1): candidate columns, then hold
+    choice_mask: th.Tensor  # (B, M, K + 1) bool: valid candidate of a real order, or hold
+    level_logits: th.Tensor | None  # (B, M, L) payout-level logits (None without pricing)
+    level_mask: th.Tensor | None  # (B, M, L) bool: every level on a real order, level 0 on a padded one
+
+
+def masked_log_softmax(logits: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """Log-softmax over the last axis with masked entries at ``mask_fill`` (``MaskedRowsDistribution``'s rule)."""
+    return th.log_softmax(th.where(mask, logits, mask_fill(logits.dtype)), dim=-1)
+
+
+class DenseSetActor(nn.Module):
+    """The actor of a ``DispatchSetPolicy`` without data-dependent shapes, for tracing and ONNX export.
+
+    Why: the policy's trunk packs the real orders of a batch (``nonzero``: a shape that depends on the data)
+    and writes its outputs back with ``index_copy``; an exported graph must have static ops. Here every one of
+    the ``M`` slots and ``K`` columns is computed on batch-first tensors and masked instead: pair inputs are
+    zeroed where the pair is not valid (its candidate's or its order's ``valid`` is 0), so with the bias-free
+    pair layers and ReLU its encoding is exactly 0 and the plain sum and max over candidates are the masked
+    ones; the cross-order mean counts the real orders only; padded slots' logits are set to 0. Same weights
+    (the policy's modules, shared, not copied), same masking rules, same function as the packed policy on
+    every valid entry, up to float rounding. No size depends on ``M`` or ``K``, so a traced graph takes any.
+
+    ``forward(orders (B, M, Fo), candidates (B, M, K, Fc), globals (B, G))`` returns the choice rows'
+    log-probabilities ``(B, M, K + 1)`` (hold last) and, with pricing, the level rows' ``(B, M, L)`` (else
+    None); ``rows`` the logits and masks; ``stack_rows`` the policy's ``(B, R, C)`` row layout. Only ReLU (the
+    default activation) is supported: the zero-at-zero and nonnegativity the masking relies on are ReLU's.
+    """
+
+    def __init__(self, policy: DispatchSetPolicy) -> None:
+        super().__init__()
+        if policy.activation_fn is not nn.ReLU:
+            raise InputError(
+                f"activation_fn: the dense set actor supports nn.ReLU only, got {policy.activation_fn.__name__}"
+            )
+        ex = policy.features_extractor
+        self.pair, self.order_in, self.mix_self, self.mix_ctx = ex.pair, ex.order_in, ex.mix_self, ex.mix_ctx
+        self.order_head = policy.order_head
+        self.hidden_size = policy.hidden_size
+        self.n_levels = policy.layout.n_levels
+
+    def rows(self, orders: th.Tensor, candidates: th.Tensor, globals_: th.Tensor) -> DenseRows:
+        """Row logits and obs-derived masks of a batch (``DenseRows``)."""
+        orders, candidates, globals_ = orders.float(), candidates.float(), globals_.float()
+        m, k = candidates.shape[1], candidates.shape[2]
+        order_valid = orders[..., 0] > 0.5  # (B, M)
+        pair_valid = (candidates[..., 0] > 0.5) & order_valid.unsqueeze(-1)  # (B, M, K)
+        ctx = th.cat([orders, globals_.unsqueeze(1).expand(-1, m, -1)], dim=-1)  # (B, M, Fo + G)
+        x = th.cat([candidates, ctx.unsqueeze(2).expand(-1, -1, k, -1)], dim=-1)  # (B, M, K, Fc + Fo + G)
+        x = th.where(pair_valid.unsqueeze(-1), x, th.zeros_like(x))
+        for layer in self.pair:
+            x = th.relu(layer(x))  # exactly 0 on invalid pairs: no bias, relu(0) = 0
+        count = pair_valid.sum(dim=2, keepdim=True, dtype=x.dtype).clamp_min(1.0)  # (B, M, 1)
+        mean, mx = x.sum(dim=2) / count, x.amax(dim=2)  # x >= 0 and 0 where invalid: the masked max
+        enc = th.relu(self.order_in(th.cat([ctx, mean, mx], dim=-1)))  # (B, M, H)
+        real = order_valid.unsqueeze(-1)  # (B, M, 1)
+        n_real = order_valid.sum(dim=1, keepdim=True, dtype=enc.dtype).clamp_min(1.0)  # (B, 1)
+        pooled = th.where(real, enc, th.zeros_like(enc)).sum(dim=1) / n_real  # (B, H): mean over real orders
+        enc = enc + th.relu(self.mix_self(enc) + self.mix_ctx(pooled).unsqueeze(1))
+        head = self.order_head(enc)  # (B, M, H + 1 + L)
+        h = self.hidden_size
+        query = head[..., :h]
+        cand = th.matmul(x, query.unsqueeze(-1)).squeeze(-1)  # (B, M, K): pair encoding · query
+        choice = th.cat([cand, head[..., h : h + 1]], dim=-1)
+        choice = th.where(real, choice, th.zeros_like(choice))
+        choice_mask = th.cat([pair_valid, th.ones_like(order_valid).unsqueeze(-1)], dim=-1)
+        if not self.n_levels:
+            return DenseRows(choice, choice_mask, None, None)
+        levels = head[..., h + 1 :]
+        levels = th.where(real, levels, th.zeros_like(levels))
+        level_mask = th.cat([th.ones_like(real), real.expand(-1, -1, self.n_levels - 1)], dim=-1)
+        return DenseRows(choice, choice_mask, levels, level_mask)
+
+    def forward(
+        self, orders: th.Tensor, candidates: th.Tensor, globals_: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """The choice rows' log-probabilities ``(B, M, K + 1)`` and the level rows' ``(B, M, L)`` (None without
+        pricing), masked by the observation alone (as ``DispatchSetPolicy.get_distribution(obs)``)."""
+        r = self.rows(orders, candidates, globals_)
+        level = None
+        if r.level_logits is not None and r.level_mask is not None:
+            level = masked_log_softmax(r.level_logits, r.level_mask)
+        return masked_log_softmax(r.choice_logits, r.choice_mask), level
+
+    def stack_rows(self, choice: th.Tensor, level: th.Tensor | None) -> th.Tensor:
+        """Choice rows ``(B, M, K + 1)`` and level rows ``(B, M, L)`` as the policy's row layout ``(B, R, C)``:
+        the ``M`` choice rows then the ``M`` level rows, ``C = max(K + 1, L)`` columns, a row's columns past its
+        width at ``mask_fill`` (the packed policy's log-probabilities there are that fill minus the row's
+        log-sum-exp: the same float32 value, or within a few units of it). Traced, ``C`` follows ``K``."""
+        if level is None:
+            return choice
+        b, m, width = choice.shape
+        fill = mask_fill(choice.dtype)
+        # pad both halves to K + 1 + L columns, then keep the first C: no Python branch on a (traced) size
+        wide = th.cat(
+            [
+                th.cat([choice, choice.new_full((b, m, self.n_levels), fill)], dim=-1),
+                th.cat([level, level.new_full((b, m, width), fill)], dim=-1),
+            ],
+            dim=1,
+        )
+        c = th.clamp(width, min=self.n_levels) if isinstance(width, th.Tensor) else max(width, self.n_levels)
+        return wide.index_select(2, th.arange(c, device=wide.device))

@@ -6,6 +6,8 @@
 * ``gigdispatch/Dispatch-v1``: the same env with the observation as rows of sets (``DispatchEnvV1``), and its
   vector form ``gymnasium.make_vec("gigdispatch/Dispatch-v1", num_envs=8)`` (``envs.dispatch_vec``; for
   stable-baselines3 wrap it in ``envs.sb3_vec.SB3VecEnv``);
+* ``gigdispatch/Dispatch-v2``: v1 with same-pickup bundle candidates and the features a pair score needs
+  (``DispatchEnvV2``), vector form ``gymnasium.make_vec("gigdispatch/Dispatch-v2", num_envs=8)``;
 * ``gigdispatch/Fleet-v0`` (PettingZoo), registered on import in both of PettingZoo's registries:
   ``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", scenario=...)`` (or ``"aec"``);
   ``envs.parallel_env(...)`` / ``envs.env(...)`` are the same, as plain functions;
@@ -25,6 +27,7 @@ from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 
 DISPATCH_ID = "gigdispatch/Dispatch-v0"
 DISPATCH_V1_ID = "gigdispatch/Dispatch-v1"
+DISPATCH_V2_ID = "gigdispatch/Dispatch-v2"
 FLEET_ID = "gigdispatch/Fleet-v0"
 
 if DISPATCH_ID not in gymnasium.registry:
@@ -36,6 +39,13 @@ if DISPATCH_V1_ID not in gymnasium.registry:
         id=DISPATCH_V1_ID,
         entry_point="gigdispatch.envs.dispatch_env:DispatchEnvV1",
         vector_entry_point="gigdispatch.envs.dispatch_vec:DispatchVecEnv",
+        max_episode_steps=MAX_EPISODE_STEPS,
+    )
+if DISPATCH_V2_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=DISPATCH_V2_ID,
+        entry_point="gigdispatch.envs.dispatch_env:DispatchEnvV2",
+        vector_entry_point="gigdispatch.envs.dispatch_vec:DispatchVecEnvV2",
         max_episode_steps=MAX_EPISODE_STEPS,
     )
 if FLEET_ID not in pettingzoo.parallel_registry:

@@ -133,6 +133,8 @@ class DispatchEnv(RenderMixin, gym.Env):
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
     _render_title = "Dispatch-v0"
+    order_features: tuple[str, ...] = ORDER_FEATURES  # the columns of the observation's arrays
+    candidate_features: tuple[str, ...] = CANDIDATE_FEATURES
     observation_space: spaces.Dict
     action_space: spaces.MultiDiscrete
 
@@ -175,8 +177,8 @@ class DispatchEnv(RenderMixin, gym.Env):
     def _observation_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the observation's three arrays (v0: flat vectors; ``DispatchEnvV1``: rows)."""
         return {
-            "orders": (self.M * len(ORDER_FEATURES),),
-            "candidates": (self.M * self.K * len(CANDIDATE_FEATURES),),
+            "orders": (self.M * len(self.order_features),),
+            "candidates": (self.M * self.K * len(self.candidate_features),),
             "globals": (len(GLOBAL_FEATURES),),
         }
 
@@ -313,7 +315,7 @@ class DispatchEnv(RenderMixin, gym.Env):
         if op.size == 0:
             return False
         slots = op[: self.M]
-        ids, eta = sim.candidates(slots, self.K, idle_only=self.idle_only)
+        ids, eta = self._candidates(slots)
         ids = sim.drop_last_decliners(slots, ids)
         if not (ids >= 0).any():
             return False
@@ -324,7 +326,21 @@ class DispatchEnv(RenderMixin, gym.Env):
         self._eta[: len(slots)] = np.where(ids >= 0, eta, np.inf)
         return True
 
+    def _candidates(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, eta)``, each ``(len(slots), K)``: the slot orders' candidate drivers (-1 padded) and pickup ETAs."""
+        return self.sim.candidates(slots, self.K, idle_only=self.idle_only)
+
     def _observe(self) -> dict[str, np.ndarray]:
+        o_feat, c_feat, g = self._features()
+        return {
+            "orders": np.clip(o_feat, -CLIP, CLIP, out=o_feat).reshape(self._obs_shapes["orders"]),
+            "candidates": np.clip(c_feat, -CLIP, CLIP, out=c_feat).reshape(self._obs_shapes["candidates"]),
+            "globals": np.clip(g, -CLIP, CLIP, out=g),
+        }
+
+    def _features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The epoch's features before clipping: orders ``(M, len(ORDER_FEATURES))``, candidates
+        ``(M, K, len(CANDIDATE_FEATURES))`` and globals ``(len(GLOBAL_FEATURES),)``, float32, padded rows zero."""
         sim, od, dr = self.sim, self.sim.orders, self.sim.drivers
         M, K = self.M, self.K
         o_feat = np.zeros((M, len(ORDER_FEATURES)), np.float32)
@@ -395,11 +411,7 @@ class DispatchEnv(RenderMixin, gym.Env):
             ],
             np.float32,
         )
-        return {
-            "orders": np.clip(o_feat, -CLIP, CLIP, out=o_feat).reshape(self._obs_shapes["orders"]),
-            "candidates": np.clip(c_feat, -CLIP, CLIP, out=c_feat).reshape(self._obs_shapes["candidates"]),
-            "globals": np.clip(g, -CLIP, CLIP, out=g),
-        }
+        return o_feat, c_feat, g
 
 
 class DispatchEnvV1(DispatchEnv):
@@ -434,7 +446,152 @@ class DispatchEnvV1(DispatchEnv):
 
     def _observation_shapes(self) -> dict[str, tuple[int, ...]]:
         return {
-            "orders": (self.M, len(ORDER_FEATURES)),
-            "candidates": (self.M, self.K, len(CANDIDATE_FEATURES)),
+            "orders": (self.M, len(self.order_features)),
+            "candidates": (self.M, self.K, len(self.candidate_features)),
             "globals": (len(GLOBAL_FEATURES),),
         }
+
+
+ORDER_FEATURES_V2 = (*ORDER_FEATURES, "dropoff_demand", "dropoff_supply", "older_orders")
+CANDIDATE_FEATURES_V2 = (
+    *CANDIDATE_FEATURES,
+    "margin",
+    "accept_prob_top",
+    "bundle",
+    "bundle_hold",
+    "driver_orders",
+    "driver_rank",
+)
+
+
+class DispatchEnvV2(DispatchEnvV1):
+    """``gigdispatch/Dispatch-v2``: Dispatch-v1 with bundle candidates and the features a pair score needs.
+
+    Days, decisions, actions, masks and rewards are v1's; what differs is who the candidates are and what a
+    policy sees of them.
+
+    - **Candidates.** Of the ``k`` (default 10) candidate columns of each order, the first ``k - bundle_k`` are
+      the eligible drivers nearest by pickup ETA (v1's), the last ``bundle_k`` (default 2) are drivers already
+      due at the order's pickup (same node and group, the visit not under way: ``sim.bundle_candidates``),
+      whom the order can join without a detour. With these columns the action space holds every decision
+      the shipped Hungarian dispatcher (``checkpoints/dispatch``) makes, so it can be imitated exactly.
+    - **Features.** Orders add ``dropoff_demand`` and ``dropoff_supply`` (open orders and idle drivers in the
+      drop-off zone, /10: where the driver ends up) and ``older_orders`` (open orders placed before this
+      one among the slots, /10). Candidates add ``margin`` (fee - base payout of the pair, /2000 cents, the
+      fee's scale), ``accept_prob_top`` (acceptance probability at the top payout level), ``bundle`` (1 in
+      the bundle columns), ``bundle_hold`` (how much later the joined visit happens, /1800 s; 0 elsewhere),
+      ``driver_orders`` (other slot orders listing the same driver, /4) and ``driver_rank`` (how many of them
+      the driver reaches sooner, /4): the competition for a driver that a matching resolves.
+
+    ## Version History
+    * v2: bundle candidate columns (``bundle_k``), ``k`` 10 by default, 3 order and 6 candidate features more.
+    """
+
+    _render_title = "Dispatch-v2"
+    order_features = ORDER_FEATURES_V2
+    candidate_features = CANDIDATE_FEATURES_V2
+
+    def __init__(
+        self,
+        scenario: str | GridScenario | Scenario = "default",
+        max_orders: int = 32,
+        k: int = 10,
+        reward_scale: float = 1.0,
+        idle_only: bool = False,
+        render_mode: str | None = None,
+        seed_schedule: SeedSchedule | None = None,
+        bundle_k: int = 2,
+    ) -> None:
+        if isinstance(bundle_k, bool) or not isinstance(bundle_k, int | np.integer) or not 0 <= bundle_k < k:
+            raise ValueError(f"bundle_k must be a whole number in 0..k-1 ({k - 1}), got {bundle_k!r}")
+        self.bundle_k = int(bundle_k)
+        super().__init__(scenario, max_orders, k, reward_scale, idle_only, render_mode, seed_schedule)
+        self._hold = np.zeros((self.M, self.K))
+
+    def _candidates(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sim, b, n = self.sim, self.bundle_k, len(slots)
+        among = sim.eligible(self.idle_only)
+        ids, eta = sim.candidates(slots, self.K - b, among=among)
+        self._hold[:] = 0.0
+        if b:
+            bids, beta, hold = sim.bundle_candidates(slots, among, b)
+            ids, eta = np.concatenate([ids, bids], axis=1), np.concatenate([eta, beta], axis=1)
+            self._hold[:n, self.K - b :] = hold
+        return ids, eta
+
+    def _contention(self, ids: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each valid pair of the ``(n, K)`` candidate table: how many *other* slot orders list the same
+        driver (``driver_orders``), and how many of those the driver reaches sooner (``driver_rank``: 0 when
+        this order is the driver's nearest). Two orders wanting one driver is what a matching resolves; these
+        let a per-order network see it. A driver listed twice for one order counts once."""
+        n, K = ids.shape
+        others = np.zeros((n, K))
+        rank = np.zeros((n, K))
+        r, c = np.nonzero(ok)
+        if r.size == 0:
+            return others, rank
+        d, e = ids[r, c], self._eta[r, c]
+        # a (driver, order) pair listed twice takes its sooner ETA in both entries, so they sort side by side
+        _, pair = np.unique(d * n + r, return_inverse=True)
+        e_pair = np.full(pair.max() + 1, np.inf)
+        np.minimum.at(e_pair, pair, e)
+        e = e_pair[pair]
+        srt = np.lexsort((r, e, d))  # by driver, then ETA (ties: older order first)
+        d_s, r_s = d[srt], r[srt]
+        first = np.ones(srt.size, bool)  # first entry of each (driver, order) pair
+        first[1:] = (d_s[1:] != d_s[:-1]) | (r_s[1:] != r_s[:-1])
+        start = np.searchsorted(d_s, d_s, side="left")
+        seen = np.cumsum(first)  # distinct orders up to here, counting from the first driver's run
+        base = seen[start] - 1  # distinct orders before this driver's run
+        rk = seen - 1 - base  # distinct orders of the driver reached sooner (a repeat keeps its rank)
+        total = np.bincount(d_s, weights=first.astype(np.float64), minlength=int(d_s.max()) + 1)[d_s]
+        others[r[srt], c[srt]] = total - 1
+        rank[r[srt], c[srt]] = rk
+        return others, rank
+
+    def _features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        o1, c1, g = super()._features()
+        sim, od = self.sim, self.sim.orders
+        M, K, n = self.M, self.K, len(self._slots)
+        o_feat = np.zeros((M, len(self.order_features)), np.float32)
+        c_feat = np.zeros((M, K, len(self.candidate_features)), np.float32)
+        o_feat[:, : o1.shape[1]] = o1
+        c_feat[..., : c1.shape[2]] = c1
+        if n:
+            s = self._slots
+            zone = sim.city.zone_of[od.dropoff[s]]
+            o_feat[:n, o1.shape[1] :] = (
+                np.stack(
+                    [
+                        sim.zone_demand_of(sim.open_orders())[zone],
+                        sim.zone_supply_of(sim.eligible(True))[zone],
+                        np.arange(n),  # the slots hold the open orders oldest first
+                    ],
+                    axis=1,
+                )
+                / 10.0
+            )
+            ids = self._cand[:n]
+            ok = ids >= 0
+            d = np.where(ok, ids, 0).ravel()
+            ss = np.broadcast_to(s[:, None], ids.shape).ravel()
+            pickup_m = sim.pickup_m(ss, d)
+            pay0 = sim.payout_cents(ss, d, 0, pickup_m)
+            top = sim.payout_cents(ss, d, sim.n_levels - 1, pickup_m) if self.pricing else pay0
+            p_top = sim.accept_prob(ss, d, top, pickup_m)
+            bundle = np.zeros(ids.shape)
+            bundle[:, K - self.bundle_k :] = 1.0
+            others, rank = self._contention(ids, ok)
+            extra = np.stack(
+                [
+                    ((od.fee[ss] - pay0) / 2000.0).reshape(ids.shape),
+                    p_top.reshape(ids.shape),
+                    bundle,
+                    self._hold[:n] / 1800.0,
+                    others / 4.0,
+                    rank / 4.0,
+                ],
+                axis=-1,
+            )
+            c_feat[:n, :, c1.shape[2] :] = np.where(ok[..., None], extra, 0.0)
+        return o_feat, c_feat, g

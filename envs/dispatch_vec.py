@@ -36,7 +36,7 @@ from gymnasium.vector.utils import batch_space
 from gigdispatch.envs.core.config import GridScenario
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.core.seeding import SeedSchedule
-from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS, DispatchEnvV1
+from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS, DispatchEnvV1, DispatchEnvV2
 from gigdispatch.envs.scenarios.loader import load_scenario
 
 
@@ -52,6 +52,7 @@ class DispatchVecEnv(VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    env_class: type[DispatchEnvV1] = DispatchEnvV1  # the sub-envs' class (``DispatchVecEnvV2``: Dispatch-v2's)
     single_observation_space: spaces.Dict
     single_action_space: spaces.MultiDiscrete
 
@@ -60,11 +61,12 @@ class DispatchVecEnv(VectorEnv):
         num_envs: int = 8,
         scenario: str | GridScenario | Scenario = "default",
         max_orders: int = 32,
-        k: int = 8,
+        k: int | None = None,
         reward_scale: float = 1.0,
         idle_only: bool = False,
         max_episode_steps: int | None = MAX_EPISODE_STEPS,
         seed_schedules: Sequence[SeedSchedule] | None = None,
+        **env_kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
@@ -73,14 +75,16 @@ class DispatchVecEnv(VectorEnv):
         if seed_schedules is not None and len(seed_schedules) != num_envs:
             raise ValueError(f"seed_schedules: expected {num_envs} (one per sub-env), got {len(seed_schedules)}")
         compiled = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if k is not None:
+            env_kwargs["k"] = k
         self.envs = [
-            DispatchEnvV1(
+            self.env_class(
                 compiled,
                 max_orders=max_orders,
-                k=k,
                 reward_scale=reward_scale,
                 idle_only=idle_only,
                 seed_schedule=None if seed_schedules is None else seed_schedules[i],
+                **env_kwargs,
             )
             for i in range(int(num_envs))
         ]
@@ -205,3 +209,11 @@ class DispatchVecEnv(VectorEnv):
 
     def _copy_obs(self) -> dict[str, np.ndarray]:
         return {key: buf.copy() for key, buf in self._obs.items()}
+
+
+class DispatchVecEnvV2(DispatchVecEnv):
+    """``num_envs`` days of ``gigdispatch/Dispatch-v2`` (``DispatchEnvV2``: bundle candidates, pair-score
+    features; ``k`` 10 and ``bundle_k`` 2 by default), stepped together as ``DispatchVecEnv`` steps v1's:
+    ``gymnasium.make_vec("gigdispatch/Dispatch-v2", num_envs=8)``."""
+
+    env_class = DispatchEnvV2

@@ -277,3 +277,289 @@ def test_export_cli_checks_served_answers(
     text = capsys.readouterr().out
     assert "served: 100/100 /v1/dispatch answers identical" in text
     assert json.loads((tmp_path / "p.onnx.json").read_text())["verified_served"]["differing"] == 0
+
+
+# ------------------------------------------------------------------ the set policy (Dispatch-v1 / v2 runs)
+V2 = ["env=dispatch-v2", "dispatch.k=3", "dispatch.bundle_k=1", "eval.every_steps=0"]
+
+
+def _built_run(out: Path, overrides: list[str]) -> Path:
+    """A run folder holding an untrained set-policy model of the smoke config with ``overrides``, its logit
+    head scaled up (x100: ortho init's gain 0.01 gives near-uniform rows), so that it both offers and holds."""
+    import torch
+
+    from gigdispatch.training.runs import save_checkpoint
+    from gigdispatch.training.train import build_model, make_train_env
+
+    cfg = load_config(SMOKE, overrides)
+    run = out / cfg.name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    env = make_train_env(cfg)
+    model = build_model(cfg, env)
+    env.close()
+    with torch.no_grad():
+        model.policy.order_head.weight.mul_(100.0)
+    save_checkpoint(model, run / "checkpoints/latest.zip")
+    return run
+
+
+@pytest.fixture(scope="module")
+def set_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``dagger``: a DAgger run on Dispatch-v2 (1 round, 1 day, 1 epoch; its ``decode.json`` has hold_bias 2);
+    ``v2``: a MaskablePPO set-policy run on Dispatch-v2 without ``decode.json``; ``ppo``: a PPO one on v1."""
+    from gigdispatch.training.train import train
+
+    out = tmp_path_factory.mktemp("set-runs")
+    dagger = [*V2, "algo=dagger", "name=dag", "dagger.rounds=1", "dagger.days_per_round=1", "dagger.epochs=1"]
+    dag = train(load_config(SMOKE, [*dagger, "dagger.hold_biases=[2.0]"]), out, command="pytest export")
+    assert json.loads((dag / "decode.json").read_text())["hold_bias"] == 2.0
+    return {
+        "dagger": dag,
+        "v2": _built_run(out, [*V2, "name=v2-masked"]),
+        "ppo": _built_run(out, ["env=dispatch-v1", "algo=ppo", "name=v1-ppo", "eval.every_steps=0"]),
+    }
+
+
+class _Lockstep:
+    """Plays policy ``a`` and asks ``b`` at every epoch too, recording whether their ``Decision``s are equal."""
+
+    name = "lockstep"
+
+    def __init__(self, a, b) -> None:
+        self.a, self.b, self.epochs, self.offers, self.differ = a, b, 0, 0, []
+
+    def reset(self, sim, rng) -> None:
+        self.a.reset(sim, rng)
+        self.b.reset(sim, rng)
+
+    def act(self, sim):
+        da, db = self.a.act(sim), self.b.act(sim)
+        same = all(
+            np.array_equal(np.asarray(getattr(da, f)), np.asarray(getattr(db, f)))
+            for f in ("order", "driver", "level", "reposition_driver", "reposition_zone", "unassign")
+        )
+        if not same:
+            self.differ.append(int(sim.t))
+        self.epochs += 1
+        self.offers += len(da.order)
+        return da
+
+
+def _same_days(torch_policy, onnx_policy, scenario: str, seeds: tuple[int, ...]) -> _Lockstep:
+    """Each day played by the torch policy with the ONNX policy asked at every epoch; the ONNX policy's own
+    day then gives exactly the torch day's KPIs."""
+    from gigdispatch.envs import Simulator, load_scenario
+
+    sim = Simulator(load_scenario(scenario))
+    both = _Lockstep(torch_policy, onnx_policy)
+    for seed in seeds:
+        a = sim.run(both, seed=seed)
+        b = sim.run(onnx_policy, seed=seed)
+        keys = [k for k in a if k != "wall_seconds"]
+        assert {k: a[k] for k in keys} == pytest.approx({k: b[k] for k in keys}, nan_ok=True, rel=0, abs=0)
+    assert not both.differ, f"decisions differ at t = {both.differ[:5]}"
+    return both
+
+
+def _random_rows_obs(rng: np.random.Generator, b: int, m: int, k: int, fo: int, fc: int, g: int):
+    """Random valid Dispatch-v1-layout observations: real orders and candidates with valid = 1, padding all 0."""
+    orders = rng.normal(size=(b, m, fo)).astype(np.float32)
+    cands = rng.normal(size=(b, m, k, fc)).astype(np.float32)
+    real = rng.random((b, m)) < 0.6
+    real[0] = False  # an observation without a real order
+    real[1, 0] = True
+    ok = (rng.random((b, m, k)) < 0.7) & real[..., None]
+    orders[..., 0], cands[..., 0] = real, ok
+    orders[~real], cands[~ok] = 0.0, 0.0
+    return {"orders": orders, "candidates": cands, "globals": rng.normal(size=(b, g)).astype(np.float32)}
+
+
+def _set_policy(m: int, k: int, levels: int, fo: int, fc: int, g: int, **kwargs):
+    from gymnasium import spaces
+
+    from gigdispatch.agents.setnet import DispatchSetPolicy
+
+    obs = spaces.Dict(
+        {
+            "orders": spaces.Box(-5, 5, (m, fo)),
+            "candidates": spaces.Box(-5, 5, (m, k, fc)),
+            "globals": spaces.Box(-5, 5, (g,)),
+        }
+    )
+    act = spaces.MultiDiscrete([k + 1] * m + [levels] * m if levels else [k + 1] * m)
+    return DispatchSetPolicy(obs, act, lambda _: 1e-3, **kwargs)
+
+
+def test_dense_set_actor_equals_the_packed_policy() -> None:
+    """``DenseSetActor`` (every slot and column computed, masked) gives the packed policy's row log-probabilities
+    and masks, for one set of weights at several M / K (the weights do not depend on them), with and without
+    pricing, 1 or 2 pair layers; activations other than ReLU are refused."""
+    import torch
+    from torch import nn
+
+    from gigdispatch.agents.setnet import DenseSetActor
+    from gigdispatch.envs.core.errors import InputError
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    fo, fc, g = 15, 15, 6
+    for levels, layers in ((4, 1), (3, 2), (0, 1)):
+        base = _set_policy(4, 3, levels, fo, fc, g, hidden_size=16, pair_layers=layers)
+        with torch.no_grad():
+            for p in base.parameters():
+                p.normal_(0.0, 0.3)
+        for m, k in ((4, 3), (9, 1), (3, 7), (40, 10)):
+            pol = _set_policy(m, k, levels, fo, fc, g, hidden_size=16, pair_layers=layers)
+            pol.load_state_dict(base.state_dict())
+            obs = {key: torch.as_tensor(v) for key, v in _random_rows_obs(rng, 6, m, k, fo, fc, g).items()}
+            with torch.no_grad():
+                packed = pol.get_distribution(obs).log_probs
+                choice, level = DenseSetActor(pol)(obs["orders"], obs["candidates"], obs["globals"])
+                dense = DenseSetActor(pol).stack_rows(choice, level)
+            assert choice.shape == (6, m, k + 1) and (level is None) == (levels == 0)
+            assert dense.shape == packed.shape
+            allowed = packed > -1e8
+            assert torch.equal(dense > -1e8, allowed) and allowed[:, :m, k].all()  # hold always
+            assert (~allowed[0, :m, :k]).all()  # no real order: only hold
+            diff = (dense - packed)[allowed].abs().max().item()
+            assert diff < 1e-4, (levels, layers, m, k, diff)
+    with pytest.raises(InputError, match=r"activation_fn: the dense set actor supports nn\.ReLU only, got Tanh"):
+        DenseSetActor(_set_policy(4, 3, 4, fo, fc, g, hidden_size=8, activation_fn=nn.Tanh))
+
+
+def test_set_policy_export_acts_like_torch_v2_argmax(set_runs: dict[str, Path], tmp_path: Path) -> None:
+    """A MaskablePPO set-policy run on Dispatch-v2 (no decode.json): verified export, sidecar with the env and
+    bundle_k, and the ONNX policy's decisions equal LearnedDispatchPolicy's at every epoch of two days."""
+    import onnx
+
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.agents.onnx_policy import OnnxDispatchPolicy
+    from gigdispatch.training.export import export_policy, ort_session
+
+    out = tmp_path / "v2.onnx"
+    meta = export_policy(set_runs["v2"], out, check=300)
+    onnx.checker.check_model(onnx.load(str(out)))
+    v = meta["verified"]
+    assert v["identical"] == 300 and v["decode"] == "argmax" and v["max_log_prob_diff"] <= 1e-4
+    assert 0.05 < v["held_actions_share"] < 0.95  # it offers and holds: a real comparison
+    assert meta["env"] == "dispatch-v2" and meta["dispatch"]["bundle_k"] == 1 and meta["decode"] is None
+    assert meta["outputs"] == ["action", "row_log_probs"] and meta["row_log_probs"]["shape"] == ["batch", 8, 4]
+    assert meta["dynamic_axes"]["candidates"] == {"0": "batch", "1": "max_orders", "2": "k"}
+    sess = ort_session(out)
+    assert [o.name for o in sess.get_outputs()] == ["action", "row_log_probs"]
+
+    learned, onnx_pol = LearnedDispatchPolicy(set_runs["v2"]), OnnxDispatchPolicy(out)
+    assert onnx_pol.hold_bias is None and onnx_pol.env_kwargs["bundle_k"] == 1
+    both = _same_days(learned, onnx_pol, str(load_run_config(set_runs["v2"]).scenario), (5000, 5001))
+    assert both.offers > 20 and both.epochs > 100
+
+
+def test_dagger_run_exports_with_its_joint_decoding(set_runs: dict[str, Path], tmp_path: Path) -> None:
+    """A DAgger run with decode.json: the check compares the joint decoding of both sides' row log-probs, the
+    sidecar carries the decoding, and the ONNX policy decodes like the torch policy, epoch by epoch (the
+    decoding matters: the graph's argmax alone decides differently on these days)."""
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.agents.onnx_policy import OnnxDispatchPolicy
+    from gigdispatch.training.export import export_policy, sidecar_path
+
+    out = tmp_path / "dag.onnx"
+    meta = export_policy(set_runs["dagger"], out, check=300)
+    v = meta["verified"]
+    assert v["identical"] == 300 and v["decode"] == "match" and v["max_log_prob_diff"] <= 1e-4
+    assert meta["algo"] == "dagger" and meta["masked"] and meta["decode"] == {"decode": "match", "hold_bias": 2.0}
+    learned, onnx_pol = LearnedDispatchPolicy(set_runs["dagger"]), OnnxDispatchPolicy(out)
+    assert learned.hold_bias == onnx_pol.hold_bias == 2.0
+    scenario = str(load_run_config(set_runs["dagger"]).scenario)
+    both = _same_days(learned, onnx_pol, scenario, (5000, 5001))
+    assert both.offers > 20
+
+    argmax_file = tmp_path / "argmax.onnx"  # the same graph, the sidecar without the decoding
+    argmax_file.write_bytes(out.read_bytes())
+    sidecar_path(argmax_file).write_text(json.dumps({**meta, "decode": None}))
+    lock = _Lockstep(onnx_pol, OnnxDispatchPolicy(argmax_file))
+    from gigdispatch.envs import Simulator, load_scenario
+
+    Simulator(load_scenario(scenario)).run(lock, seed=5000)
+    assert lock.differ, "joint decoding and argmax decided alike on every epoch: the decode test shows nothing"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(out.read_bytes())
+    sidecar_path(bad).write_text(json.dumps({**meta, "decode": {"decode": "match", "hold_bias": -1}}))
+    with pytest.raises(ValueError, match=r"decode\.hold_bias"):
+        OnnxDispatchPolicy(bad)
+
+
+def test_set_policy_graph_has_free_m_and_k_and_ppo_ignores_the_mask(set_runs: dict[str, Path], tmp_path: Path) -> None:
+    """The exported graph of a PPO set-policy run (Dispatch-v1) runs at other M and K (200 slots, 10 columns
+    included) and equals the torch policy built for those sizes with the same weights; its action ignores
+    ``action_mask`` (PPO predicts without masks), while a MaskablePPO run's graph obeys it."""
+    import torch
+
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.training.export import export_policy, ort_session
+
+    meta = export_policy(set_runs["ppo"], tmp_path / "ppo.onnx", check=200)
+    assert not meta["masked"] and meta["env"] == "dispatch-v1" and meta["verified"]["identical"] == 200
+    sess = ort_session(tmp_path / "ppo.onnx")
+    model = LearnedDispatchPolicy(set_runs["ppo"]).model
+    lay = model.policy.layout
+    fo, fc, g, levels = lay.order_features, lay.candidate_features, lay.global_features, lay.n_levels
+    rng = np.random.default_rng(3)
+    for m, k in ((200, 10), (4, 2), (7, 1), (3, 6)):
+        pol = _set_policy(m, k, levels, fo, fc, g, hidden_size=model.policy.hidden_size)
+        pol.load_state_dict(model.policy.state_dict())
+        obs = _random_rows_obs(rng, 5, m, k, fo, fc, g)
+        only_hold = np.zeros((5, m * (k + 1) + m * levels), bool)
+        only_hold[:, k : m * (k + 1) : k + 1] = True
+        only_hold[:, m * (k + 1) :: levels] = True
+        action, lp = sess.run(None, {**obs, "action_mask": only_hold})
+        with torch.no_grad():
+            dist = pol.get_distribution({key: torch.as_tensor(v) for key, v in obs.items()})
+        want = dist.log_probs.numpy()
+        allowed = want > -1e8
+        assert lp.shape == want.shape == (5, 2 * m, max(k + 1, levels))
+        assert np.array_equal(lp > -1e8, allowed) and np.abs(lp - want)[allowed].max() < 1e-4
+        np.testing.assert_array_equal(action, dist.mode().numpy())
+        assert (action[:, :m] < k).any()  # offers despite the hold-only mask: PPO's graph ignores it
+
+    export_policy(set_runs["v2"], tmp_path / "v2.onnx", check=0)
+    masked = ort_session(tmp_path / "v2.onnx")
+    m, k, levels = 4, 3, 4
+    obs = _random_rows_obs(rng, 5, m, k, 15, 15, 6)
+    only_hold = np.zeros((5, m * (k + 1) + m * levels), bool)
+    only_hold[:, k : m * (k + 1) : k + 1] = True
+    only_hold[:, m * (k + 1) :: levels] = True
+    held = masked.run(["action"], {**obs, "action_mask": only_hold})[0]
+    assert (held[:, :m] == k).all() and (held[:, m:] == 0).all()
+
+
+def test_set_policy_check_fails_on_a_differing_graph(
+    set_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verification of a set-policy export can fail: another model's graph differs, and nothing is written."""
+    import gigdispatch.training.export as ex
+
+    other = ex.load_learned(set_runs["v2"])
+    real = ex.export_bytes
+    monkeypatch.setattr(ex, "export_bytes", lambda model, masked, shapes, n: real(other.model, True, shapes, n))
+    with pytest.raises(ex.CheckError, match="differ"):
+        ex.export_policy(set_runs["dagger"], tmp_path / "bad.onnx", check=100)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_exports_a_dagger_run_and_its_served_answers_match(
+    set_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gigdispatch export`` on a DAgger run: the log-prob line, and the served ONNX file (joint decoding, v2
+    env with bundle_k) answers /v1/dispatch like the run folder."""
+    pytest.importorskip("fastapi")
+    from gigdispatch.training.cli import main
+
+    out = tmp_path / "dag.onnx"
+    argv = ["export", "--checkpoint", str(set_runs["dagger"]), "--out", str(out), "--check", "50"]
+    assert main([*argv, "--check-served", "60"]) == 0
+    text = capsys.readouterr().out
+    assert "verified: 50/50" in text and "decisions compared: argmax and the run decode.json joint decoding" in text
+    assert "served: 60/60 /v1/dispatch answers identical" in text
+    served = json.loads((tmp_path / "dag.onnx.json").read_text())["verified_served"]
+    assert served["differing"] == 0 and served["requests_with_assignments"] > 0

@@ -16,6 +16,7 @@ string as ``gigdispatch evaluate --seeds`` does (``"1000-1999"``, read by ``pars
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,15 +44,21 @@ def _seed_list(value: Any) -> Any:
     return value
 
 
+ROW_ENVS = ("dispatch-v1", "dispatch-v2")  # the envs with row-shaped observations (the set network's)
+
+
 class DispatchEnvConfig(_Strict):
-    """Keyword arguments of ``gigdispatch/Dispatch-v0`` / ``-v1`` (``envs.dispatch_env.DispatchEnv``), and how
-    many days train at once (``env: dispatch-v1``: ``envs.dispatch_vec.DispatchVecEnv``)."""
+    """Keyword arguments of ``gigdispatch/Dispatch-v0`` / ``-v1`` / ``-v2`` (``envs.dispatch_env``), and how
+    many days train at once (``env: dispatch-v1`` / ``-v2``: ``envs.dispatch_vec``)."""
 
     max_orders: int = Field(32, ge=1, le=1024)
     k: int = Field(8, ge=1, le=64)
     reward_scale: float = Field(1.0, gt=0)
     idle_only: bool = False
-    num_envs: int = Field(1, ge=1, le=256, description="days stepped together (env: dispatch-v1)")
+    num_envs: int = Field(1, ge=1, le=256, description="days stepped together (env: dispatch-v1 or -v2)")
+    bundle_k: int = Field(
+        2, ge=0, le=63, description="of the k candidates, same-pickup bundle columns (env: dispatch-v2)"
+    )
 
 
 class FleetEnvConfig(_Strict):
@@ -77,8 +84,8 @@ class PPOConfig(_Strict):
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
     policy: Literal["auto", "mlp", "set"] = Field(
         "auto",
-        description="the network: 'set' (agents.setnet, env: dispatch-v1), 'mlp' (SB3's MultiInputPolicy/MlpPolicy"
-        " with net_arch); 'auto' is 'set' on dispatch-v1, 'mlp' elsewhere",
+        description="the network: 'set' (agents.setnet, env: dispatch-v1/-v2), 'mlp' (SB3's MultiInputPolicy/MlpPolicy"
+        " with net_arch); 'auto' is 'set' on dispatch-v1/-v2, 'mlp' elsewhere",
     )
     hidden: int = Field(64, ge=4, le=1024, description="width of the set network's layers (policy: set)")
 
@@ -157,18 +164,44 @@ class CEMConfig(_Strict):
         return self
 
 
+class DaggerConfig(_Strict):
+    """``algo: dagger``: imitation of a teacher policy by the set network (``training/dagger.py``)."""
+
+    teacher: str = Field("checkpoints/dispatch", description="the policy imitated: a registry name or a policy path")
+    rounds: int = Field(4, ge=1, description="collection + training rounds (round 0: the teacher plays)")
+    days_per_round: int = Field(4, ge=1, description="new training days played per round")
+    epochs: int = Field(15, ge=1, description="passes over all samples so far, per round")
+    batch_size: int = Field(256, ge=1, description="epochs (observations) per minibatch")
+    learning_rate: float = Field(1e-3, gt=0)
+    beta: float = Field(
+        0.5, ge=0, le=1, description="the teacher plays an epoch of round r >= 1 with probability beta**r"
+    )
+    hold_biases: list[float] = Field(
+        default_factory=lambda: [0.0, 2.0, 3.5, 5.0],
+        description="decoding biases against holding tried on the held-out days after each round",
+    )
+
+    @field_validator("hold_biases")
+    @classmethod
+    def _biases(cls, v: list[float]) -> list[float]:
+        if not v or any(not math.isfinite(b) or b < 0 for b in v):
+            raise ValueError("must be a non-empty list of finite numbers >= 0")
+        return v
+
+
 class TrainConfig(_Strict):
     """One training run. See ``docs/training.md`` for every field."""
 
     name: str = Field("train", pattern=r"^[A-Za-z0-9_.+-]+$")
-    env: Literal["dispatch", "dispatch-v1", "fleet"] = "dispatch"
+    env: Literal["dispatch", "dispatch-v1", "dispatch-v2", "fleet"] = "dispatch"
     scenario: str = "default"
     dispatch: DispatchEnvConfig = Field(default_factory=DispatchEnvConfig)
     fleet: FleetEnvConfig = Field(default_factory=FleetEnvConfig)
-    algo: Literal["maskable_ppo", "ppo", "cem"] = "maskable_ppo"
+    algo: Literal["maskable_ppo", "ppo", "cem", "dagger"] = "maskable_ppo"
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     rllib: RLlibConfig = Field(default_factory=RLlibConfig)
     cem: CEMConfig = Field(default_factory=CEMConfig)
+    dagger: DaggerConfig = Field(default_factory=DaggerConfig)
     total_timesteps: int = Field(100_000, ge=1)
     seed: int = Field(0, ge=0, description="seeds torch, numpy, SB3 and the order of the training seeds")
     train_seeds: list[int] = Field(default_factory=lambda: list(range(1000, 2000)))
@@ -197,22 +230,35 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch(self) -> TrainConfig:
-        if self.algo != "cem" and self.env != "fleet":  # the fleet's env count is its drivers, known later
+        if self.algo not in ("cem", "dagger") and self.env != "fleet":  # fleet: one env per driver, known later
             check_batch_size(self.ppo, n_envs=self.dispatch.num_envs, error=ValueError)
         return self
 
     @model_validator(mode="after")
+    def _bundle(self) -> TrainConfig:
+        d = self.dispatch
+        if self.env == "dispatch-v2" and d.bundle_k >= d.k:
+            raise ValueError(
+                f"dispatch.bundle_k: {d.bundle_k} bundle columns leave none of the dispatch.k = {d.k} columns for"
+                " the nearest drivers; lower dispatch.bundle_k or raise dispatch.k"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _v1_only(self) -> TrainConfig:
-        if self.dispatch.num_envs > 1 and self.env != "dispatch-v1":
-            raise ValueError(f"dispatch.num_envs: {self.dispatch.num_envs} days at once needs env: dispatch-v1")
-        if self.ppo.policy == "set" and self.env != "dispatch-v1":
-            raise ValueError("ppo.policy: 'set' reads Dispatch-v1's row-shaped observations: use env: dispatch-v1")
+        rows = self.env in ROW_ENVS
+        if self.dispatch.num_envs > 1 and not rows:
+            raise ValueError(f"dispatch.num_envs: {self.dispatch.num_envs} days at once needs env: dispatch-v1 or -v2")
+        if self.ppo.policy == "set" and not rows:
+            raise ValueError("ppo.policy: 'set' reads row-shaped observations: use env: dispatch-v1 or dispatch-v2")
+        if self.algo == "dagger" and (not rows or self.ppo.policy == "mlp"):
+            raise ValueError("algo: dagger trains the set network: use env: dispatch-v2 (or -v1) and ppo.policy: set")
         return self
 
     @property
     def uses_set_policy(self) -> bool:
         """The run's network is the set policy (``agents.setnet``)."""
-        return self.ppo.policy == "set" or (self.ppo.policy == "auto" and self.env == "dispatch-v1")
+        return self.ppo.policy == "set" or (self.ppo.policy == "auto" and self.env in ROW_ENVS)
 
     @model_validator(mode="after")
     def _disjoint(self) -> TrainConfig:

@@ -1,30 +1,51 @@
-"""``gigdispatch export``: a trained Dispatch-v0 / v1 policy as ONE ONNX graph, verified against the torch policy.
+"""``gigdispatch export``: a trained dispatch policy as ONE ONNX graph, verified against the torch policy.
 
 ``export_policy(checkpoint, out, check=1000) -> dict`` is the Python API; ``add_parser(sub)`` the subcommand.
 
-The graph (``DispatchPolicyGraph``) holds everything between the env's observation and the action:
+Dispatch-v0 runs (SB3's ``MultiInputPolicy``): the graph (``DispatchPolicyGraph``) holds everything
+between the env's observation and the action:
 
 * inputs ``orders``, ``candidates``, ``globals`` (float32, batch first, the flat layouts of
   ``DispatchEnv.observation_space``) and ``action_mask`` (bool, batch x ``sum(nvec)``, the layout of
   ``DispatchEnv.action_masks()``);
 * SB3's ``MultiInputPolicy`` preprocessing (``preprocess_obs``: Boxes cast to float; ``CombinedExtractor``:
   each key flattened, concatenated in the observation space's key order), the actor MLP and ``action_net``
-  (the logits of all MultiDiscrete dimensions, concatenated); the set network of Dispatch-v1 runs
-  (``agents.setnet.DispatchSetPolicy``) is refused in one line for now (its trunk packs the real orders, a
-  data-dependent shape);
+  (the logits of all MultiDiscrete dimensions, concatenated);
 * MaskablePPO runs: invalid logits set to ``-inf`` (SB3 uses -1e8; the argmax is the same, since every
   dimension keeps a valid choice: *hold* and level 0 always are);
   PPO runs: the mask is accepted and ignored, as ``LearnedDispatchPolicy`` predicts without masks;
 * the per-dimension argmax (first index on ties, as ``torch.argmax``); output ``action`` (int64,
   batch x n_dims) -- SB3's deterministic action.
 
+Set-network runs (``env: dispatch-v1`` / ``dispatch-v2``, ``algo: maskable_ppo | ppo | dagger``:
+``agents.setnet.DispatchSetPolicy``): the graph (``DispatchSetPolicyGraph``, ``build_set_graph_module``)
+runs the actor as ``agents.setnet.DenseSetActor`` (every slot and candidate column computed and masked,
+instead of the packed trunk's data-dependent ``nonzero``; the same weights and function):
+
+* inputs ``orders`` ``(B, M, Fo)``, ``candidates`` ``(B, M, K, Fc)``, ``globals`` ``(B, G)`` (the row
+  layouts of Dispatch-v1/v2) and ``action_mask`` (bool, ``(B, sum(nvec))``); ``M`` and ``K`` are dynamic
+  axes as well as the batch (the network has no size that depends on them; the sidecar's shapes are the
+  run's);
+* output ``action`` (int64, ``(B, M)`` or with pricing ``(B, 2M)``: choices, then payout levels): per row the
+  argmax of the masked log-softmax, the MaskablePPO mask ANDed into the observation's own mask (PPO runs:
+  the mask is ignored) -- ``model.predict(obs, action_masks=mask, deterministic=True)``;
+* output ``row_log_probs`` (float32, ``(B, R, C)``, ``R = M`` or ``2M``, ``C = max(K + 1, L)``): the rows'
+  log-probabilities masked by the observation alone, masked entries about -1e9 -- the layout of
+  ``DispatchSetPolicy.row_log_probs``, which a joint decoder (``agents.set_decode.match_rows``) reads.
+  The sidecar's ``decode`` (``{"decode": "match", "hold_bias": b}``, from the run's ``decode.json``) tells
+  ``OnnxDispatchPolicy`` to decode them as ``LearnedDispatchPolicy`` does.
+
 Export uses ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset 17, with a dynamic
 batch axis. Verification (``--check N``, default 1000): N observations and masks are recorded from
-Dispatch-v0 rollouts on held-out seeds (the run's ``eval.seeds``, then the seeds after every training and
-evaluation seed; all >= 1000), driven by the torch policy itself, and the ONNX decisions (onnxruntime,
+rollouts of the run's env on held-out seeds (the run's ``eval.seeds``, then the seeds after every training
+and evaluation seed; all >= 1000), driven by the torch policy itself, and the ONNX decisions (onnxruntime,
 ``CPUExecutionProvider``, the whole batch in one call) must equal ``model.predict(obs, action_masks=mask,
-deterministic=True)`` on every one. The ``.onnx`` file and its sidecar ``FILE.onnx.json`` are written
-(atomically) only after the check passed.
+deterministic=True)`` on every one. For set-network runs the rollouts are driven by the torch policy's own
+decisions (joint decoding with ``decode.json``), the ``row_log_probs`` must be within ``LOGP_ATOL`` (1e-4)
+of torch's on every allowed entry and masked where torch's are, and with ``decode.json`` the joint decoding
+of each side's log-probabilities (with the env's candidate ids, recorded per state) must give identical
+actions. The ``.onnx`` file and its sidecar ``FILE.onnx.json`` are written (atomically) only after the
+check passed.
 """
 
 from __future__ import annotations
@@ -51,6 +72,8 @@ OPSET = 17
 OBS_KEYS = ("orders", "candidates", "globals")
 INPUT_NAMES = [*OBS_KEYS, "action_mask"]
 OUTPUT_NAME = "action"
+ROW_LOG_PROBS = "row_log_probs"  # the set policy's graph: the rows' log-probabilities, for joint decoding
+LOGP_ATOL = 1e-4  # the check: ONNX vs torch row log-probabilities on every allowed entry
 
 
 class ExportError(InputError):
@@ -84,10 +107,12 @@ def build_graph_module(model: Any, masked: bool) -> Any:
     from stable_baselines3.common.preprocessing import preprocess_obs
 
     policy = model.policy
-    if not hasattr(policy, "mlp_extractor"):  # the set network (agents.setnet): data-dependent shapes, not yet
+    if is_set_policy(model):
+        return build_set_graph_module(model, masked)
+    if not hasattr(policy, "mlp_extractor"):
         raise ExportError(
-            f"the model's policy {type(policy).__name__} cannot be exported to ONNX yet (only MultiInputPolicy runs"
-            " can); evaluate and serve the run folder itself instead"
+            f"the model's policy {type(policy).__name__} cannot be exported to ONNX (only MultiInputPolicy and"
+            " DispatchSetPolicy runs can); evaluate and serve the run folder itself instead"
         )
     nvec = [int(n) for n in model.action_space.nvec]
     segments = _segments(nvec)
@@ -121,8 +146,65 @@ def build_graph_module(model: Any, masked: bool) -> Any:
     return DispatchPolicyGraph().eval()
 
 
+def is_set_policy(model: Any) -> bool:
+    """The model's policy is the set network (``agents.setnet.DispatchSetPolicy``, Dispatch-v1/v2 runs)."""
+    from gigdispatch.agents.setnet import DispatchSetPolicy
+
+    return isinstance(model.policy, DispatchSetPolicy)
+
+
+def build_set_graph_module(model: Any, masked: bool) -> Any:
+    """A ``torch.nn.Module`` mapping (orders, candidates, globals, action_mask) to (the deterministic action,
+    the rows' log-probabilities) for a set-policy model, through ``agents.setnet.DenseSetActor`` (no
+    data-dependent shape, so ``M`` and ``K`` stay free in the traced graph).
+
+    ``action``: per row the argmax of the masked log-softmax, the MaskablePPO ``action_mask`` ANDed into the
+    observation's own mask for masked runs (as ``predict(..., action_masks=mask)``), ignored for PPO runs (as
+    ``LearnedDispatchPolicy`` predicts); choices then levels. ``row_log_probs``: ``(B, R, C)``, the layout of
+    ``DispatchSetPolicy.row_log_probs``, masked by the observation alone (what ``agents.set_decode`` decodes)."""
+    import torch
+
+    from gigdispatch.agents.setnet import DenseSetActor, masked_log_softmax
+
+    try:
+        actor = DenseSetActor(model.policy)
+    except InputError as exc:
+        raise ExportError(f"the model's set policy cannot be exported to ONNX: {exc}") from None
+    n_levels = actor.n_levels
+
+    class DispatchSetPolicyGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.actor = actor
+
+        def forward(self, orders: Any, candidates: Any, globals_: Any, action_mask: Any) -> Any:
+            rows = self.actor.rows(orders, candidates, globals_)
+            choice_lp = masked_log_softmax(rows.choice_logits, rows.choice_mask)
+            level_lp = None
+            if rows.level_logits is not None and rows.level_mask is not None:
+                level_lp = masked_log_softmax(rows.level_logits, rows.level_mask)
+            b, m, width = rows.choice_logits.shape
+            if masked:  # the flat MaskablePPO layout: M rows of K + 1 choices, then M rows of L levels
+                n_choice = m * width
+                allow = action_mask[:, :n_choice].reshape(b, m, width)
+                picks = [masked_log_softmax(rows.choice_logits, rows.choice_mask & allow).argmax(dim=-1)]
+                if rows.level_logits is not None and rows.level_mask is not None:
+                    allow_lv = action_mask[:, n_choice:].reshape(b, m, n_levels)
+                    picks.append(masked_log_softmax(rows.level_logits, rows.level_mask & allow_lv).argmax(dim=-1))
+            else:  # keep the mask an input of the graph (one interface), without letting it change anything
+                keep = action_mask[:, :1].unsqueeze(-1).to(choice_lp.dtype) * 0.0
+                picks = [(choice_lp + keep).argmax(dim=-1)]
+                if level_lp is not None:
+                    picks.append(level_lp.argmax(dim=-1))
+            action = torch.cat(picks, dim=1).to(torch.int64)
+            return action, self.actor.stack_rows(choice_lp, level_lp)
+
+    return DispatchSetPolicyGraph().eval()
+
+
 def export_bytes(model: Any, masked: bool, obs_shapes: dict[str, tuple[int, ...]], mask_len: int) -> bytes:
-    """The ONNX model (bytes) of ``build_graph_module`` with a dynamic batch axis."""
+    """The ONNX model (bytes) of ``build_graph_module`` with a dynamic batch axis (set policies: also dynamic
+    ``max_orders`` and ``k`` axes, and the second output ``row_log_probs``)."""
     import torch
 
     module = build_graph_module(model, masked)
@@ -131,7 +213,9 @@ def export_bytes(model: Any, masked: bool, obs_shapes: dict[str, tuple[int, ...]
         torch.ones((1, mask_len), dtype=torch.bool),
     )
     buf = io.BytesIO()
-    dyn = {name: {0: "batch"} for name in [*INPUT_NAMES, OUTPUT_NAME]}
+    set_policy = is_set_policy(model)
+    outputs = [OUTPUT_NAME, ROW_LOG_PROBS] if set_policy else [OUTPUT_NAME]
+    dyn = set_dynamic_axes() if set_policy else {name: {0: "batch"} for name in [*INPUT_NAMES, OUTPUT_NAME]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", category=DeprecationWarning
@@ -141,12 +225,25 @@ def export_bytes(model: Any, masked: bool, obs_shapes: dict[str, tuple[int, ...]
             example,
             buf,
             input_names=INPUT_NAMES,
-            output_names=[OUTPUT_NAME],
+            output_names=outputs,
             dynamic_axes=dyn,
             opset_version=OPSET,
             dynamo=False,
         )
     return buf.getvalue()
+
+
+def set_dynamic_axes() -> dict[str, dict[int, str]]:
+    """The free axes of a set policy's graph: the batch, the order slots ``max_orders`` (M) and the candidate
+    columns ``k`` (K), and what follows from them (mask and action lengths, the rows' count and width)."""
+    return {
+        "orders": {0: "batch", 1: "max_orders"},
+        "candidates": {0: "batch", 1: "max_orders", 2: "k"},
+        "globals": {0: "batch"},
+        "action_mask": {0: "batch", 1: "mask_len"},
+        OUTPUT_NAME: {0: "batch", 1: "action_dims"},
+        ROW_LOG_PROBS: {0: "batch", 1: "rows", 2: "columns"},
+    }
 
 
 def ort_session(model: bytes | str | Path, threads: int = 1) -> Any:
@@ -196,7 +293,7 @@ def record_rollouts(
     held-out seeds of the run's config ``cfg`` driven by that policy (``predict(..., action_masks=mask,
     deterministic=True)``; no mask for PPO). Returns (obs batch, mask batch, action batch, seeds used)."""
     from gigdispatch.envs.core.seeding import SeedSchedule
-    from gigdispatch.training.train import dispatch_env
+    from gigdispatch.training.envs import dispatch_env
 
     model = learned.model
     seeds = held_out_seeds(cfg, 10_000)
@@ -251,6 +348,110 @@ def check_decisions(onnx_model: bytes | str | Path, learned: Any, cfg: TrainConf
             np.mean(torch_actions[:, : learned.env_kwargs["max_orders"]] == learned.env_kwargs["k"])
         ),
     }
+
+
+def record_set_rollouts(learned: Any, cfg: TrainConfig, n: int) -> dict[str, Any]:
+    """``n`` Dispatch-v1/v2 states of a set-policy run, from rollouts on held-out seeds driven by the torch
+    policy's own decisions (``LearnedDispatchPolicy``'s: the rows decoded by ``agents.set_decode`` when the
+    run has ``decode.json``, else ``predict``). Per state: the observation and mask, the torch policy's
+    deterministic ``predict`` action (``argmax``), the action it takes (``decided``), its row log-probabilities
+    (``row_log_probs``), and the env's candidate ids and slot count (``cand``, ``n_slots``: what the joint
+    decoder reads besides the log-probabilities)."""
+    from gigdispatch.agents.set_decode import match_env_rows
+    from gigdispatch.envs.core.seeding import SeedSchedule
+    from gigdispatch.training.train import dispatch_env
+
+    model, hold_bias = learned.model, learned.hold_bias
+    seeds = held_out_seeds(cfg, 10_000)
+    env = dispatch_env(cfg, SeedSchedule(seeds=seeds))  # in this order
+    rec: dict[str, list[Any]] = {
+        k: [] for k in [*OBS_KEYS, "action_mask", "argmax", "decided", ROW_LOG_PROBS, "cand", "n_slots"]
+    }
+    used: list[int] = []
+    while len(rec["decided"]) < n:
+        if len(used) >= len(seeds):
+            raise CheckError(f"could not record {n} decision epochs in {len(seeds)} days")
+        obs, _ = env.reset()
+        used.append(int(seeds[len(used)]))
+        done = False
+        while not done and len(rec["decided"]) < n:
+            mask = env.action_masks()
+            kw = {"action_masks": mask} if learned.masked else {}
+            argmax, _ = model.predict(obs, deterministic=True, **kw)
+            lp = model.policy.row_log_probs(obs)
+            action = argmax if hold_bias is None else match_env_rows(lp, env, hold_bias)
+            for k in OBS_KEYS:
+                rec[k].append(np.asarray(obs[k], np.float32).copy())
+            rec["action_mask"].append(mask.copy())
+            rec["argmax"].append(np.asarray(argmax, np.int64).copy())
+            rec["decided"].append(np.asarray(action, np.int64).copy())
+            rec[ROW_LOG_PROBS].append(np.asarray(lp, np.float32).copy())
+            rec["cand"].append(env._cand.copy())
+            rec["n_slots"].append(len(env._slots))
+            obs, _, done, _, _ = env.step(action)
+    env.close()
+    out: dict[str, Any] = {k: np.stack(v) if k != "n_slots" else np.asarray(v, np.int64) for k, v in rec.items()}
+    out["seeds"] = used
+    out["n_levels"] = int(env.L) if env.pricing else 0
+    return out
+
+
+def check_set_decisions(onnx_model: bytes | str | Path, learned: Any, cfg: TrainConfig, n: int) -> dict[str, Any]:
+    """``check_decisions`` for a set-policy run: on ``n`` recorded states (``record_set_rollouts``) the graph's
+    ``action`` must equal the torch ``predict`` action, its ``row_log_probs`` torch's within ``LOGP_ATOL`` on
+    every allowed entry (and be masked where torch's are), and, for a run with ``decode.json``, the joint
+    decoding of each side's log-probabilities (``agents.set_decode.match_rows``) must give identical actions."""
+    from gigdispatch.agents.set_decode import match_rows
+
+    rec = record_set_rollouts(learned, cfg, n)
+    sess = ort_session(onnx_model)
+    feed = ort_inputs({k: rec[k] for k in OBS_KEYS}, rec["action_mask"])
+    onnx_actions, onnx_lp = sess.run([OUTPUT_NAME, ROW_LOG_PROBS], feed)
+    torch_actions, torch_lp = rec["argmax"], rec[ROW_LOG_PROBS]
+    if onnx_actions.shape != torch_actions.shape or onnx_lp.shape != torch_lp.shape:
+        raise CheckError(
+            f"the ONNX outputs have shapes {onnx_actions.shape}, {onnx_lp.shape}; the torch policy's "
+            f"{torch_actions.shape}, {torch_lp.shape}"
+        )
+    allowed = torch_lp > _MASKED
+    if not np.array_equal(onnx_lp > _MASKED, allowed):
+        raise CheckError("the ONNX row log-probabilities mask other entries than the torch policy's")
+    max_diff = float(np.abs(onnx_lp - torch_lp)[allowed].max(initial=0.0))
+    if not max_diff <= LOGP_ATOL:
+        raise CheckError(f"the ONNX row log-probabilities differ from torch's by up to {max_diff:.3g} (> {LOGP_ATOL})")
+    differ = np.flatnonzero((onnx_actions != torch_actions).any(axis=1))
+    what = "argmax"
+    if not differ.size and learned.hold_bias is not None:
+        what = "match"
+        onnx_actions = np.stack(
+            [
+                match_rows(onnx_lp[i], rec["cand"][i], int(rec["n_slots"][i]), rec["n_levels"], learned.hold_bias)
+                for i in range(n)
+            ]
+        )
+        torch_actions = rec["decided"]
+        differ = np.flatnonzero((onnx_actions != torch_actions).any(axis=1))
+    if differ.size:
+        i = int(differ[0])
+        raise CheckError(
+            f"the ONNX decisions ({what}) differ from the torch policy's on {differ.size} of {n} observations "
+            f"(first: #{i}, onnx {onnx_actions[i].tolist()} vs torch {torch_actions[i].tolist()})"
+        )
+    single = sess.run([OUTPUT_NAME], ort_inputs({k: rec[k][0] for k in OBS_KEYS}, rec["action_mask"][0]))[0]
+    if not np.array_equal(single[0], rec["argmax"][0]):
+        raise CheckError("the ONNX decision for a batch of one differs from the torch policy's")
+    m, k = learned.env_kwargs["max_orders"], learned.env_kwargs["k"]
+    return {
+        "observations": int(n),
+        "identical": int(n),
+        "seeds": rec["seeds"],
+        "held_actions_share": float(np.mean(rec["decided"][:, :m] == k)),
+        "decode": what,
+        "max_log_prob_diff": max_diff,
+    }
+
+
+_MASKED = -1e8  # log-probabilities below this are masked entries (``mask_fill``: -1e9, minus the row's log-sum-exp)
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -320,10 +521,16 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
     t0 = time.perf_counter()
     data = export_bytes(model, learned.masked, shapes, mask_len)
     t_export = time.perf_counter() - t0
+    set_policy = is_set_policy(model)
+    if learned.hold_bias is not None and not set_policy:
+        raise ExportError(
+            f"--checkpoint {str(checkpoint)!r}: decode.json: joint decoding needs the set policy, the model's is "
+            f"{type(model.policy).__name__}"
+        )
     verified = None
     if check:
         t0 = time.perf_counter()
-        verified = check_decisions(data, learned, cfg, check)
+        verified = (check_set_decisions if set_policy else check_decisions)(data, learned, cfg, check)
         verified["seconds"] = round(time.perf_counter() - t0, 3)
     run_dir = learned.run_dir
     meta = {
@@ -341,6 +548,8 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         },
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(nvec)], "dtype": "int64"},
         "action_nvec": nvec,
+        # the run's joint decoding of the set policy's rows (decode.json), which OnnxDispatchPolicy applies
+        "decode": None if learned.hold_bias is None else {"decode": "match", "hold_bias": learned.hold_bias},
         "opset": OPSET,
         "exporter": "torch.onnx.export(dynamo=False)",
         "versions": _versions(),
@@ -348,6 +557,17 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         "verified": verified,
         "bytes": len(data),
     }
+    if set_policy:
+        lay = model.policy.layout
+        meta["outputs"] = [OUTPUT_NAME, ROW_LOG_PROBS]
+        meta[ROW_LOG_PROBS] = {
+            "shape": ["batch", len(nvec), max(lay.n_candidates + 1, lay.n_levels)],
+            "dtype": "float32",
+            "rows": "M choice rows (K candidates, hold), then with pricing M payout-level rows",
+        }
+        meta["dynamic_axes"] = {
+            name: {str(a): label for a, label in axes.items()} for name, axes in set_dynamic_axes().items()
+        }
     if check_served:
         meta["verified_served"] = _check_served(learned, cfg, data, meta, check_served)
     atomic_write_bytes(out, data)
@@ -411,6 +631,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"(onnxruntime CPU; observations from {len(v['seeds'])} held-out days, "
             f"seeds {v['seeds'][0]}..{v['seeds'][-1]}; {v['seconds']:.1f} s)"
         )
+        if "max_log_prob_diff" in v:
+            print(
+                f"row log-probabilities within {v['max_log_prob_diff']:.2g} of torch's; decisions compared: "
+                f"{'argmax and the run decode.json joint decoding' if v['decode'] == 'match' else 'argmax'}"
+            )
     vs = meta.get("verified_served")
     if vs:
         print(
@@ -425,10 +650,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a trained Dispatch-v0 policy to ONNX (masking and argmax inside) and verify it",
+        help="export a trained dispatch policy to ONNX (masking and argmax inside) and verify it",
         description=(
-            "Export the policy of a training run (MaskablePPO/PPO on Dispatch-v0) as one ONNX graph: observation "
-            "preprocessing, action masking and the per-dimension argmax inside. "
+            "Export the policy of a training run (MaskablePPO/PPO on Dispatch-v0, or the set network of a "
+            "Dispatch-v1/v2 run: maskable_ppo, ppo, dagger) as one ONNX graph: observation "
+            "preprocessing, action masking and the per-dimension argmax inside (set networks: also the rows' "
+            "log-probabilities, for the run's joint decoding). "
             "Verifies the ONNX decisions against "
             "the torch policy on N recorded observations before writing FILE.onnx and FILE.onnx.json. "
             "See docs/export.md."

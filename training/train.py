@@ -36,6 +36,7 @@ from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.core.seeding import SeedSchedule
 from gigdispatch.training.cem import train_cem
 from gigdispatch.training.config import TrainConfig, check_batch_size, load_config
+from gigdispatch.training.envs import dispatch_env
 from gigdispatch.training.errors import TrainError
 from gigdispatch.training.rllib import train_rllib
 from gigdispatch.training.runs import (
@@ -60,22 +61,6 @@ __all__ = ["KPI_TAGS", "TrainError", "build_model", "evaluate_model", "make_trai
 
 
 # ------------------------------------------------------------------------------------------- envs
-def dispatch_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
-    """Dispatch-v0 (or v1, ``env: dispatch-v1``) with the run's ``dispatch`` settings, playing the days of
-    ``seed_schedule``."""
-    from gigdispatch.envs.dispatch_env import DispatchEnv, DispatchEnvV1
-
-    d = cfg.dispatch
-    return (DispatchEnvV1 if cfg.env == "dispatch-v1" else DispatchEnv)(
-        cfg.scenario,
-        max_orders=d.max_orders,
-        k=d.k,
-        reward_scale=d.reward_scale,
-        idle_only=d.idle_only,
-        seed_schedule=seed_schedule,
-    )
-
-
 def fleet_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
     """``FleetVecEnv`` with the run's ``fleet`` settings (the platform policy by name), playing the days of
     ``seed_schedule``."""
@@ -117,12 +102,13 @@ def make_train_env(cfg: TrainConfig) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-    if cfg.env == "dispatch-v1":
-        from gigdispatch.envs.dispatch_vec import DispatchVecEnv
+    if cfg.env in ("dispatch-v1", "dispatch-v2"):
+        from gigdispatch.envs.dispatch_vec import DispatchVecEnv, DispatchVecEnvV2
         from gigdispatch.envs.sb3_vec import SB3VecEnv
 
         d = cfg.dispatch
-        vec = DispatchVecEnv(
+        extra = {"bundle_k": d.bundle_k} if cfg.env == "dispatch-v2" else {}
+        vec = (DispatchVecEnvV2 if cfg.env == "dispatch-v2" else DispatchVecEnv)(
             num_envs=d.num_envs,
             scenario=cfg.scenario,
             max_orders=d.max_orders,
@@ -130,6 +116,7 @@ def make_train_env(cfg: TrainConfig) -> Any:
             reward_scale=d.reward_scale,
             idle_only=d.idle_only,
             seed_schedules=train_schedules(cfg, d.num_envs),
+            **extra,
         )
         return VecMonitor(SB3VecEnv(vec))
     return DummyVecEnv([lambda: Monitor(dispatch_env(cfg, train_schedule(cfg)))])
@@ -423,6 +410,8 @@ def train(
     try:
         if cfg.algo == "cem":
             _train_cem_run(cfg, rdir, resume is not None, runlog)
+        elif cfg.algo == "dagger":
+            _train_dagger_run(cfg, rdir, env, model, runlog)
         else:
             _train_sb3(cfg, rdir, env, model, runlog)
     finally:
@@ -440,6 +429,20 @@ def _train_cem_run(cfg: TrainConfig, rdir: Path, resume: bool, runlog: RunLog) -
         {"cem": st["history"][-1:]},
         done=True,
     )
+
+
+def _train_dagger_run(cfg: TrainConfig, rdir: Path, env: Any, model: Any, runlog: RunLog) -> None:
+    """DAgger (``training.dagger``) into the resumed run's model, or a new MaskablePPO set-policy model."""
+    from gigdispatch.training.dagger import train_dagger
+
+    resume = model is not None
+    if model is None:
+        model = build_model(cfg, env, tensorboard_log=str(rdir / TB))
+        save_checkpoint(model, rdir / CHECKPOINTS / "round-0.zip")  # the initial weights, for a resume before round 1
+        save_checkpoint(model, rdir / CHECKPOINTS / LATEST)  # a loadable checkpoint from the first moment on
+    st = train_dagger(cfg, rdir, env, model, resume, runlog)
+    write_progress(rdir, st["round"], cfg.dagger.rounds, {"dagger": st["history"][-1:]}, done=True)
+    env.close()
 
 
 def _train_sb3(cfg: TrainConfig, rdir: Path, env: Any, model: Any, runlog: RunLog) -> None:
@@ -539,6 +542,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{number(pol['start_held_out_objective_mean'])} at the start, "
             f"{number(pol['held_out_objective_mean'])} best; "
             f"policy: {run_dir / 'policy.json'}"
+        )
+        return 0
+    if "dagger" in prog.get("state", {}):
+        best = json.loads((run_dir / "dagger_state.json").read_text())["best"]
+        print(
+            f"imitated for {prog['num_timesteps']} DAgger rounds; best held-out margin "
+            f"{number(best['eval_profit_mean'])} (round {best['round']}, hold_bias {best['hold_bias']}); "
+            f"policy: {run_dir}"
         )
         return 0
     print(f"trained {prog['num_timesteps']:,} steps; run folder: {run_dir}")

@@ -2,8 +2,9 @@
 
 When each driver is free and where (``driver_free``), pickup ETAs of order-driver pairs
 (``pickup_eta``, ``pair_eta``, ``feasible_etas``), the top-``k`` drivers of each order (``candidates``,
-``top_k``), the estimated event time of every route stop (``route_eta``, ``order_eta``) and the orders at
-risk of missing their SLA (``at_risk``, ``open_at_risk``).
+``top_k``), the drivers already due at an order's pickup (``bundle_candidates``), the estimated event time
+of every route stop (``route_eta``, ``order_eta``) and the orders at risk of missing their SLA (``at_risk``,
+``open_at_risk``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from gigdispatch.envs.core.arrays import nz
 from gigdispatch.envs.core.queries import Queries
-from gigdispatch.envs.core.types import PH_DRIVING, PH_SERVICE, STOP_DROPOFF, STOP_PICKUP, Drivers
+from gigdispatch.envs.core.types import ORDER_ASSIGNED, PH_DRIVING, PH_SERVICE, STOP_DROPOFF, STOP_PICKUP, Drivers
 
 
 class _Rows:
@@ -180,6 +181,65 @@ class EtaQueries(Queries):
         out_ids[:, :kk] = chosen
         eta[:, :kk] = pe
         return out_ids, eta
+
+    def bundle_candidates(
+        self, orders: np.ndarray, among: np.ndarray, bundle_k: int = 2
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, bundle_k) drivers (among ``among``, a (D,) mask) already due at each order's pickup (the same pickup
+        node and group, a pickup not yet under way): ``(ids, eta, hold)``, -1/inf/0 padded.
+
+        ``eta`` is the pickup ETA if the order joins that visit (the visit waits for the latest ready
+        time), ``hold`` how much later the visit then happens than planned (the carried orders wait too).
+        """
+        n, bk = len(orders), int(bundle_k)
+        ids = np.full((n, bk), -1, np.int64)
+        eta = np.full((n, bk), np.inf)
+        hold = np.zeros((n, bk))
+        dr, od = self.drivers, self.orders
+        busy = (among & (dr.route_len > 0)).nonzero()[0]
+        if bk == 0 or busy.size == 0 or n == 0:
+            return ids, eta, hold
+        ro = dr.route_order[busy]
+        S = self.S
+        pos = np.arange(S)[None, :]
+        live = (pos < dr.route_len[busy][:, None]) & (dr.route_kind[busy] == STOP_PICKUP)
+        live &= od.status[np.maximum(ro, 0)] == ORDER_ASSIGNED
+        live &= ~self.visit_stops(busy)  # visit under way
+        if not live.any():
+            return ids, eta, hold
+        r, s = live.nonzero()
+        rows_eta = self.route_eta(busy[np.unique(r)])
+        st_eta = rows_eta[np.searchsorted(np.unique(r), r), s] - self.state.t
+        st_drv = busy[r]
+        G = int(od.group.max()) + 1
+        key = dr.route_node[st_drv, s].astype(np.int64) * G + od.group[ro[r, s]].astype(
+            np.int64
+        )  # (pickup node, group)
+        srt = np.lexsort((st_eta, key))
+        key, st_drv, st_eta = key[srt], st_drv[srt], st_eta[srt]
+        # one entry per (driver, pickup place): its earliest stop there
+        first = np.sort(np.unique(key * dr.n + st_drv, return_index=True)[1])
+        key, st_drv, st_eta = key[first], st_drv[first], st_eta[first]
+        okey = od.pickup[orders].astype(np.int64) * G + od.group[orders].astype(np.int64)
+        lo = np.searchsorted(key, okey, side="left")
+        hi = np.searchsorted(key, okey, side="right")
+        free_cap = dr.capacity - self.state.committed
+        ready = od.t_ready[orders] - self.state.t
+        for j in range(bk):
+            idx = lo + j
+            ok = idx < hi
+            if not ok.any():
+                break
+            ii = np.minimum(idx, len(key) - 1)
+            d = st_drv[ii]
+            # the visit happens when its last order is ready: this order may hold the others up
+            e = np.maximum(np.maximum(st_eta[ii], 0.0), ready)
+            ok &= free_cap[d] >= od.volume[orders]
+            ok &= self.state.t + e <= dr.shift_end[d]  # no pickups after the shift
+            ids[:, j] = np.where(ok, d, -1)
+            eta[:, j] = np.where(ok, e, np.inf)
+            hold[:, j] = np.where(ok, e - np.maximum(st_eta[ii], 0.0), 0.0)
+        return ids, eta, hold
 
     def route_eta(self, rows: np.ndarray | None = None) -> np.ndarray:
         """(len(rows), S) estimated event time (pickup or drop-off) at each route stop under current traffic,
