@@ -295,26 +295,75 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
             raise CorruptCheckpointError(f"policy {str(path)!r}: {exc}") from None
         self.checkpoint = ckpt
         self.hold_bias: float | None = read_decode(run, what=f"policy {str(path)!r}")
+        self._policy: Any = self.model.policy  # the network acting on the current scenario (``_make_env``)
 
     def _make_env(self, scenario: Any) -> Any:
         env = dispatch_env_class(self.env_name)(scenario, **self.env_kwargs)
+        self._policy = self.model.policy
         expected = self.model.observation_space
-        if any(env.observation_space[key].shape != expected[key].shape for key in expected.spaces):
+        fits = all(env.observation_space[key].shape == expected[key].shape for key in expected.spaces)
+        if fits and env.action_space.shape == self.model.action_space.shape:
+            return env
+        if self._is_set_policy():  # size-free weights: rebuilt for this scenario's spaces
+            self._policy = self._set_policy_for(env)
+            return env
+        if not fits:
             raise LearnedPolicyError(
                 f"policy {str(self.checkpoint)!r}: the model's observation shapes do not fit this scenario"
             )
-        if env.action_space.shape != self.model.action_space.shape:
+        raise LearnedPolicyError(
+            f"policy {str(self.checkpoint)!r}: trained with action shape {self.model.action_space.shape}, "
+            f"this scenario needs {env.action_space.shape} (pricing on/off differs)"
+        )
+
+    def _is_set_policy(self) -> bool:
+        from gigdispatch.agents.setnet import DispatchSetPolicy
+
+        return isinstance(self.model.policy, DispatchSetPolicy)
+
+    def _set_policy_for(self, env: Any) -> Any:
+        """The trained set network on ``env``'s spaces. No weight depends on the order slots, candidates or fleet
+        size; a scenario without pricing drops the payout-level logits (its actions have no level half). Features
+        or pricing levels that differ are refused in one line."""
+        from gigdispatch.agents.setnet import DispatchSetPolicy, dispatch_layout
+
+        old = self.model.policy
+        lay = dispatch_layout(env.observation_space, env.action_space)
+        where = f"policy {str(self.checkpoint)!r}"
+        if (lay.order_features, lay.candidate_features, lay.global_features) != (
+            old.layout.order_features,
+            old.layout.candidate_features,
+            old.layout.global_features,
+        ):
+            raise LearnedPolicyError(f"{where}: the model's observation features do not fit this scenario's env")
+        if lay.n_levels not in (0, old.layout.n_levels):
             raise LearnedPolicyError(
-                f"policy {str(self.checkpoint)!r}: trained with action shape {self.model.action_space.shape}, "
-                f"this scenario needs {env.action_space.shape} (pricing on/off differs)"
+                f"{where}: trained with {old.layout.n_levels} payout levels, this scenario has {lay.n_levels}"
             )
-        return env
+        new = DispatchSetPolicy(
+            env.observation_space,
+            env.action_space,
+            lambda _: 0.0,
+            hidden_size=old.hidden_size,
+            pair_layers=old.pair_layers,
+            activation_fn=old.activation_fn,
+        )
+        state = old.state_dict()
+        if lay.n_levels == 0 and old.layout.n_levels:  # keep the query and hold rows of the order head
+            keep = old.hidden_size + 1
+            state["order_head.weight"] = state["order_head.weight"][:keep]
+            state["order_head.bias"] = state["order_head.bias"][:keep]
+        new.load_state_dict(state)
+        new.set_training_mode(False)
+        return new.to(old.device)
 
     def _choose(self, obs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         if self.hold_bias is not None:  # the run decodes its set policy jointly (decode.json)
             from gigdispatch.agents.set_decode import match_action
 
-            return match_action(self.model.policy, self._env, obs, self.hold_bias)
+            return match_action(self._policy, self._env, obs, self.hold_bias)
         kw = {"action_masks": mask} if self.masked else {}
+        if self._policy is not self.model.policy:  # a set network rebuilt for this scenario's spaces
+            return self._policy.predict(obs, deterministic=True, **kw)[0]
         action, _ = self.model.predict(obs, deterministic=True, **kw)
         return action

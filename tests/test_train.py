@@ -39,7 +39,7 @@ def test_shipped_configs_validate(name: str) -> None:
         ({"nope": 1}, [], "nope", "unknown key"),
         ({"ppo": {"batch_sise": 64}}, [], "ppo.batch_sise", "unknown key"),
         ({"ppo": {"n_steps": "many"}}, [], "ppo.n_steps", "valid integer"),
-        ({"env": "gridworld"}, [], "env", "'dispatch', 'dispatch-v1' or 'fleet'"),
+        ({"env": "gridworld"}, [], "env", "'dispatch', 'dispatch-v1', 'dispatch-v2' or 'fleet'"),
         ({"train_seeds": [5, 1000]}, [], "train_seeds", "5 below 1000"),
         ({"train_seeds": "0-19"}, [], "train_seeds", "below 1000"),
         ({"train_seeds": "1000-x"}, [], "train_seeds", "not a seed or a range"),
@@ -191,7 +191,7 @@ def test_learned_policy_in_simulator_matches_env(smoke_run: Path) -> None:
     pol = LearnedDispatchPolicy(smoke_run)
     assert pol.checkpoint.name == "best.zip" and pol.run_dir == smoke_run
     cfg = load_run_config(smoke_run)
-    assert pol.algo == cfg.algo and pol.env_kwargs == cfg.dispatch.model_dump(exclude={"num_envs"})
+    assert pol.algo == cfg.algo and pol.env_kwargs == cfg.dispatch.model_dump(exclude={"num_envs", "bundle_k"})
     sim = Simulator(load_scenario(cfg.scenario))
     margins = [sim.run(pol, seed=s)["platform_margin"] for s in cfg.eval.seeds[: cfg.eval.episodes]]
     assert evaluate_model(pol.model, cfg)["reward_mean"] == pytest.approx(np.mean(margins), abs=1e-6)
