@@ -212,3 +212,50 @@ def test_kill_9_then_resume_ends_like_the_uninterrupted_run(dagger_run: Path, tm
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
     assert len((run / "command.txt").read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------------- PPO from the imitation
+PPO_FROM = ROOT / "configs/train/neural-default-ppo.yaml"
+
+
+def _ppo_overrides(init_from: Path, hidden: int = 16) -> list[str]:
+    return [
+        f"scenario={TINY}",
+        f"ppo.init_from={init_from}",
+        f"ppo.hidden={hidden}",
+        "dispatch.max_orders=8",
+        "dispatch.k=4",
+        "dispatch.bundle_k=1",
+        "dispatch.num_envs=2",
+        "ppo.n_steps=32",
+        "ppo.batch_size=64",
+        "total_timesteps=64",
+        "eval.every_steps=64",
+        "eval.seeds=5000-5001",
+        "eval.episodes=1",
+    ]
+
+
+def test_ppo_starts_from_the_imitation_weights_and_keeps_their_decoding(dagger_run: Path, tmp_path: Path) -> None:
+    from sb3_contrib import MaskablePPO
+
+    from gigdispatch.training.train import train
+
+    cfg = load_config(PPO_FROM, _ppo_overrides(dagger_run))
+    run = train(cfg, tmp_path, run_dir=tmp_path / "ppo")
+    assert json.loads((run / "decode.json").read_text()) == json.loads((dagger_run / "decode.json").read_text())
+    start = MaskablePPO.load(run / "checkpoints" / "best.zip", device="cpu").policy.state_dict()
+    taught = MaskablePPO.load(dagger_run / "checkpoints" / "best.zip", device="cpu").policy.state_dict()
+    assert start.keys() == taught.keys()
+    # 64 steps of PPO at a small learning rate move the weights a little, not back to a fresh init
+    moved = max(float((start[k].float() - taught[k].float()).abs().max()) for k in start)
+    assert 0.0 < moved < 0.05
+
+
+def test_an_init_from_that_does_not_fit_is_one_line(dagger_run: Path, tmp_path: Path) -> None:
+    from gigdispatch.training.train import TrainError, train
+
+    cfg = load_config(PPO_FROM, _ppo_overrides(dagger_run, hidden=24))
+    with pytest.raises(TrainError, match=r"ppo\.init_from: .* does not fit") as err:
+        train(cfg, tmp_path, run_dir=tmp_path / "ppo")
+    assert "\n" not in str(err.value)

@@ -88,6 +88,11 @@ class PPOConfig(_Strict):
         " with net_arch); 'auto' is 'set' on dispatch-v1/-v2, 'mlp' elsewhere",
     )
     hidden: int = Field(64, ge=4, le=1024, description="width of the set network's layers (policy: set)")
+    init_from: str | None = Field(
+        None,
+        description="a run folder or .zip whose policy weights start this run (same env, policy and sizes; e.g. a"
+        " DAgger run, for PPO fine-tuning); its decode.json, if any, is copied into the run",
+    )
 
     @field_validator("net_arch")
     @classmethod

@@ -31,13 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from gigdispatch.agents.learned import MASKED_ALGORITHMS, algo_class, load_model
+from gigdispatch.agents.learned import MASKED_ALGORITHMS, algo_class, load_model, read_decode
+from gigdispatch.agents.set_decode import match_action
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.core.seeding import SeedSchedule
 from gigdispatch.training.cem import train_cem
 from gigdispatch.training.config import TrainConfig, check_batch_size, load_config
 from gigdispatch.training.envs import dispatch_env
 from gigdispatch.training.errors import TrainError
+from gigdispatch.training.io import atomic_write_bytes
 from gigdispatch.training.rllib import train_rllib
 from gigdispatch.training.runs import (
     BEST,
@@ -160,7 +162,7 @@ def build_model(
 
 
 # ------------------------------------------------------------------------------------- evaluation
-def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
+def evaluate_model(model: Any, cfg: TrainConfig, hold_bias: float | None = None) -> dict[str, float]:
     """Deterministic episodes on the first ``eval.episodes`` held-out seeds, on a separate env instance.
 
     Dispatch: ``reward_mean`` is the mean episode return (= the day's platform margin x reward_scale).
@@ -175,8 +177,11 @@ def evaluate_model(model: Any, cfg: TrainConfig) -> dict[str, float]:
             obs, _ = env.reset()
             done, total = False, 0.0
             while not done:
-                kw = {"action_masks": env.action_masks()} if masked else {}
-                action, _ = model.predict(obs, deterministic=True, **kw)
+                if hold_bias is not None:  # the run decodes its set network jointly, as it will be played
+                    action = match_action(model.policy, env, obs, hold_bias)
+                else:
+                    kw = {"action_masks": env.action_masks()} if masked else {}
+                    action, _ = model.predict(obs, deterministic=True, **kw)
                 obs, r, done, _, info = env.step(action)
                 total += r
             returns.append(total)
@@ -298,7 +303,7 @@ def _checkpoint_eval_callback(cfg: TrainConfig, run_dir: Path, total: int, state
             log.step(n, "; ".join([head, *notes]))
 
         def evaluate(self) -> dict[str, float]:
-            res = evaluate_model(self.model, cfg)
+            res = evaluate_model(self.model, cfg, read_decode(run_dir, what="decode.json"))
             for k, v in res.items():
                 self.logger.record(f"eval/{k}", v)
             self.state["last_eval"] = self.model.num_timesteps
@@ -445,6 +450,25 @@ def _train_dagger_run(cfg: TrainConfig, rdir: Path, env: Any, model: Any, runlog
     env.close()
 
 
+def _init_weights(model: Any, source: str, rdir: Path) -> None:
+    """Start ``model`` from the policy weights of the run folder or ``.zip`` ``source`` (``ppo.init_from``), and
+    copy its ``decode.json`` (the joint decoding of a set network) into the new run; one line if it does not fit."""
+    from gigdispatch.agents.learned import DECODE_FILE, LearnedPolicyError, read_run_config, resolve_checkpoint
+
+    try:
+        run, ckpt = resolve_checkpoint(source)
+        algo = read_run_config(run, what="ppo.init_from")["algo"]
+        src = load_model(algo, ckpt, device=str(model.device))
+        model.policy.load_state_dict(src.policy.state_dict())
+    except LearnedPolicyError as exc:
+        raise TrainError(str(exc)) from None
+    except RuntimeError as exc:  # load_state_dict: other layers or sizes
+        first = str(exc).splitlines()[0]
+        raise TrainError(f"ppo.init_from: {source}: its policy does not fit this run's ({first})") from None
+    if (run / DECODE_FILE).is_file():
+        atomic_write_bytes(rdir / DECODE_FILE, (run / DECODE_FILE).read_bytes())
+
+
 def _train_sb3(cfg: TrainConfig, rdir: Path, env: Any, model: Any, runlog: RunLog) -> None:
     """Train ``model`` (the resumed run's, or None: a new one) to ``total_timesteps`` and finish the run."""
     ckpt = rdir / CHECKPOINTS
@@ -453,6 +477,8 @@ def _train_sb3(cfg: TrainConfig, rdir: Path, env: Any, model: Any, runlog: RunLo
         model.set_random_seed(cfg.seed + int(model.num_timesteps))
     else:
         model = build_model(cfg, env, tensorboard_log=str(rdir / TB))
+        if cfg.ppo.init_from:
+            _init_weights(model, cfg.ppo.init_from, rdir)
         save_checkpoint(model, latest)  # a loadable checkpoint from the first moment on
         write_progress(rdir, 0, cfg.total_timesteps, {"last_ckpt": 0, "last_eval": 0}, done=False)
     total = cfg.total_timesteps
