@@ -350,6 +350,7 @@ class DispatchEnv(RenderMixin, gym.Env):
         demand = sim.zone_demand_of(op)
         idle = sim.eligible(idle_only=True)
         supply = sim.zone_supply_of(idle)
+        self._zone_counts = (demand, supply)  # what a subclass's features reuse (``DispatchEnvV2``)
         if n:
             s = self._slots
             trip = sim.city.travel_s(od.pickup[s], od.dropoff[s]).astype(np.float64)
@@ -381,8 +382,10 @@ class DispatchEnv(RenderMixin, gym.Env):
             fit = np.where(
                 np.isfinite(cap), (cap - sim.committed[d] - od.volume[ss]) / np.where(np.isfinite(cap), cap, 1.0), 1.0
             )
-            pay = sim.payout_cents(ss.ravel(), d.ravel(), 0)
-            p_acc = sim.accept_prob(ss.ravel(), d.ravel(), pay).reshape(d.shape)
+            pickup_m = sim.pickup_m(ss.ravel(), d.ravel())
+            pay = sim.payout_cents(ss.ravel(), d.ravel(), 0, pickup_m)
+            self._pair_terms = (pickup_m, pay)  # the pairs' (flat) pickup metres and base payouts, reused likewise
+            p_acc = sim.accept_prob(ss.ravel(), d.ravel(), pay, pickup_m).reshape(d.shape)
             perf = dr.performance()[d]
             feats = np.stack(
                 [
@@ -560,11 +563,12 @@ class DispatchEnvV2(DispatchEnvV1):
         if n:
             s = self._slots
             zone = sim.city.zone_of[od.dropoff[s]]
+            demand, supply = self._zone_counts  # v1's, computed just now on this epoch
             o_feat[:n, o1.shape[1] :] = (
                 np.stack(
                     [
-                        sim.zone_demand_of(sim.open_orders())[zone],
-                        sim.zone_supply_of(sim.eligible(True))[zone],
+                        demand[zone],
+                        supply[zone],
                         np.arange(n),  # the slots hold the open orders oldest first
                     ],
                     axis=1,
@@ -575,8 +579,7 @@ class DispatchEnvV2(DispatchEnvV1):
             ok = ids >= 0
             d = np.where(ok, ids, 0).ravel()
             ss = np.broadcast_to(s[:, None], ids.shape).ravel()
-            pickup_m = sim.pickup_m(ss, d)
-            pay0 = sim.payout_cents(ss, d, 0, pickup_m)
+            pickup_m, pay0 = self._pair_terms  # v1's candidate features computed them for these pairs
             top = sim.payout_cents(ss, d, sim.n_levels - 1, pickup_m) if self.pricing else pay0
             p_top = sim.accept_prob(ss, d, top, pickup_m)
             bundle = np.zeros(ids.shape)
