@@ -53,7 +53,12 @@ PARAMS: dict[str, tuple[float, str]] = {
     "max_travel_s": (600.0, "pos"),
     "pref_cost_s": (60.0, "pos"),
     "move_share": (0.5, "prob"),
+    "trend_weight": (0.5, "pos"),
+    "drivers_per_order": (1.0, "pos"),
 }
+# what a policy.json written before these parameters existed means by their absence: no trend term, and every
+# idle driver shared out (the behaviour those files were trained with)
+LEGACY_PARAMS: dict[str, float] = {"trend_weight": 0.0, "drivers_per_order": 1e9}
 
 _EMPTY = np.zeros(0, np.int64)
 
@@ -86,14 +91,16 @@ class CoverageRepositionPolicy(NearestThenMoves):
         f, doc = read_policy_json(
             path, FORMAT, RepositionPolicyError, "a repositioning policy is a folder with policy.json"
         )
-        pol = cls(check_params(doc["params"], where=f"{f}: params"))
+        pol = cls(check_params({**LEGACY_PARAMS, **doc["params"]}, where=f"{f}: params"))
         for name, ps in doc["scenarios"].items():
-            pol.by_scenario[str(name)] = check_params(ps, where=f"{f}: scenarios.{name}")
+            pol.by_scenario[str(name)] = check_params({**LEGACY_PARAMS, **ps}, where=f"{f}: scenarios.{name}")
         pol.source_file = str(f)
         return pol
 
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
-        self.params = self.by_scenario.get(sim.scenario.name, self.default_params)
+        name = sim.scenario.name
+        family = name.rsplit("@", 1)[0]  # a family member (city-shift@7) uses its family's parameters
+        self.params = self.by_scenario.get(name, self.by_scenario.get(family, self.default_params))
         self.nearest.reset(sim, rng)
         self._idle_since = np.full(sim.drivers.n, sim.t)
 
@@ -110,7 +117,13 @@ class CoverageRepositionPolicy(NearestThenMoves):
         age = sim.t - od.t_place[lo:hi]
         w = np.exp2(-age / (h / 2.0))
         recent = sim.zone_demand_of(slice(lo, hi), weights=w)
-        return recent + p["open_weight"] * open_demand(sim, offered)
+        fc = recent + p["open_weight"] * open_demand(sim, offered)
+        if p["trend_weight"] > 0:  # demand on the rise: the last half-window against the whole window, per zone
+            mid = np.searchsorted(od.t_place, sim.t - h / 2.0, side="left")
+            late = sim.zone_demand_of(slice(mid, hi)) * 4.0  # placements per 2h-window, at the recent rate
+            whole = sim.zone_demand_of(slice(lo, hi))
+            fc = fc + p["trend_weight"] * np.maximum(late - whole, 0.0) / 4.0
+        return fc
 
     def moves(
         self, sim: Simulator, offered_drivers: np.ndarray, offered_orders: np.ndarray
@@ -131,7 +144,9 @@ class CoverageRepositionPolicy(NearestThenMoves):
         share = np.power(dem / dem.max(), p["concentration"])
         share = share / share.sum()
         share = (1.0 - p["even_share"]) * share + p["even_share"] / Z
-        gap = n_idle * share - supply  # > 0: deficit
+        # drivers worth placing: at most drivers_per_order per forecast order (the rest wait, drift home, log off)
+        placed = min(float(n_idle), p["drivers_per_order"] * float(dem.sum()))
+        gap = placed * share - supply  # > 0: deficit
         slots_per_zone = np.ceil(np.maximum(gap - p["min_deficit"], 0.0)).astype(np.int64)
         if slots_per_zone.sum() == 0:
             return _EMPTY, _EMPTY

@@ -304,7 +304,13 @@ class ServeState:
             n_o + 1,
             {"t_patience": np.inf, "driver": -1, "last_decliner": -1, "t_offer_answer": np.inf, "bundle_id": -1}
             | {"surge": 1.0, "status": ORDER_OPEN}
-            | {"t_assigned": np.nan, "t_pickup": np.nan, "t_delivered": np.nan, "t_cancelled": np.nan},
+            | {
+                "t_assigned": np.nan,
+                "t_at_pickup": np.nan,
+                "t_pickup": np.nan,
+                "t_delivered": np.nan,
+                "t_cancelled": np.nan,
+            },
         )
         oa["t_place"][:n_o] = placed[order]
         oa["t_ready"][:n_o] = ready[order]

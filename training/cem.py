@@ -2,7 +2,9 @@
 
 ``cem.policy`` picks the family: ``scored-match`` (``agents.scored``, dispatch; the default) or
 ``reposition`` (``agents.reposition``, nearest dispatch plus learned re-spreading of idle drivers);
-``cem.objective`` the day's KPI to maximise: ``platform_margin`` (the default) or ``on_time_rate``.
+``cem.objective`` the day's KPI to maximise: ``platform_margin`` (the default), ``on_time_rate``, or
+``eph_minus_click_to_door`` (driver earnings per online hour in EUR minus mean click-to-door in minutes:
+repositioning judged for drivers and customers at once; ``COMBINED_OBJECTIVES``).
 The text below describes the dispatch family; the repositioning one is searched the same way.
 
 Dispatch is a matching problem each epoch; the literature's policies that work at scale score
@@ -138,8 +140,22 @@ def _evaluate(
     return [res[i * n : (i + 1) * n] for i in range(len(params_list))]
 
 
+# objectives that combine KPIs of a day: name -> {kpi: weight}
+COMBINED_OBJECTIVES: dict[str, dict[str, float]] = {
+    # repositioning judged on both sides: drivers' earnings per online hour (EUR/h) and customers' wait (min)
+    "eph_minus_click_to_door": {"driver_earnings_per_hour": 1.0, "click_to_door_mean_min": -1.0},
+}
+
+
+def objective_value(row: dict, key: str) -> float:
+    """The day's value of an objective: a KPI, or a ``COMBINED_OBJECTIVES`` weighted sum (nan if a term is)."""
+    if key in COMBINED_OBJECTIVES:
+        return float(sum(w * float(row.get(k, np.nan)) for k, w in COMBINED_OBJECTIVES[key].items()))
+    return float(row.get(key, np.nan))
+
+
 def _mean(rows: list[dict], key: str) -> float:
-    vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+    vals = [v for v in (objective_value(r, key) for r in rows) if np.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
 
 

@@ -158,8 +158,9 @@ class CEMConfig(_Strict):
     workers: int = Field(2, ge=1, description="rollout processes")
     values: str | None = Field(None, description="value table (.npz); default: the scenario's shipped table")
     policy: Literal["scored-match", "reposition"] = Field("scored-match", description="the policy family searched")
-    objective: Literal["platform_margin", "on_time_rate"] = Field(
-        "platform_margin", description="the day's KPI maximised"
+    objective: Literal["platform_margin", "on_time_rate", "eph_minus_click_to_door"] = Field(
+        "platform_margin",
+        description="the day's KPI maximised (eph_minus_click_to_door: driver EUR per online hour - click-to-door min)",
     )
 
     @model_validator(mode="after")

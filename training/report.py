@@ -39,9 +39,12 @@ SUMMARY_KPIS = (
     "on_time_rate",
     "click_to_door_mean_min",
     "click_to_door_p90_min",
+    "pickup_leg_mean_min",
     "undelivered_rate",
     "cost_per_order",
     "utilization",
+    "empty_km_per_delivery",
+    "idle_share",
     "acceptance_rate",
     "orders_per_bundle",
 )
@@ -82,7 +85,15 @@ HOURLY_COLUMNS = (
     "on_time_rate",
     "click_to_door_mean_min",
 )
-COMPARISON_METRICS = ("reward", "on_time_rate", "click_to_door_mean_min", "undelivered_rate")
+COMPARISON_METRICS = (
+    "reward",
+    "on_time_rate",
+    "click_to_door_mean_min",
+    "undelivered_rate",
+    "pickup_leg_mean_min",
+    "empty_km_per_delivery",
+    "idle_share",
+)
 COMPARISON_COLUMNS = (
     "scenario",
     "policy",
@@ -356,9 +367,12 @@ REPORT_COLUMNS = (
     ("on_time_rate", "on time"),
     ("click_to_door_mean_min", "click-to-door mean (min)"),
     ("click_to_door_p90_min", "click-to-door p90 (min)"),
+    ("pickup_leg_mean_min", "pickup leg (min)"),
     ("undelivered_rate", "undelivered"),
     ("cost_per_order", "cost/order (EUR)"),
     ("utilization", "utilisation"),
+    ("empty_km_per_delivery", "empty km/delivery"),
+    ("idle_share", "idle share"),
     ("acceptance_rate", "acceptance"),
     ("orders_per_bundle", "orders/bundle"),
     ("decision_ms_p50", "decision p50 (ms)"),
@@ -536,7 +550,7 @@ def write_report(
         "(hungarian vs nearest, value-hungarian vs hungarian). The difference is A - B over the same "
         "seeds; the 95 % interval is the paired t-interval of the per-seed differences. Where the interval excludes "
         "zero, A's reward is significantly higher (or lower) than B's at the 5 % level. `comparisons.csv` also has the "
-        "on-time rate, click-to-door and undelivered-rate differences"
+        "on-time rate, click-to-door, undelivered-rate, pickup-leg, empty-km-per-delivery and idle-share differences"
         + (", and the hindsight plan against each policy (also under *Hindsight bounds*)." if hind else "."),
     ]
     for s in scenarios:
@@ -577,9 +591,12 @@ PLOT_KPIS = (
     ("on_time_rate", "on_time_rate_ci95", "on-time rate"),
     ("click_to_door_mean_min", "click_to_door_mean_min_ci95", "click-to-door mean (min)"),
     ("click_to_door_p90_min", "click_to_door_p90_min_ci95", "click-to-door p90 (min)"),
+    ("pickup_leg_mean_min", "pickup_leg_mean_min_ci95", "pickup leg (min)"),
     ("undelivered_rate", "undelivered_rate_ci95", "undelivered rate"),
     ("cost_per_order", "cost_per_order_ci95", "cost per order (EUR)"),
     ("utilization", "utilization_ci95", "utilisation"),
+    ("empty_km_per_delivery", "empty_km_per_delivery_ci95", "empty km per delivery"),
+    ("idle_share", "idle_share_ci95", "idle share"),
     ("acceptance_rate", "acceptance_rate_ci95", "acceptance rate"),
     ("orders_per_bundle", "orders_per_bundle_ci95", "orders per bundle"),
     ("decision_ms_p50", None, "decision latency p50 / p99 (ms)"),

@@ -79,6 +79,9 @@ KPI_TAGS = {
     "click_to_door_mean_min": "dispatch/click_to_door_mean_min",
     "acceptance_rate": "dispatch/acceptance_rate",
     "orders_cancelled": "dispatch/cancellations",
+    "pickup_leg_mean_min": "dispatch/pickup_leg_mean_min",
+    "empty_km_per_delivery": "dispatch/empty_km_per_delivery",
+    "idle_share": "dispatch/idle_share",
 }
 
 

@@ -149,6 +149,26 @@ class FlashSale(_ClockModel):
     multiplier: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 4.0  # x the zone's rate; see MAX_ORDERS
 
 
+class DemandCentre(_Model):
+    """A district whose pickups (restaurants, shops) have their own time-of-day profile: offices busy in the
+    morning, the centre at lunch, residential districts at dinner, a venue around an event."""
+
+    name: str = ""
+    # where: a fraction of the city's extent from its west (x) and south (y) edge, 0..1
+    x: Frac = 0.5
+    y: Frac = 0.5  # (y: from the south edge)
+    radius_m: Pos = 600.0  # pickups are drawn uniformly within this distance of the centre
+    weight: NonNeg = 1.0  # x its profile: the centre's share of the day's orders follows weight x profile
+    baseline: NonNeg = 0.0  # relative rate outside its peaks
+    peaks: tuple[DemandPeak, ...] = ()
+
+    @model_validator(mode="after")
+    def _some_demand(self) -> DemandCentre:
+        if self.weight > 0 and self.baseline <= 0 and not any(p.weight > 0 for p in self.peaks):
+            raise ValueError("a demand centre needs a positive baseline or a peak with a positive weight")
+        return self
+
+
 class ServiceLevel(_Model):
     minutes: Pos  # deadline after placement (same-day: to the end of the horizon, capped by this)
     share: Frac
@@ -164,6 +184,9 @@ class Demand(_Model):
     )
     hotspots: Annotated[int, Field(ge=1, le=MAX_HOTSPOTS)] = 12  # pickup clusters (restaurants, stores, hubs)
     hotspot_radius_m: Pos = 400.0
+    # demand centres with their own profiles; when given they replace baseline, peaks and hotspots above: an
+    # order's time follows the sum of the centres' weighted profiles, its pickup the centre busiest then
+    centres: tuple[DemandCentre, ...] = Field(default=(), max_length=MAX_HOTSPOTS)
     flash_sales: tuple[FlashSale, ...] = ()
     express: ServiceLevel = ServiceLevel(minutes=30, share=0.3)
     standard: ServiceLevel = ServiceLevel(minutes=60, share=0.55)
@@ -182,6 +205,13 @@ class Demand(_Model):
     tip_share: Frac = 0.4  # share of orders with a tip
     tip_mean: NonNeg = 2.0
     conversion_elasticity: NonNeg = 0.8  # P(order | quote) = exp(-e * max(0, fee / reference_fee - 1))
+
+    @field_validator("centres")
+    @classmethod
+    def _centres(cls, v: tuple[DemandCentre, ...]) -> tuple[DemandCentre, ...]:
+        if v and sum(c.weight for c in v) <= 0:
+            raise ValueError("at least one demand centre needs a positive weight")
+        return v
 
     @model_validator(mode="after")
     def _shares(self) -> Demand:
@@ -211,6 +241,21 @@ class Acceptance(_Model):
     response_seconds: Range[NonNeg] = (10.0, 60.0)
 
 
+class IdleBehaviour(_Model):
+    """What a gig driver does when left without work (owned-fleet drivers wait where they are).
+
+    The idle clock of a driver starts when it logs on, when its last stop is served or its last offer
+    answered, and (with ``reposition_renews``) again when the platform repositions it.
+    """
+
+    # after this many idle minutes a driver standing away from home drives back home (None: it waits)
+    drift_home_minutes: Pos | None = None
+    # after this many idle minutes a driver standing idle logs off before its shift's end (None: never)
+    log_off_minutes: Pos | None = None
+    # a platform repositioning move restarts the driver's idle clock (an instruction renews its patience)
+    reposition_renews: bool = False
+
+
 class Fleet(_Model):
     drivers: Annotated[int, Field(ge=1, le=MAX_DRIVERS)] = 100
     owned_share: Frac = 0.1
@@ -236,6 +281,9 @@ class Fleet(_Model):
     geofence_m: NonNeg = 50.0
     max_route_stops: Annotated[int, Field(ge=2, le=64)] = 8
     instant_pay_share: Frac = 0.5
+    # zones the drivers live in (each driver's home and preferred zone drawn uniformly from them; empty: any)
+    home_zones: tuple[Annotated[int, Field(ge=0)], ...] = ()
+    idle: IdleBehaviour = IdleBehaviour()
 
     @model_validator(mode="after")
     def _shares(self) -> Fleet:
@@ -274,6 +322,7 @@ class Payout(_Model):
     base: NonNeg = 4.0
     per_km: NonNeg = 0.6
     free_km: NonNeg = 1.0  # distance bonus for kilometres beyond this (pickup leg + trip)
+    pickup_paid: bool = True  # the pickup leg counts in the distance bonus (False: the trip alone)
     surge_incentive: NonNeg = 2.0  # euros per unit of surge above 1
     hourly_guarantee: NonNeg | None = None  # gig drivers: top-up to this per online hour at shift end
     owned_hourly_cost: NonNeg = 16.0
@@ -297,6 +346,16 @@ class Sla(_Model):
     at_risk_minutes: NonNeg = 0.0  # an order is at risk when its ETA is past deadline - this
 
 
+class Family(_Model):
+    """How the members of a scenario family differ from the scenario written (member ``NAME@F`` is drawn from
+    family seed ``F``): the road layout, the demand centres' positions, weights and peak times."""
+
+    layout: bool = True  # draw each member's city.layout_seed
+    centre_shift: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # centres move up to this fraction of the extent
+    time_shift_hours: Annotated[float, Field(ge=0.0, le=6.0)] = 1.0  # each centre's peaks move together, +- this
+    weight_sd: NonNeg = 0.25  # each centre's weight x lognormal(0, weight_sd)
+
+
 class GridScenario(_Model):
     """A synthetic city with generated demand and drivers."""
 
@@ -310,12 +369,16 @@ class GridScenario(_Model):
     pricing: Pricing = Pricing()
     sla: Sla = Sla()
     same_pickup_bundles: bool = False  # MDRP rule: a route collects from one pickup at a time
+    family: Family | None = None  # this scenario has members NAME@F (envs/scenarios/family.py)
 
     @model_validator(mode="after")
     def _zones(self) -> GridScenario:
         zx, zy = self.city.zones
         if zx > self.city.size[0] or zy > self.city.size[1]:
             raise ValueError("city.zones cannot have more cells than city.size has nodes")
+        for i, hz in enumerate(self.fleet.home_zones):
+            if hz >= zx * zy:
+                raise ValueError(f"fleet.home_zones.{i}: {hz} is not a zone (0..{zx * zy - 1})")
         for i, fs in enumerate(self.demand.flash_sales):
             if fs.zone >= zx * zy:
                 raise ValueError(f"demand.flash_sales.{i}.zone: {fs.zone} is not a zone (0..{zx * zy - 1})")

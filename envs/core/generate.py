@@ -16,16 +16,42 @@ USE_CASE_ORDER: tuple[UseCase, ...] = ("b2c", "returns", "b2b", "first_mile")
 VEHICLE_ORDER = ("bike", "car", "van")
 
 
+def _peak_rate(grid: np.ndarray, baseline: float, peaks) -> np.ndarray:
+    """The relative rate ``baseline + sum of Gaussian peaks`` at the times ``grid``."""
+    rate = np.full(np.shape(grid), float(baseline))
+    for p in peaks:
+        rate = rate + p.weight * np.exp(-0.5 * ((grid - p.center) / (p.width_hours * 3600.0)) ** 2)
+    return rate
+
+
+def centre_rates(grid: np.ndarray, demand: Demand) -> np.ndarray:
+    """(len(grid), C) each demand centre's weighted rate ``weight x profile`` at the times ``grid``."""
+    return np.stack([c.weight * _peak_rate(grid, c.baseline, c.peaks) for c in demand.centres], axis=-1)
+
+
+def demand_rate(grid: np.ndarray, demand: Demand) -> np.ndarray:
+    """The day's relative order rate at ``grid``: the centres' sum when there are centres, else the
+    baseline + peaks profile."""
+    if demand.centres:
+        return centre_rates(grid, demand).sum(axis=-1)
+    return _peak_rate(grid, demand.baseline, demand.peaks)
+
+
 def _profile_times(rng: np.random.Generator, n: int, t0: float, t1: float, demand: Demand) -> np.ndarray:
-    """``n`` placement times in [t0, t1) from the baseline + Gaussian-peak time-of-day profile."""
+    """``n`` placement times in [t0, t1) from the day's time-of-day profile (``demand_rate``)."""
     grid = np.linspace(t0, t1, 2049)
-    rate = np.full(grid.shape, demand.baseline)
-    for p in demand.peaks:
-        rate += p.weight * np.exp(-0.5 * ((grid - p.center) / (p.width_hours * 3600.0)) ** 2)
+    rate = demand_rate(grid, demand)
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (rate[1:] + rate[:-1]) * np.diff(grid))])
     if cdf[-1] <= 0:
         return np.sort(rng.uniform(t0, t1, size=n))
     return np.sort(np.interp(rng.uniform(0.0, cdf[-1], size=n), cdf, grid))
+
+
+def centre_xy(city: City, demand: Demand) -> np.ndarray:
+    """(C, 2) metres: the demand centres' positions, given as fractions of the city's extent."""
+    lo, hi = city.node_xy.min(axis=0), city.node_xy.max(axis=0)
+    frac = np.array([[c.x, c.y] for c in demand.centres], dtype=np.float64).reshape(-1, 2)
+    return lo + frac * (hi - lo)
 
 
 def random_node_in_zone(city: City, zones: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -58,13 +84,22 @@ def sample_orders(cfg: GridScenario, city: City, rng: np.random.Generator) -> di
     t_place = _profile_times(rng, n, t0, t1, d)
     hot = rng.choice(d.hotspots, size=n, p=hs_w)
 
-    def near(xy_centre: np.ndarray, radius: float) -> np.ndarray:
+    def near(xy_centre: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
         ang = rng.uniform(0, 2 * np.pi, size=len(xy_centre))
         rad = radius * np.sqrt(rng.uniform(0, 1, size=len(xy_centre)))
         pts = xy_centre + np.stack([np.cos(ang), np.sin(ang)], axis=1) * rad[:, None]
         return tree.query(pts)[1].astype(np.int32)
 
-    pickup = near(city.node_xy[hs_node[hot]], d.hotspot_radius_m)
+    if d.centres:
+        # each order at the centre busiest at its time: P(centre c | t) = w_c r_c(t) / sum
+        rates = centre_rates(t_place, d)
+        rates = rates / np.maximum(rates.sum(axis=1, keepdims=True), 1e-300)
+        u = rng.random(n)
+        which = np.minimum((np.cumsum(rates, axis=1) < u[:, None]).sum(axis=1), len(d.centres) - 1)
+        radius = np.array([c.radius_m for c in d.centres])
+        pickup = near(centre_xy(city, d)[which], radius[which])
+    else:
+        pickup = near(city.node_xy[hs_node[hot]], d.hotspot_radius_m)
     dropoff = near(city.node_xy[pickup], d.drop_radius_m)
     uc_names = [u for u in USE_CASE_ORDER]
     uc_p = np.array([d.use_cases.get(u, 0.0) for u in uc_names])
@@ -164,7 +199,10 @@ def sample_drivers(cfg: GridScenario, city: City, rng: np.random.Generator) -> d
     end = np.where(owned, np.minimum(own_start + max(half, 3600.0), t1), np.minimum(start + length, t1))
     start = np.where(flex, np.inf, start)  # flex drivers log on by choice
     end = np.where(flex, -np.inf, end)
-    pref_zone = rng.integers(0, city.n_zones, size=n).astype(np.int32)
+    if f.home_zones:  # drivers live in these districts
+        pref_zone = np.asarray(f.home_zones, np.int32)[rng.integers(0, len(f.home_zones), size=n)]
+    else:
+        pref_zone = rng.integers(0, city.n_zones, size=n).astype(np.int32)
     home = random_node_in_zone(city, pref_zone, rng)
     a = f.acceptance
     applicant = rng.random(n) < f.applicant_share

@@ -28,6 +28,7 @@ KPI_DOC: dict[str, tuple[str, str]] = {
     "click_to_door_mean_min": ("min", "drop-off - placement, delivered orders"),
     "click_to_door_p90_min": ("min", "90th percentile of click-to-door"),
     "ready_to_pickup_mean_min": ("min", "pickup - ready time"),
+    "pickup_leg_mean_min": ("min", "arrival at the pickup stop - acceptance, delivered orders"),
     "overage_mean_min": ("min", "max(0, click-to-door - 40), the MDRP overage"),
     "fees_total": ("EUR", "customer charges: fees + tips of created orders"),
     "payouts_total": ("EUR", "paid or owed to drivers: payouts, tips, corrections, guarantees, wages"),
@@ -36,6 +37,8 @@ KPI_DOC: dict[str, tuple[str, str]] = {
     "cost_per_order": ("EUR", "payouts_total / orders_created (the MDRP definition)"),
     "driver_earnings_per_hour": ("EUR/h", "payouts_total / driver hours online"),
     "utilization": ("", "time driving to or serving stops / time online"),
+    "empty_km_per_delivery": ("km", "km driven with nothing on board (repositioning, to pickups) / delivered"),
+    "idle_share": ("", "1 - utilization: time online with no stop to drive to or serve / time online"),
     "acceptance_rate": ("", "offers accepted / offers made, gig drivers"),
     "orders_per_bundle": ("", "delivered orders / pickup visits that collected them"),
     "drivers_online_peak": ("", "most drivers online at once (sampled per step)"),
@@ -57,15 +60,17 @@ def compute_kpis(sim: Simulator) -> dict[str, float]:
     n_del = int(delivered.sum())
     ctd = (od.t_delivered[delivered] - od.t_place[delivered]) / 60.0
     r2p = (od.t_pickup[delivered] - od.t_ready[delivered]) / 60.0
+    leg = (od.t_at_pickup[delivered] - od.t_assigned[delivered]) / 60.0
     on_time = od.t_delivered[delivered] <= od.deadline[delivered] + 1e-9
     fees = int((od.fee[created] + od.tip[created]).sum())
     payouts = int(dr.earnings.sum())
     refunds = int(od.refund.sum())
+    nan = float("nan")  # a ratio with a zero denominator
     hours = float(dr.online_s.sum()) / 3600.0
+    util = float(dr.busy_s.sum() / dr.online_s.sum()) if dr.online_s.sum() > 0 else nan
     gig = ~dr.always_accept
     offers = int(dr.offers[gig].sum())
     bundles = np.unique(od.bundle_id[delivered])
-    nan = float("nan")  # a ratio with a zero denominator
     return {
         "orders_created": n_created,
         "orders_lost": int((st == ORDER_LOST).sum()),
@@ -77,6 +82,7 @@ def compute_kpis(sim: Simulator) -> dict[str, float]:
         "click_to_door_mean_min": float(ctd.mean()) if n_del else nan,
         "click_to_door_p90_min": float(np.percentile(ctd, 90)) if n_del else nan,
         "ready_to_pickup_mean_min": float(r2p.mean()) if n_del else nan,
+        "pickup_leg_mean_min": float(leg.mean()) if n_del else nan,
         "overage_mean_min": float(np.maximum(ctd - 40.0, 0.0).mean()) if n_del else nan,
         "fees_total": fees / 100.0,
         "payouts_total": payouts / 100.0,
@@ -84,7 +90,9 @@ def compute_kpis(sim: Simulator) -> dict[str, float]:
         "platform_margin": sim.ledger.balances()["platform"] / 100.0,
         "cost_per_order": payouts / 100.0 / n_created if n_created else nan,
         "driver_earnings_per_hour": payouts / 100.0 / hours if hours > 0 else nan,
-        "utilization": float(dr.busy_s.sum() / dr.online_s.sum()) if dr.online_s.sum() > 0 else nan,
+        "utilization": util,
+        "empty_km_per_delivery": float(dr.empty_m.sum()) / 1000.0 / n_del if n_del else nan,
+        "idle_share": 1.0 - util,
         "acceptance_rate": float(dr.accepts[gig].sum() / offers) if offers else nan,
         "orders_per_bundle": n_del / len(bundles) if len(bundles) else nan,
         "drivers_online_peak": int(getattr(sim, "online_peak", 0)),

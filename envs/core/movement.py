@@ -10,7 +10,15 @@ import numpy as np
 from gigdispatch.envs.core.arrays import EPS, nz
 from gigdispatch.envs.core.routing import RoutingPhase
 from gigdispatch.envs.core.settlement import SettlementPhase
-from gigdispatch.envs.core.types import ORDER_PICKED, PH_DRIVING, PH_IDLE, PH_SERVICE, STOP_DROPOFF, STOP_PICKUP
+from gigdispatch.envs.core.types import (
+    ORDER_PICKED,
+    PH_DRIVING,
+    PH_IDLE,
+    PH_OFFLINE,
+    PH_SERVICE,
+    STOP_DROPOFF,
+    STOP_PICKUP,
+)
 
 
 class MovementPhase(RoutingPhase, SettlementPhase):
@@ -41,7 +49,9 @@ class MovementPhase(RoutingPhase, SettlementPhase):
                 p = drv[go_on]
                 av = avail[go_on]
                 step_ff = av / f[go_on]
-                dr.driven_m[p] += dr.leg_dist[p] * step_ff / np.maximum(dr.leg_ff[p], EPS)
+                m = dr.leg_dist[p] * step_ff / np.maximum(dr.leg_ff[p], EPS)
+                dr.driven_m[p] += m
+                dr.empty_m[p] += np.where(self._carries_nothing(p), m, 0.0)
                 dr.leg_left[p] -= step_ff
                 dr.busy_s[p] += np.where(working[go_on], av, 0.0)
                 clk[p] = t1
@@ -80,6 +90,19 @@ class MovementPhase(RoutingPhase, SettlementPhase):
             cand = nz(seen)  # sorted, distinct
         raise RuntimeError("simulator: too many stop transitions in one step (a zero-time loop?)")
 
+    def _carries_nothing(self, d: np.ndarray) -> np.ndarray:
+        """(len(d),) bool: drivers ``d`` have nothing on board: ``load <= 0`` (within ``EPS``) and no drop-off of a
+        picked-up order in the route (the second test because orders may have zero volume, as in MDRP). What
+        they drive now counts in ``empty_m``: repositioning, drifting, or on the way to a pickup."""
+        dr = self.drivers
+        empty = dr.load[d] <= EPS
+        drop = dr.route_kind[d] == STOP_DROPOFF  # every drop-off stop holds a valid order id
+        if drop.any():
+            picked = np.zeros(drop.shape, bool)
+            picked[drop] = self.orders.status[dr.route_order[d][drop]] == ORDER_PICKED
+            empty &= ~picked.any(axis=1)
+        return empty
+
     def _arrive(self, a: np.ndarray, ta: np.ndarray, clk: np.ndarray) -> None:
         """Drivers ``a`` are detected at their leg's end at times ``ta`` (inside the geofence). The part of
         the leg inside the geofence still has to be covered: a stop's pickup/drop-off cannot happen before
@@ -87,7 +110,9 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         dr, od = self.drivers, self.orders
         geo_ff = dr.leg_geo[a].copy()  # free-flow seconds of the leg still ahead when the geofence fired
         geo_wall = geo_ff * self.state.factor[self.city.zone_of[dr.node[a]]]
-        dr.driven_m[a] += dr.leg_dist[a] * dr.leg_left[a] / np.maximum(dr.leg_ff[a], EPS)
+        m = dr.leg_dist[a] * dr.leg_left[a] / np.maximum(dr.leg_ff[a], EPS)
+        dr.driven_m[a] += m
+        dr.empty_m[a] += np.where(self._carries_nothing(a), m, 0.0)  # the leg just ended: no stop served yet
         dr.node[a] = dr.leg_to[a]
         dr.leg_left[a] = 0.0
         has = dr.route_len[a] > 0
@@ -147,6 +172,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         if po.size:
             od.status[po] = ORDER_PICKED
             od.t_pickup[po] = pt
+            od.t_at_pickup[po] = np.repeat(dr.t_arrive[e], g)[pick_rows]  # the visit's arrival, for all of it
             np.add.at(dr.load, pd, od.volume[po])
             visit = np.repeat(np.arange(len(e)), g)[pick_rows]
             od.bundle_id[po] = self.state.bundles + visit
@@ -180,3 +206,25 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         dr.phase[p[~more]] = PH_IDLE
         if more.any():
             self._set_leg(p[more], dr.route_node[p[more], 0])
+
+    def _idle_behaviour(self, t: float) -> None:
+        """``fleet.idle`` (step phase 5, before the log-off): gig drivers standing idle past ``log_off_minutes``
+        end their shift now (``_logoff`` then takes them), and those idle past ``drift_home_minutes`` away from
+        home drive home (they can still be offered orders on the way)."""
+        dr, st, ib = self.drivers, self.state, self.cfg.fleet.idle
+        if ib.drift_home_minutes is None and ib.log_off_minutes is None:
+            return
+        if st.idle_since is None or len(st.idle_since) != dr.n:
+            st.idle_since = np.full(dr.n, t)
+        waiting = (dr.route_len == 0) & (dr.offer_order < 0) & (dr.phase != PH_OFFLINE)
+        st.idle_since[~waiting] = t  # working or offline: the clock starts again
+        standing = waiting & (dr.phase == PH_IDLE) & ~dr.owned
+        waited = t - st.idle_since
+        if ib.log_off_minutes is not None:
+            early = nz(standing & (waited >= ib.log_off_minutes * 60.0 - EPS))
+            dr.shift_end[early] = np.minimum(dr.shift_end[early], t)
+            standing[early] = False
+        if ib.drift_home_minutes is not None:
+            home = nz(standing & (waited >= ib.drift_home_minutes * 60.0 - EPS) & (dr.node != dr.home))
+            if home.size:
+                self._set_leg(home, dr.home[home], geofence=False)

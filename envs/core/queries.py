@@ -126,7 +126,8 @@ class Queries(SimulatorBase):
         o = self.orders
         if pickup_m is None:
             pickup_m = self.pickup_m(orders, drivers)
-        km = (pickup_m + self.city.dist_m(o.pickup[orders], o.dropoff[orders])) / 1000.0
+        trip_m = self.city.dist_m(o.pickup[orders], o.dropoff[orders])
+        km = (pickup_m + trip_m if p.pickup_paid else trip_m) / 1000.0
         eur = p.base + p.per_km * np.maximum(km - p.free_km, 0.0) + p.surge_incentive * (o.surge[orders] - 1.0)
         mult = np.minimum(1.0 + p.escalation_step * np.asarray(level), p.escalation_cap)
         cents = np.round(eur * mult * 100.0).astype(np.int64)

@@ -18,7 +18,8 @@ Within one step, from ``t`` to ``t + dt``, events happen in this order:
    declined ones re-open (with their decline count raised, the auction lever).
 5. **Accounts and shifts**: applicants are verified, suspensions end, drivers log on (scheduled
    shifts, and flex drivers drawn by surge and earnings) and log off when idle past shift end
-   (closing the shift: hourly guarantee top-up or owned-fleet wage).
+   (closing the shift: hourly guarantee top-up or owned-fleet wage); with ``fleet.idle``, gig drivers
+   idle too long drive home or log off early.
 6. **Cancellations**: unassigned orders past their customer's patience cancel (refund + penalty).
 7. **New orders** placed in the step are quoted (fee with the zone's surge) and convert or not.
 8. **Surge** per zone is recomputed from open orders and idle drivers.
@@ -180,6 +181,7 @@ class Simulator(DecisionPhase, MovementPhase, DemandPhase, EtaQueries):
         self._move(t0, t1)
         self._answer_offers(t1)
         self._accounts(t1)
+        self._idle_behaviour(t1)
         n_online = self._logoff(t1)
         n_online += self._login(t1)
         st.online_peak = max(st.online_peak, n_online)

@@ -58,6 +58,8 @@ class EpisodeState:
     events: list[tuple[np.ndarray, ...]]  # (t, driver, order, kind, node) per stop event, when recording
     placed_src: np.ndarray | None = None  # the ``orders.t_place`` array that ``placed_list`` was built from
     placed_list: list[float] = field(default_factory=list)  # ``placed_src`` as a list, for ``bisect``
+    # (D,) float64 when each driver's idle clock started (``fleet.idle``; None until the first step that uses it)
+    idle_since: np.ndarray | None = None
 
     @classmethod
     def at(
@@ -108,6 +110,7 @@ def initial_orders(static: dict[str, np.ndarray]) -> Orders:
         t_offer_answer=np.full(n_o, np.inf),
         offer_accept=np.zeros(n_o, bool),
         t_assigned=np.full(n_o, nan),
+        t_at_pickup=np.full(n_o, nan),
         t_pickup=np.full(n_o, nan),
         t_delivered=np.full(n_o, nan),
         t_cancelled=np.full(n_o, nan),
@@ -134,6 +137,7 @@ def initial_drivers(static: dict[str, np.ndarray], max_stops: int) -> Drivers:
         leg_geo=zf.copy(),
         leg_dist=zf.copy(),
         driven_m=zf.copy(),
+        empty_m=zf.copy(),
         t_event=np.full(n_d, np.inf),
         t_depart=np.full(n_d, np.inf),
         t_arrive=np.full(n_d, np.inf),

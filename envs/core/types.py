@@ -87,6 +87,7 @@ class Orders:
     t_offer_answer: np.ndarray  # (O,) float64 when the offered driver answers
     offer_accept: np.ndarray  # (O,) bool    the pre-drawn answer to the current offer
     t_assigned: np.ndarray  # (O,) float64
+    t_at_pickup: np.ndarray  # (O,) float64 the driver reached the pickup stop (nan until then)
     t_pickup: np.ndarray  # (O,) float64
     t_delivered: np.ndarray  # (O,) float64
     t_cancelled: np.ndarray  # (O,) float64
@@ -129,6 +130,7 @@ class Drivers:
     leg_geo: np.ndarray  # (D,) float64 free-flow seconds of the leg inside the arrival geofence
     leg_dist: np.ndarray  # (D,) float64 metres of the current leg
     driven_m: np.ndarray  # (D,) float64 metres driven so far (all legs, repositioning included)
+    empty_m: np.ndarray  # (D,) float64 metres of ``driven_m`` driven with nothing on board
     t_event: np.ndarray  # (D,) float64 service: when the pickup/drop-off happens
     t_depart: np.ndarray  # (D,) float64 service: when the driver leaves the stop
     t_arrive: np.ndarray  # (D,) float64 service: when the driver reached the stop

@@ -68,6 +68,7 @@ def fixed_scenario(
     config: dict[str, Any] | None = None,
     meters_per_minute: float = 300.0,
     name: str = "fixed",
+    zone_grid: tuple[int, int] = (1, 1),
 ) -> Scenario:
     """Build a scenario from explicit data.
 
@@ -77,6 +78,7 @@ def fixed_scenario(
     ``drivers``: dicts with ``node`` and optionally ``start``, ``end``, ``capacity``, ``always_accept``,
     ``owned``, ``speed``, ``accept_bias``, ``response_s``, ``instant_pay``, ``service_factor``.
     ``config``: scenario fields (as in YAML) on top of a quiet base (no traffic, no flex, no applicants).
+    ``zone_grid``: the zones, a grid of cells over the nodes' bounding box (default: one zone).
     """
     cfg_dict = _merge(BASE_CONFIG, config or {})
     cfg_dict.setdefault("name", name)
@@ -86,7 +88,7 @@ def fixed_scenario(
         cfg_dict["horizon"] = {"start": 0.0, "end": t_last + 60.0, "step_seconds": 60.0, "drain_minutes": 240.0}
     cfg: GridScenario = parse_config(cfg_dict, f"fixed scenario {name!r}")
     xy = np.asarray(nodes_xy, dtype=np.float64)
-    city = EuclideanCity(xy, meters_per_minute, zone_grid=(1, 1))
+    city = EuclideanCity(xy, meters_per_minute, zone_grid=zone_grid)
     o = [{**ORDER_DEFAULTS, **x} for x in sorted(orders, key=lambda x: x["t_place"])]
     d = [{**DRIVER_DEFAULTS, **x} for x in drivers]
     t_place = np.array([x["t_place"] for x in o], dtype=np.float64)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from gigdispatch.envs.core.config import GridScenario
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.scenarios.errors import ScenarioError, format_validation_error
+from gigdispatch.envs.scenarios.family import family_member, split_member
 from gigdispatch.envs.scenarios.mdrp import is_mdrp_folder, load_mdrp
 
 
@@ -68,7 +69,8 @@ def load_yaml(path: Path) -> GridScenario:
 
 
 def load_scenario(spec: str | os.PathLike[str] | GridScenario) -> Scenario:
-    """``spec``: a built-in name (``default``, ``city-1000``), a YAML path, an MDRP folder, or a config."""
+    """``spec``: a built-in name (``default``, ``city-1000``), a YAML path, an MDRP folder, a config, or
+    ``NAME@F``: member ``F`` of the family of scenario ``NAME`` (``family.py``)."""
     if isinstance(spec, GridScenario):
         return Scenario.from_config(spec)
     s = str(spec)
@@ -80,6 +82,12 @@ def load_scenario(spec: str | os.PathLike[str] | GridScenario) -> Scenario:
             f"scenario {s}: a folder, but not an MDRP instance "
             "(it needs orders.txt, couriers.txt, restaurants.txt, instance_parameters.txt)"
         )
+    member = None if path.exists() else split_member(s)
+    if member is not None:  # NAME@F: member F of the family of scenario NAME
+        base = load_scenario(member[0])
+        if not isinstance(base.cfg, GridScenario):
+            raise ScenarioError(f"scenario {s}: {member[0]!r} is not a synthetic scenario, so it has no family")
+        return Scenario.from_config(family_member(base.cfg, member[1]), source=s)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ScenarioError(f"scenario {s}: no such file")
