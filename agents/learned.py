@@ -22,6 +22,10 @@ it, and a missing torch / stable-baselines3 a ``MissingExtraError`` naming the `
 
 Epochs: the policy decides at every simulator step where some pending order has a candidate (the
 env's decision epochs); elsewhere it returns an empty ``Decision``.
+
+A run of ``env: fleet`` is a driver policy, not a dispatch one: ``run_env`` tells them apart and
+``agents.fleet_learned.LearnedFleetPolicy`` plays it (``make_policy`` picks the class). An RLlib run
+(``checkpoints/rllib/``) is no policy here; ``resolve_checkpoint`` says so in one line.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ RUN_CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 BEST = "best.zip"
 LATEST = "latest.zip"
+RLLIB_CHECKPOINT = "rllib"  # under checkpoints/: an RLlib run (``training.rllib``), which no policy here loads
 
 
 RL_EXTRA = "pip install 'gigdispatch[rl]'"  # what installs torch, stable-baselines3 and sb3-contrib
@@ -130,6 +135,11 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     elif p.is_dir():
         run = p
         ckpt = next((p / CHECKPOINTS / n for n in (BEST, LATEST) if (p / CHECKPOINTS / n).is_file()), p / "missing")
+        if not ckpt.is_file() and (p / CHECKPOINTS / RLLIB_CHECKPOINT).is_dir():
+            raise LearnedPolicyError(
+                f"policy {str(path)!r}: an RLlib run ({CHECKPOINTS}/{RLLIB_CHECKPOINT}); only stable-baselines3 runs "
+                "(the default backend) act as a policy in evaluate, serve and export"
+            )
         if not ckpt.is_file():
             raise LearnedPolicyError(
                 f"policy {str(path)!r}: a folder, but not a training run "
@@ -167,14 +177,8 @@ def dispatch_env_class(env: str) -> Any:
     return getattr(dispatch_env, DISPATCH_ENVS[env])
 
 
-def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
-    """What a learned policy needs from a run's ``config.yaml``: ``{"algo", "env_kwargs"}`` (the Dispatch-v0
-    arguments ``max_orders``, ``k``, ``reward_scale``, ``idle_only``).
-
-    Plain checks, no schema: the file must be a YAML mapping with ``env: dispatch``, an ``algo`` of
-    ``ALGORITHMS`` and a ``dispatch`` mapping with the four keys; otherwise ``LearnedPolicyError`` naming
-    ``what``, the file and the key.
-    """
+def read_run_yaml(run: Path, what: str = "policy") -> dict[str, Any]:
+    """A run's ``config.yaml`` as a mapping; ``LearnedPolicyError`` naming ``what`` and the file if it is not one."""
     import yaml
 
     f = run / RUN_CONFIG
@@ -184,6 +188,27 @@ def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
         raise LearnedPolicyError(f"{what}: {f}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise LearnedPolicyError(f"{what}: {f}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def run_env(path: str | Path) -> Any:
+    """The ``env`` a run folder or checkpoint ``.zip`` was trained on (``config.yaml``'s value as written), so that
+    a caller picks the policy class that plays it (``agents.registry``: ``fleet`` runs are driver policies,
+    ``agents.fleet_learned``); ``LearnedPolicyError`` for what is not a readable run."""
+    run, _ = resolve_checkpoint(path)
+    return read_run_yaml(run, what=f"policy {str(path)!r}").get("env")
+
+
+def read_run_config(run: Path, what: str = "policy") -> dict[str, Any]:
+    """What a learned policy needs from a run's ``config.yaml``: ``{"algo", "env_kwargs"}`` (the Dispatch-v0
+    arguments ``max_orders``, ``k``, ``reward_scale``, ``idle_only``).
+
+    Plain checks, no schema: the file must be a YAML mapping with ``env: dispatch``, an ``algo`` of
+    ``ALGORITHMS`` and a ``dispatch`` mapping with the four keys; otherwise ``LearnedPolicyError`` naming
+    ``what``, the file and the key.
+    """
+    f = run / RUN_CONFIG
+    data = read_run_yaml(run, what)
     env = data.get("env")
     if env not in DISPATCH_ENVS:
         raise LearnedPolicyError(

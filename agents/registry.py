@@ -74,9 +74,14 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None
         if path.is_dir() or (path.suffix == ".zip" and path.is_file()):
-            from gigdispatch.agents.learned import LearnedDispatchPolicy  # a run folder of gigdispatch train, or a .zip
+            # a run folder of gigdispatch train, or a .zip: a dispatch policy, or with env: fleet a driver policy
+            from gigdispatch.agents.learned import LearnedDispatchPolicy, run_env
 
             try:
+                if run_env(name) == "fleet":
+                    from gigdispatch.agents.fleet_learned import LearnedFleetPolicy
+
+                    return LearnedFleetPolicy(name, make_platform=make_policy, **kwargs)
                 return LearnedDispatchPolicy(name, **kwargs)
             except ValueError as exc:
                 raise UnknownPolicyError(str(exc)) from None

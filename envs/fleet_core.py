@@ -133,10 +133,27 @@ class FleetCore:
 
     # ----------------------------------------------------------------------------------------- API
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-        sim = self.sim
-        sim.reset(seed)
+        """Start day ``seed`` on the core's own simulator; returns ``(obs (D, F), mask (D, A))``."""
+        self.sim.reset(seed)
+        self.attach(self.sim)
+        return self._observe()
+
+    def attach(self, sim: Simulator, rng: np.random.Generator | None = None) -> None:
+        """Play the episode just loaded into ``sim`` (a simulator of this core's scenario, reset by its owner):
+        its drivers answer their own offers, the platform policy is reset with ``rng`` (default: the episode's
+        ``policy`` stream) and the per-driver arrays are fitted. ``reset`` calls it on the core's own simulator;
+        a policy that plays the drivers inside someone else's day (``agents.fleet_learned``) calls it at its own
+        ``reset``, so that both play the same day."""
+        self.sim = sim
         sim.external_accept[:] = ~sim.drivers.always_accept  # the agents answer their own offers
-        self.policy.reset(sim, sim.rng["policy"])
+        self.policy.reset(sim, sim.rng["policy"] if rng is None else rng)
+        self.fit_drivers()
+        self.invalid_driver_actions = 0  # over the day so far
+
+    def fit_drivers(self) -> None:
+        """The per-driver arrays (sizes, one-hot vehicles, capacities, costs) for the drivers now in ``self.sim``;
+        again whenever its ``drivers`` are replaced (``Simulator.load_state``, as the service does per request)."""
+        sim = self.sim
         self.n = sim.drivers.n
         self._rows = np.arange(self.n)
         self._vehicle_1hot_t = np.ascontiguousarray(np.eye(3, dtype=np.float32)[sim.drivers.vehicle].T)  # (3, D), fixed
@@ -148,42 +165,12 @@ class FleetCore:
         self._cost_m = self._cost_km[sim.drivers.vehicle] / 1000.0  # euros per metre, fixed for the episode
         self._earn = sim.drivers.earnings.copy()
         self._driven = sim.drivers.driven_m.copy()
-        self.invalid_driver_actions = 0  # over the day so far
-        return self._observe()
+        self._mask = np.zeros((self.n, N_ACTIONS), bool)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, dict[str, Any]]:
         """Apply one action per driver; returns ``(obs (D, F), mask (D, A), reward (D,), done, info)``."""
         sim, dr = self.sim, self.sim.drivers
-        a = np.asarray(actions).reshape(-1)
-        if a.shape[0] != self.n:
-            raise ValueError(f"actions: expected one per driver ({self.n}), got {a.shape[0]}")
-        a = a.astype(np.int64)
-        in_range = (a >= 0) & (a < N_ACTIONS)
-        if in_range.all():  # the usual case: one gather from the masks
-            ok = self._mask[self._rows, a]
-        else:
-            ok = in_range
-            ok[ok] = self._mask[nz(ok), a[ok]]
-        invalid = int((~ok).sum())
-        self.invalid_driver_actions += invalid
-        a = np.where(ok, a, 0)
-        # 1. answers to pending offers (0 declines, 1 accepts)
-        pending = nz(dr.offer_order >= 0)
-        if pending.size:
-            sim.respond(pending, a[pending] == 1)
-        # 2. moves of idle drivers to a neighbouring zone
-        movers = nz(a >= 2)
-        zones = sim.city.zone_neighbors[sim.city.zone_of[dr.node[movers]], a[movers] - 2]
-        # 3. the platform's dispatch decision, with the drivers' own moves
-        dec = self.policy.act(sim)
-        dec = Decision(
-            order=dec.order,
-            driver=dec.driver,
-            level=dec.level,
-            reposition_driver=movers,
-            reposition_zone=zones,
-            unassign=dec.unassign,
-        )
+        dec, invalid = self.decide(actions)
         terms = sim.step(dec)
         if self.reward_mode == "own":  # euros earned minus the driving cost of the metres driven this step
             earn = (dr.earnings - self._earn) * 0.01
@@ -197,9 +184,65 @@ class FleetCore:
         info = {"invalid_driver_actions": invalid, "platform_profit": terms["profit"], "sim_time": sim.t}
         return obs, mask, reward, bool(sim.done), info
 
+    def decide(self, actions: np.ndarray) -> tuple[Decision, int]:
+        """The step's ``Decision`` for one action per driver (against the mask of the last observation) and the
+        number of invalid actions (treated as 0, added to ``invalid_driver_actions``).
+
+        Changes the simulator as the step does before its decision: the pending offers are answered now
+        (``Simulator.respond``; 0 declines, 1 accepts). The platform policy then decides on the state after
+        those answers, and the drivers' moves join its decision."""
+        sim, dr = self.sim, self.sim.drivers
+        a, invalid = self.valid_actions(actions)
+        self.invalid_driver_actions += invalid
+        # 1. answers to pending offers (0 declines, 1 accepts)
+        pending = nz(dr.offer_order >= 0)
+        if pending.size:
+            sim.respond(pending, a[pending] == 1)
+        # 2. moves of idle drivers to a neighbouring zone
+        movers, zones = self.move_targets(a)
+        # 3. the platform's dispatch decision, with the drivers' own moves
+        dec = self.policy.act(sim)
+        dec = Decision(
+            order=dec.order,
+            driver=dec.driver,
+            level=dec.level,
+            reposition_driver=movers,
+            reposition_zone=zones,
+            unassign=dec.unassign,
+        )
+        return dec, invalid
+
+    def valid_actions(self, actions: np.ndarray) -> tuple[np.ndarray, int]:
+        """``actions`` (one per driver) as int64 with every action the last mask does not allow set to 0, and
+        how many those were. ``ValueError`` unless there is one action per driver."""
+        a = np.asarray(actions).reshape(-1)
+        if a.shape[0] != self.n:
+            raise ValueError(f"actions: expected one per driver ({self.n}), got {a.shape[0]}")
+        a = a.astype(np.int64)
+        in_range = (a >= 0) & (a < N_ACTIONS)
+        if in_range.all():  # the usual case: one gather from the masks
+            ok = self._mask[self._rows, a]
+        else:
+            ok = in_range
+            ok[ok] = self._mask[nz(ok), a[ok]]
+        invalid = int((~ok).sum())
+        return np.where(ok, a, 0), invalid
+
+    def move_targets(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(drivers, zones) of the move actions (2..9) among valid ``actions``: each mover's neighbouring zone."""
+        sim = self.sim
+        movers = nz(actions >= 2)
+        zones = sim.city.zone_neighbors[sim.city.zone_of[sim.drivers.node[movers]], actions[movers] - 2]
+        return movers, zones
+
     def action_masks(self) -> np.ndarray:
         """(D, 10) bool: the valid actions of each driver now."""
         return self._mask
+
+    def observe(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(obs (D, F), mask (D, A))`` of the simulator's current state (what ``reset`` and ``step`` return);
+        the mask becomes the one ``decide`` checks actions against."""
+        return self._observe()
 
     # ----------------------------------------------------------------------------------- internals
     def _observe(self) -> tuple[np.ndarray, np.ndarray]:

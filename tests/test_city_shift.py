@@ -104,19 +104,32 @@ def test_idle_driver_logs_off_early(line_nodes):
     assert off and off[0] == 15 * MIN
 
 
-def test_a_platform_move_renews_patience_only_when_configured(line_nodes):
-    """Repositioned at 7:00 (to the east zone, 3 hops): with ``reposition_renews`` its idle clock restarts at
-    7:00, so with ``log_off_minutes: 10`` it logs off at 17:00, not at 15:00."""
-    sc_line = line_nodes
-    for renews, expected in ((False, 15 * MIN), (True, 17 * MIN)):
-        sc = _one_delivery(sc_line, {"log_off_minutes": 10, "reposition_renews": renews})
+def test_a_platform_move_restarts_the_clocks_it_is_configured_to(line_nodes):
+    """Repositioned at 7:00 to the east zone (node 4, 3 hops away: there at 10:00), with
+    ``drift_home_minutes: 5`` and ``log_off_minutes: 10``; idle since the drop-off at 5:00. Home is node 0,
+    4 minutes from node 4 (a straight leg in this city). A driver logs off when it stands idle past its
+    patience.
+
+    * ``nothing``: its drift clock still runs from 5:00, so arriving at 10:00 it is due and heads home at
+      once (home at 14:00); it logs off at 15:00, 10 minutes after 5:00.
+    * ``drift``: the drift clock restarts at 7:00: it waits at node 4 until 12:00, then heads home (home at
+      16:00); its patience ran out at 15:00, on the way, so it logs off on arrival at 16:00.
+    * ``all``: both restart at 7:00: heads home at 12:00, home at 16:00, and logs off at 17:00."""
+    for renews, heads_home, off_at in (("nothing", 10, 15), ("drift", 12, 16), ("all", 12, 17)):
+        sc = _one_delivery(line_nodes, {"drift_home_minutes": 5, "log_off_minutes": 10, "reposition_renews": renews})
         east = int(sc.city.zone_of[4])
         pol = ScriptedPolicy(
             {7 * MIN: Decision(reposition_driver=np.array([0]), reposition_zone=np.array([east]))},
             fallback=make_policy("nearest"),
         )
-        off = [t for t, _, ph in _trace(sc, pol) if ph == PH_OFFLINE]
-        assert off and off[0] == expected, renews
+        trace = _trace(sc, pol)
+        at = {t: (node, ph) for t, node, ph in trace}
+        assert at[heads_home * MIN] == (4, PH_DRIVING), (renews, at[heads_home * MIN])
+        assert at[(heads_home + 3) * MIN][0] == 4 and at[(heads_home + 4) * MIN][0] == 0, renews
+        if heads_home > 10:
+            assert at[11 * MIN] == (4, PH_IDLE)
+        off = [t for t, _, ph in trace if ph == PH_OFFLINE]
+        assert off and off[0] == off_at * MIN, renews
 
 
 def test_owned_drivers_wait_where_they_are(line_nodes):
@@ -203,6 +216,7 @@ def test_the_new_fields_are_off_by_default():
         ({"fleet": {"idle": {"drift_home_minutes": 0}}}, "fleet.idle.drift_home_minutes"),
         ({"fleet": {"idle": {"log_off_minutes": -5}}}, "fleet.idle.log_off_minutes"),
         ({"fleet": {"idle": {"reposition_renews": "sometimes"}}}, "fleet.idle.reposition_renews"),
+        ({"fleet": {"idle": {"reposition_renews": True}}}, "fleet.idle.reposition_renews"),
         ({"family": {"time_shift_hours": 7}}, "family.time_shift_hours"),
         ({"family": {"centre_shift": 0.9}}, "family.centre_shift"),
         ({"pricing": {"payout": {"pickup_paid": "no idea"}}}, "pricing.payout.pickup_paid"),

@@ -307,10 +307,12 @@ def _write_policy(run_dir: Path, cfg: TrainConfig, st: dict[str, Any]) -> None:
     atomic_write_json(run_dir / POLICY, doc)
 
 
-def combine(runs: list[Path], out: Path) -> dict[str, Any]:
+def combine(runs: list[Path], out: Path, add: bool = False) -> dict[str, Any]:
     """One shipped policy from several CEM runs (one per scenario): ``out/policy.json`` with each run's
     parameters under ``scenarios`` (by the run's scenario name), the first run's as the fallback
-    ``params``, and each run's provenance; each run's ``config.yaml`` is copied as ``config-<scenario>.yaml``."""
+    ``params``, and each run's provenance; each run's ``config.yaml`` is copied as ``config-<scenario>.yaml``.
+    ``add``: keep the scenarios of the ``out/policy.json`` already there (and its fallback) and add or
+    replace those of ``runs``."""
     import yaml
 
     from gigdispatch.envs import load_scenario
@@ -324,6 +326,15 @@ def combine(runs: list[Path], out: Path) -> dict[str, Any]:
     trained: dict[str, Any] = {}
     first = None
     fmt = None
+    kept: dict[str, Any] = {}
+    if add:
+        try:
+            kept = json.loads((out / POLICY).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--add: cannot read {out / POLICY} to add to ({exc})") from None
+        if kept.get("format") not in (FORMAT, RFORMAT) or not isinstance(kept.get("scenarios"), dict):
+            raise InputError(f"--add: {out / POLICY} is not a combined CEM policy (format and scenarios)")
+        fmt, first = kept["format"], kept.get("params")
     for run in runs:
         doc_path = run / POLICY
         if not doc_path.is_file() or not (run / CONFIG).is_file():
@@ -347,6 +358,9 @@ def combine(runs: list[Path], out: Path) -> dict[str, Any]:
         cfg = yaml.safe_load((run / CONFIG).read_text())
         atomic_write_text(out / f"config-{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
         first = first or doc["params"]
+    if add:
+        scenarios = {**{k: v for k, v in kept["scenarios"].items() if k not in scenarios}, **scenarios}
+        trained = {**{k: v for k, v in kept.get("trained", {}).items() if k not in trained}, **trained}
     result = {"format": fmt, "params": first, "scenarios": scenarios, "trained": trained}
     if fmt == FORMAT:
         result["values"] = None
@@ -374,9 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out", type=Path, required=True, metavar="FOLDER", help="the policy folder to write (policy.json + configs)"
     )
+    ap.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the scenarios of the policy.json already in --out and add (or replace) those of the runs",
+    )
     args = ap.parse_args(argv)
     try:
-        res = combine(args.run, args.out)
+        res = combine(args.run, args.out, add=args.add)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

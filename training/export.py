@@ -35,6 +35,14 @@ instead of the packed trunk's data-dependent ``nonzero``; the same weights and f
   The sidecar's ``decode`` (``{"decode": "match", "hold_bias": b}``, from the run's ``decode.json``) tells
   ``OnnxDispatchPolicy`` to decode them as ``LearnedDispatchPolicy`` does.
 
+Fleet runs (``env: fleet``, a shared driver policy: ``agents.fleet_learned.LearnedFleetPolicy``): the graph
+(``build_fleet_graph_module``) is the actor alone, input ``obs`` (float32, ``(N, OBS_DIM)``: one row per driver,
+``envs.fleet_core.OBS_FIELDS``) to output ``logits`` (float32, ``(N, 10)``); a row's greedy action is the argmax
+of its logits where the env's mask allows. The check (``--check N``) draws N random driver rows and masks and
+requires the ONNX greedy actions to equal ``model.predict(obs, action_masks=mask, deterministic=True)`` on every
+row and the logits to be within ``FLEET_LOGIT_ATOL`` of torch's; ``--check-served`` does not apply. The sidecar's
+``format`` is ``gigdispatch-fleet-onnx/1``.
+
 Export uses ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset 17, with a dynamic
 batch axis. Verification (``--check N``, default 1000): N observations and masks are recorded from
 rollouts of the run's env on held-out seeds (the run's ``eval.seeds``, then the seeds after every training
@@ -454,6 +462,167 @@ def check_set_decisions(onnx_model: bytes | str | Path, learned: Any, cfg: Train
 _MASKED = -1e8  # log-probabilities below this are masked entries (``mask_fill``: -1e9, minus the row's log-sum-exp)
 
 
+# ------------------------------------------------------------------------------------------ fleet runs
+FLEET_FORMAT = "gigdispatch-fleet-onnx/1"
+FLEET_INPUT = "obs"
+FLEET_OUTPUT = "logits"
+FLEET_LOGIT_ATOL = 1e-4  # the check: ONNX vs torch logits
+
+
+def build_fleet_graph_module(model: Any) -> Any:
+    """A ``torch.nn.Module`` mapping the fleet env's driver rows ``obs`` ``(N, OBS_DIM)`` to the actor's action
+    logits ``(N, N_ACTIONS)``: SB3's ``MlpPolicy`` preprocessing (``preprocess_obs``: the Box as float), its
+    features extractor, the actor MLP and ``action_net``. The greedy action of a row is the argmax of its logits
+    where the mask allows (what ``predict(..., action_masks=mask, deterministic=True)`` picks)."""
+    import torch
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    policy = model.policy
+    if not hasattr(policy, "mlp_extractor"):
+        raise ExportError(f"the fleet model's policy {type(policy).__name__} is not SB3's MlpPolicy; cannot export it")
+    space = policy.observation_space
+
+    class FleetActorGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, obs: Any) -> Any:
+            x = preprocess_obs(obs, space, normalize_images=policy.normalize_images)
+            latent = policy.mlp_extractor.forward_actor(policy.pi_features_extractor(x))
+            return policy.action_net(latent)
+
+    return FleetActorGraph().eval()
+
+
+def export_fleet_bytes(model: Any) -> bytes:
+    """The ONNX model (bytes) of ``build_fleet_graph_module`` with a dynamic batch (driver) axis."""
+    import torch
+
+    from gigdispatch.envs.fleet_core import OBS_DIM
+
+    module = build_fleet_graph_module(model)
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter, on purpose
+        torch.onnx.export(
+            module,
+            (torch.zeros((1, OBS_DIM), dtype=torch.float32),),
+            buf,
+            input_names=[FLEET_INPUT],
+            output_names=[FLEET_OUTPUT],
+            dynamic_axes={FLEET_INPUT: {0: "batch"}, FLEET_OUTPUT: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def random_fleet_rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random driver rows and masks: half the rows uniform on 0..1 (where most fields live), half on the
+    whole observation box (-CLIP..CLIP); each mask allows stay (always allowed in the env) and each other action
+    with probability 1/2."""
+    from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM
+
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    obs = np.concatenate([rng.uniform(0.0, 1.0, (half, OBS_DIM)), rng.uniform(-CLIP, CLIP, (n - half, OBS_DIM))])
+    mask = rng.random((n, N_ACTIONS)) < 0.5
+    mask[:, 0] = True
+    return obs.astype(np.float32), mask
+
+
+def check_fleet_decisions(onnx_model: bytes | str | Path, learned: Any, n: int) -> dict[str, Any]:
+    """On ``n`` random driver rows and masks (``random_fleet_rows``): the greedy actions of the ONNX logits (masked
+    argmax for masked runs, plain argmax for PPO) must equal ``model.predict(obs, action_masks=mask,
+    deterministic=True)`` on every row, and the logits torch's within ``FLEET_LOGIT_ATOL``; ``CheckError`` names
+    how many differ and the first."""
+    import torch
+
+    obs, mask = random_fleet_rows(n)
+    logits = ort_session(onnx_model).run([FLEET_OUTPUT], {FLEET_INPUT: obs})[0]
+    with torch.no_grad():
+        torch_logits = build_fleet_graph_module(learned.model)(torch.from_numpy(obs)).numpy()
+    max_diff = float(np.abs(logits - torch_logits).max(initial=0.0))
+    if not max_diff <= FLEET_LOGIT_ATOL:
+        raise CheckError(f"the ONNX logits differ from torch's by up to {max_diff:.3g} (> {FLEET_LOGIT_ATOL})")
+    onnx_actions = np.argmax(np.where(mask, logits, -np.inf) if learned.masked else logits, axis=1)
+    torch_actions = learned.actions(obs, mask)
+    differ = np.flatnonzero(onnx_actions != torch_actions)
+    if differ.size:
+        i = int(differ[0])
+        raise CheckError(
+            f"the ONNX greedy actions differ from the torch policy's on {differ.size} of {n} driver rows "
+            f"(first: #{i}, onnx {int(onnx_actions[i])} vs torch {int(torch_actions[i])})"
+        )
+    return {"rows": int(n), "identical": int(n), "rows_from": "random", "max_logit_diff": max_diff}
+
+
+def load_fleet(checkpoint: str | Path) -> Any:
+    """``LearnedFleetPolicy`` for a fleet run folder or checkpoint; ``ExportError`` (one line) for anything else."""
+    from gigdispatch.agents import make_policy
+    from gigdispatch.agents.fleet_learned import LearnedFleetPolicy
+
+    p = Path(checkpoint)
+    try:
+        return LearnedFleetPolicy(p, make_platform=make_policy)
+    except ValueError as exc:
+        raise ExportError(f"--checkpoint {str(p)!r}: {exc}".splitlines()[0]) from None
+
+
+def export_fleet_policy(checkpoint: str | Path, out: Path, check: int) -> dict[str, Any]:
+    """``export_policy`` for a fleet run: the shared driver actor as ONNX (``obs`` -> ``logits``), verified on
+    ``check`` random driver rows (``check_fleet_decisions``), then ``out`` and its sidecar written."""
+    from gigdispatch.envs.fleet_core import N_ACTIONS, OBS_DIM, OBS_FIELDS
+
+    learned = load_fleet(checkpoint)
+    cfg = load_run_config(learned.run_dir, what="--checkpoint")
+    t0 = time.perf_counter()
+    data = export_fleet_bytes(learned.model)
+    t_export = time.perf_counter() - t0
+    verified = None
+    if check:
+        t0 = time.perf_counter()
+        verified = check_fleet_decisions(data, learned, check)
+        verified["seconds"] = round(time.perf_counter() - t0, 3)
+    meta = {
+        "format": FLEET_FORMAT,
+        "config": str((learned.run_dir / CONFIG).resolve()),
+        "checkpoint": str(learned.checkpoint.resolve()),
+        "algo": learned.algo,
+        "masked": bool(learned.masked),
+        "scenario": str(cfg.scenario),
+        "env": "fleet",
+        "platform_policy": learned.platform_name,
+        "input": {"name": FLEET_INPUT, "shape": ["batch", OBS_DIM], "dtype": "float32", "fields": list(OBS_FIELDS)},
+        "output": {"name": FLEET_OUTPUT, "shape": ["batch", N_ACTIONS], "dtype": "float32"},
+        "actions": "0 stay / decline the pending offer, 1 accept it, 2..9 move to zone_neighbors[zone, action - 2]",
+        "greedy": "argmax of the logits where the env's action mask allows"
+        if learned.masked
+        else "argmax of the logits (PPO: no mask; a forbidden action counts as 0)",
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "versions": _versions(),
+        "export_seconds": round(t_export, 3),
+        "verified": verified,
+        "bytes": len(data),
+    }
+    atomic_write_bytes(out, data)
+    atomic_write_json(sidecar_path(out), meta)
+    return meta
+
+
+def _is_fleet_run(checkpoint: str | Path) -> bool:
+    """The run folder or ``.zip`` was trained on ``env: fleet`` (anything unreadable: False, ``load_learned`` says
+    what is wrong with it)."""
+    from gigdispatch.agents.learned import run_env
+
+    try:
+        return run_env(checkpoint) == "fleet"
+    except ValueError:
+        return False
+
+
 # ------------------------------------------------------------------------------------------- export
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
@@ -500,6 +669,13 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         raise ExportError(f"--check: must be >= 0, got {check}")
     if check_served < 0:
         raise ExportError(f"--check-served: must be >= 0, got {check_served}")
+    if _is_fleet_run(checkpoint):  # a driver policy: the actor's logits, not a dispatch graph
+        if check_served:
+            raise ExportError(
+                f"--check-served: compares /v1/dispatch answers of a dispatch graph; {str(checkpoint)!r} is a fleet "
+                "run (a driver policy), drop --check-served"
+            )
+        return export_fleet_policy(checkpoint, out, check)
     learned = load_learned(checkpoint)
     from gigdispatch.envs.scenarios.loader import load_scenario
 
@@ -618,6 +794,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except CheckError as exc:
         print(f"error: verification failed: {exc}; nothing written", file=sys.stderr)
         return 1
+    if meta["format"] == FLEET_FORMAT:
+        return _print_fleet_export(meta, args.out)
     print(
         f"exported {meta['checkpoint']} ({meta['algo']}, action dims {len(meta['action_nvec'])}) "
         f"to {args.out} ({meta['bytes']:,} bytes)"
@@ -647,6 +825,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_fleet_export(meta: dict[str, Any], out: str) -> int:
+    """What ``gigdispatch export`` says about an exported fleet actor."""
+    print(
+        f"exported {meta['checkpoint']} ({meta['algo']}, fleet driver actor: obs (batch, {meta['input']['shape'][1]})"
+        f" -> logits (batch, {meta['output']['shape'][1]})) to {out} ({meta['bytes']:,} bytes)"
+    )
+    v = meta["verified"]
+    if v is None:
+        print("not verified (--check 0)")
+    else:
+        print(
+            f"verified: {v['identical']}/{v['rows']} ONNX greedy actions identical to the torch policy's on random "
+            f"driver rows (onnxruntime CPU; logits within {v['max_logit_diff']:.2g}; {v['seconds']:.1f} s)"
+        )
+    print(f"sidecar: {sidecar_path(out)}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
@@ -655,7 +851,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Export the policy of a training run (MaskablePPO/PPO on Dispatch-v0, or the set network of a "
             "Dispatch-v1/v2 run: maskable_ppo, ppo, dagger) as one ONNX graph: observation "
             "preprocessing, action masking and the per-dimension argmax inside (set networks: also the rows' "
-            "log-probabilities, for the run's joint decoding). "
+            "log-probabilities, for the run's joint decoding); a fleet run's driver actor as driver rows -> "
+            "action logits. "
             "Verifies the ONNX decisions against "
             "the torch policy on N recorded observations before writing FILE.onnx and FILE.onnx.json. "
             "See docs/export.md."

@@ -244,16 +244,19 @@ class Acceptance(_Model):
 class IdleBehaviour(_Model):
     """What a gig driver does when left without work (owned-fleet drivers wait where they are).
 
-    The idle clock of a driver starts when it logs on, when its last stop is served or its last offer
-    answered, and (with ``reposition_renews``) again when the platform repositions it.
+    A driver's two idle clocks start when it logs on and when its last stop is served or its last offer
+    answered: the drift-home clock and the log-off patience. A platform repositioning move restarts, by
+    ``reposition_renews``: ``nothing`` (a move is no work: both clocks run on), ``drift`` (the driver waits
+    where it was sent ``drift_home_minutes`` before heading home; its patience runs on) or ``all`` (both:
+    an instruction renews its patience, and it stays online longer).
     """
 
     # after this many idle minutes a driver standing away from home drives back home (None: it waits)
     drift_home_minutes: Pos | None = None
     # after this many idle minutes a driver standing idle logs off before its shift's end (None: never)
     log_off_minutes: Pos | None = None
-    # a platform repositioning move restarts the driver's idle clock (an instruction renews its patience)
-    reposition_renews: bool = False
+    # which idle clocks a platform repositioning move restarts: nothing, drift (drift-home) or all (+ log-off)
+    reposition_renews: Literal["nothing", "drift", "all"] = "nothing"
 
 
 class Fleet(_Model):

@@ -105,8 +105,11 @@ class DecisionPhase(RoutingPhase):
             d, z = rep_d[ok], rep_z[ok]
             if d.size:
                 self._set_leg(d, self.city.zone_node[z], geofence=False)
-                if self.state.idle_since is not None and self.cfg.fleet.idle.reposition_renews:
-                    self.state.idle_since[d] = self.state.t  # an instruction renews a driver's patience
+                renews = self.cfg.fleet.idle.reposition_renews  # which idle clocks restart (fleet.idle)
+                if self.state.wait_since is not None and renews != "nothing":
+                    self.state.wait_since[d] = self.state.t  # sent there: the driver waits there
+                    if renews == "all" and self.state.idle_since is not None:
+                        self.state.idle_since[d] = self.state.t  # and its patience is renewed
 
     def _offer(self, o: np.ndarray, d: np.ndarray, level: np.ndarray) -> None:
         dr, od = self.drivers, self.orders

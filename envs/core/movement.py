@@ -51,7 +51,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
                 step_ff = av / f[go_on]
                 m = dr.leg_dist[p] * step_ff / np.maximum(dr.leg_ff[p], EPS)
                 dr.driven_m[p] += m
-                dr.empty_m[p] += np.where(self._carries_nothing(p), m, 0.0)
+                dr.empty_m[p] += np.where(self._leg_empty()[p], m, 0.0)
                 dr.leg_left[p] -= step_ff
                 dr.busy_s[p] += np.where(working[go_on], av, 0.0)
                 clk[p] = t1
@@ -90,19 +90,6 @@ class MovementPhase(RoutingPhase, SettlementPhase):
             cand = nz(seen)  # sorted, distinct
         raise RuntimeError("simulator: too many stop transitions in one step (a zero-time loop?)")
 
-    def _carries_nothing(self, d: np.ndarray) -> np.ndarray:
-        """(len(d),) bool: drivers ``d`` have nothing on board: ``load <= 0`` (within ``EPS``) and no drop-off of a
-        picked-up order in the route (the second test because orders may have zero volume, as in MDRP). What
-        they drive now counts in ``empty_m``: repositioning, drifting, or on the way to a pickup."""
-        dr = self.drivers
-        empty = dr.load[d] <= EPS
-        drop = dr.route_kind[d] == STOP_DROPOFF  # every drop-off stop holds a valid order id
-        if drop.any():
-            picked = np.zeros(drop.shape, bool)
-            picked[drop] = self.orders.status[dr.route_order[d][drop]] == ORDER_PICKED
-            empty &= ~picked.any(axis=1)
-        return empty
-
     def _arrive(self, a: np.ndarray, ta: np.ndarray, clk: np.ndarray) -> None:
         """Drivers ``a`` are detected at their leg's end at times ``ta`` (inside the geofence). The part of
         the leg inside the geofence still has to be covered: a stop's pickup/drop-off cannot happen before
@@ -112,7 +99,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         geo_wall = geo_ff * self.state.factor[self.city.zone_of[dr.node[a]]]
         m = dr.leg_dist[a] * dr.leg_left[a] / np.maximum(dr.leg_ff[a], EPS)
         dr.driven_m[a] += m
-        dr.empty_m[a] += np.where(self._carries_nothing(a), m, 0.0)  # the leg just ended: no stop served yet
+        dr.empty_m[a] += np.where(self._leg_empty()[a], m, 0.0)  # the leg just ended: no stop served yet
         dr.node[a] = dr.leg_to[a]
         dr.leg_left[a] = 0.0
         has = dr.route_len[a] > 0
@@ -216,15 +203,18 @@ class MovementPhase(RoutingPhase, SettlementPhase):
             return
         if st.idle_since is None or len(st.idle_since) != dr.n:
             st.idle_since = np.full(dr.n, t)
+        if st.wait_since is None or len(st.wait_since) != dr.n:
+            st.wait_since = st.idle_since.copy()
         waiting = (dr.route_len == 0) & (dr.offer_order < 0) & (dr.phase != PH_OFFLINE)
-        st.idle_since[~waiting] = t  # working or offline: the clock starts again
+        st.idle_since[~waiting] = t  # working or offline: the clocks start again
+        st.wait_since[~waiting] = t
         standing = waiting & (dr.phase == PH_IDLE) & ~dr.owned
-        waited = t - st.idle_since
         if ib.log_off_minutes is not None:
-            early = nz(standing & (waited >= ib.log_off_minutes * 60.0 - EPS))
+            early = nz(standing & (t - st.idle_since >= ib.log_off_minutes * 60.0 - EPS))
             dr.shift_end[early] = np.minimum(dr.shift_end[early], t)
             standing[early] = False
         if ib.drift_home_minutes is not None:
-            home = nz(standing & (waited >= ib.drift_home_minutes * 60.0 - EPS) & (dr.node != dr.home))
+            due = t - st.wait_since >= ib.drift_home_minutes * 60.0 - EPS
+            home = nz(standing & due & (dr.node != dr.home))
             if home.size:
                 self._set_leg(home, dr.home[home], geofence=False)

@@ -43,6 +43,33 @@ class RoutingPhase(Queries):
         dr.leg_geo[d] = ff * np.minimum(1.0, geo / np.maximum(dist, EPS))  # 0 when ff is 0 (same node)
         dr.leg_dist[d] = dist
         dr.phase[d] = PH_DRIVING
+        self._leg_empty()[d] = self._carries_nothing(d)  # nothing is picked up or dropped off on the way
+
+    def _carries_nothing(self, d: np.ndarray) -> np.ndarray:
+        """(len(d),) bool: drivers ``d`` have nothing on board: ``load <= 0`` (within ``EPS``) and no drop-off of a
+        picked-up order in the route (the second test because orders may have zero volume, as in MDRP). What
+        they drive with nothing on board counts in ``empty_m``: repositioning, drifting, or on the way to a pickup."""
+        dr = self.drivers
+        empty = dr.load[d] <= EPS
+        vol = self.orders.volume
+        if getattr(self, "_volume_src", None) is not vol:  # once per episode: may an order weigh nothing?
+            self._volume_src, self._weightless = vol, bool((vol <= EPS).any())
+        if not self._weightless:
+            return empty  # every order on board adds load
+        drop = dr.route_kind[d] == STOP_DROPOFF  # every drop-off stop holds a valid order id
+        if drop.any():
+            picked = np.zeros(drop.shape, bool)
+            picked[drop] = self.orders.status[dr.route_order[d][drop]] == ORDER_PICKED
+            empty &= ~picked.any(axis=1)
+        return empty
+
+    def _leg_empty(self) -> np.ndarray:
+        """(D,) bool: each driver's current leg is driven with nothing on board (``state.leg_empty``, set when
+        a leg starts: on board does not change on the way; computed for everyone on a loaded state)."""
+        st = self.state
+        if st.leg_empty is None or len(st.leg_empty) != self.drivers.n:
+            st.leg_empty = self._carries_nothing(np.arange(self.drivers.n))
+        return st.leg_empty
 
     def _divert(self, d: np.ndarray) -> None:
         """Drivers ``d`` abandon their repositioning leg where they are: they stop, idle, at the road node

@@ -58,8 +58,14 @@ class EpisodeState:
     events: list[tuple[np.ndarray, ...]]  # (t, driver, order, kind, node) per stop event, when recording
     placed_src: np.ndarray | None = None  # the ``orders.t_place`` array that ``placed_list`` was built from
     placed_list: list[float] = field(default_factory=list)  # ``placed_src`` as a list, for ``bisect``
-    # (D,) float64 when each driver's idle clock started (``fleet.idle``; None until the first step that uses it)
+    # (D,) float64 when each driver's idle clock started: its last work or log-on (``fleet.idle``: log-off
+    # patience; None until the first step that uses it)
     idle_since: np.ndarray | None = None
+    # (D,) float64 when each driver started waiting where it is: ``idle_since`` or a later platform move
+    # (``fleet.idle``: the drift-home clock)
+    wait_since: np.ndarray | None = None
+    # (D,) bool each driver's current leg is driven with nothing on board (``empty_m``; set as a leg starts)
+    leg_empty: np.ndarray | None = None
 
     @classmethod
     def at(
