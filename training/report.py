@@ -45,6 +45,7 @@ SUMMARY_KPIS = (
     "utilization",
     "empty_km_per_delivery",
     "idle_share",
+    "driver_earnings_per_hour",
     "acceptance_rate",
     "orders_per_bundle",
 )
@@ -56,7 +57,6 @@ EXTRA_KPIS = (
     "fees_total",
     "payouts_total",
     "refunds_total",
-    "driver_earnings_per_hour",
     "ready_to_pickup_mean_min",
     "overage_mean_min",
 )
@@ -93,6 +93,7 @@ COMPARISON_METRICS = (
     "pickup_leg_mean_min",
     "empty_km_per_delivery",
     "idle_share",
+    "driver_earnings_per_hour",
 )
 COMPARISON_COLUMNS = (
     "scenario",
@@ -373,6 +374,7 @@ REPORT_COLUMNS = (
     ("utilization", "utilisation"),
     ("empty_km_per_delivery", "empty km/delivery"),
     ("idle_share", "idle share"),
+    ("driver_earnings_per_hour", "EUR per online hour"),
     ("acceptance_rate", "acceptance"),
     ("orders_per_bundle", "orders/bundle"),
     ("decision_ms_p50", "decision p50 (ms)"),
@@ -597,6 +599,7 @@ PLOT_KPIS = (
     ("utilization", "utilization_ci95", "utilisation"),
     ("empty_km_per_delivery", "empty_km_per_delivery_ci95", "empty km per delivery"),
     ("idle_share", "idle_share_ci95", "idle share"),
+    ("driver_earnings_per_hour", "driver_earnings_per_hour_ci95", "driver earnings per online hour (EUR)"),
     ("acceptance_rate", "acceptance_rate_ci95", "acceptance rate"),
     ("orders_per_bundle", "orders_per_bundle_ci95", "orders per bundle"),
     ("decision_ms_p50", None, "decision latency p50 / p99 (ms)"),
