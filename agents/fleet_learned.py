@@ -28,6 +28,9 @@ In the service (``gigdispatch serve``) the network answers ``/v1/reposition`` (`
 to a neighbouring zone), and ``/v1/dispatch`` is the platform policy's answer (a request carries no pending
 offer, so there is nothing to accept or decline there). A request's fleet replaces the simulator's drivers; the
 per-driver arrays are refitted whenever that happens (``FleetCore.fit_drivers``).
+
+The observation version is the model's: a model that reads 41-field rows was trained on version 0 (every run from
+before ``fleet.obs_version``), one that reads 50 on version 1, and the core observes the day in that version.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from gigdispatch.agents.learned import (
 )
 from gigdispatch.envs.core.nearest import NearestPolicy
 from gigdispatch.envs.core.sim import Decision, Simulator
-from gigdispatch.envs.fleet_core import N_ACTIONS, OBS_DIM, FleetCore
+from gigdispatch.envs.fleet_core import N_ACTIONS, OBS_DIMS, FleetCore, obs_version_of_dim
 
 # the algorithms of a fleet run (``training.train``: ``env: fleet`` trains SB3's MlpPolicy with one of these)
 FLEET_ALGORITHMS = ("maskable_ppo", "ppo")
@@ -86,8 +89,8 @@ class LearnedFleetPolicy(Policy):
 
     ``make_platform``: makes the platform policy from the run's ``fleet.platform_policy`` name
     (``agents.make_policy`` passes itself); without it only ``nearest`` can be made. Attributes: ``run_dir``,
-    ``checkpoint`` (the .zip loaded), ``algo``, ``masked``, ``platform_name``, ``platform`` (the platform policy)
-    and ``model`` (the SB3 model).
+    ``checkpoint`` (the .zip loaded), ``algo``, ``masked``, ``platform_name``, ``platform`` (the platform policy),
+    ``model`` (the SB3 model) and ``obs_version`` (the observation rows it reads, from its observation space).
     """
 
     name: ClassVar[str] = "learned-fleet"
@@ -117,7 +120,7 @@ class LearnedFleetPolicy(Policy):
         except CorruptCheckpointError as exc:  # named as a fleet run's: a dispatch checkpoint may sit under one
             raise CorruptCheckpointError(f"{where} (env 'fleet'): {exc}") from None
         self.checkpoint = ckpt
-        self._check_spaces(where)
+        self.obs_version = self._check_spaces(where)
         self._core: FleetCore | None = None
         self._drivers: Any = None  # the ``sim.drivers`` object the core's per-driver arrays were fitted to
 
@@ -140,22 +143,27 @@ class LearnedFleetPolicy(Policy):
             raise LearnedPolicyError(f"{where}: fleet.platform_policy: {name!r} made a {type(policy).__name__}")
         return policy
 
-    def _check_spaces(self, where: str) -> None:
-        """The model reads the fleet env's driver rows (``(OBS_DIM,)``) and picks one of its ``N_ACTIONS``."""
+    def _check_spaces(self, where: str) -> int:
+        """The observation version of the model: it reads the fleet env's driver rows of one version (``(41,)``:
+        0, ``(50,)``: 1, ``OBS_DIMS``) and picks one of its ``N_ACTIONS``; ``LearnedPolicyError`` otherwise."""
         obs_shape = getattr(self.model.observation_space, "shape", None)
         n = getattr(self.model.action_space, "n", None)
-        if obs_shape != (OBS_DIM,) or n is None or int(n) != N_ACTIONS:
+        version = obs_version_of_dim(obs_shape[0]) if obs_shape is not None and len(obs_shape) == 1 else None
+        if version is None or n is None or int(n) != N_ACTIONS:
+            rows = " or ".join(f"({d},)" for d in OBS_DIMS.values())
             raise LearnedPolicyError(
                 f"{where}: trained on env 'fleet', but the model reads observations of shape {obs_shape} and has "
-                f"{n} actions, not the fleet env's ({OBS_DIM},) driver rows and {N_ACTIONS} actions"
+                f"{n} actions, not the fleet env's {rows} driver rows and {N_ACTIONS} actions"
             )
+        return version
 
     # ---------------------------------------------------------------------------------------- policy
     def reset(self, sim: Simulator, rng: np.random.Generator) -> None:
         """Start playing the episode just loaded into ``sim``: ``FleetCore.attach`` (drivers answer their own
-        offers, the platform policy reset with ``rng``), on a core built once per scenario."""
+        offers, the platform policy reset with ``rng``), on a core built once per scenario (observing in the
+        model's ``obs_version``)."""
         if self._core is None or self._core.scenario is not sim.scenario:
-            self._core = FleetCore(sim.scenario, platform_policy=self.platform)
+            self._core = FleetCore(sim.scenario, platform_policy=self.platform, obs_version=self.obs_version)
         self._core.attach(sim, rng)
         self._drivers = sim.drivers
 

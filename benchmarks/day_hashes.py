@@ -4,8 +4,9 @@ For every registered policy on each scenario it hashes
 
 * ``sim``: a simulator day with that policy -- every decision (orders, drivers, levels, moves,
   take-backs), the per-step info, the end-of-day KPIs and the final order and driver arrays;
-* ``fleet``: a PettingZoo fleet-env day with that policy as the platform and seeded random valid
-  driver actions -- every observation, mask and reward and the KPIs;
+* ``fleet``: a PettingZoo fleet-env day (``gigdispatch/Fleet-v0``, pinned as ``Dispatch-v0`` is) with that
+  policy as the platform and seeded random valid driver actions -- every observation, mask and reward and the
+  KPIs;
 
 and, per scenario, one ``Dispatch-v0`` day with seeded random valid actions (observations, masks,
 rewards, KPIs). A refactor that claims to change no behaviour must leave every hash as it was::
@@ -30,14 +31,15 @@ import numpy as np
 
 try:  # the installed namespace
     from gigdispatch.agents.registry import make_policy, policy_names
-    from gigdispatch.envs import load_scenario, parallel_env
+    from gigdispatch.envs import load_scenario  # registers gigdispatch/Fleet-v0
     from gigdispatch.envs.core import Simulator, compute_kpis
 except ImportError:  # older trees, for a before/after comparison
     from agents.registry import make_policy, policy_names  # type: ignore[no-redef]
-    from envs import load_scenario, parallel_env  # type: ignore[no-redef]
+    from envs import load_scenario  # type: ignore[no-redef]
     from envs.core import Simulator, compute_kpis  # type: ignore[no-redef]
 
 import gymnasium
+import pettingzoo
 
 MDRP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mdrplib" / "public_instances" / "0o50t75s1p100"
 SCENARIOS = {"default": "default", "city-1000": "city-1000", "mdrp": str(MDRP)}
@@ -90,7 +92,9 @@ def sim_day(scenario: Any, policy_name: str, seed: int) -> str:
 
 def fleet_day(scenario: Any, policy_name: str, seed: int) -> str:
     h = _Hasher()
-    env = parallel_env(scenario=scenario, platform_policy=make_policy(policy_name))
+    env = pettingzoo.make(
+        "parallel", "gigdispatch/Fleet-v0", scenario=scenario, platform_policy=make_policy(policy_name)
+    )
     rng = np.random.default_rng(12345)
     obs, _ = env.reset(seed=seed)
     agents = list(env.possible_agents)

@@ -10,7 +10,10 @@
   (``DispatchEnvV2``), vector form ``gymnasium.make_vec("gigdispatch/Dispatch-v2", num_envs=8)``;
 * ``gigdispatch/Fleet-v0`` (PettingZoo), registered on import in both of PettingZoo's registries:
   ``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", scenario=...)`` (or ``"aec"``);
-  ``envs.parallel_env(...)`` / ``envs.env(...)`` are the same, as plain functions;
+* ``gigdispatch/Fleet-v1``: v0 with a demand forecast in the observation (``placed_0..8``: the orders requested
+  in the last 15 minutes in the driver's zone and its neighbours; ``FleetParallelEnvV1``), registered the same way;
+  ``envs.parallel_env(...)`` / ``envs.env(...)`` make the latest, Fleet-v1, as plain functions
+  (``version=0``: Fleet-v0);
 * ``envs.FleetVecEnv`` -- the batched stable-baselines3 adapter over the fleet (drivers = the vector dimension).
 """
 
@@ -22,6 +25,7 @@ import gymnasium
 import pettingzoo
 
 from gigdispatch.envs.core import ActionError, Decision, Scenario, Simulator, compute_kpis
+from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS
 from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 
@@ -29,6 +33,8 @@ DISPATCH_ID = "gigdispatch/Dispatch-v0"
 DISPATCH_V1_ID = "gigdispatch/Dispatch-v1"
 DISPATCH_V2_ID = "gigdispatch/Dispatch-v2"
 FLEET_ID = "gigdispatch/Fleet-v0"
+FLEET_V1_ID = "gigdispatch/Fleet-v1"
+FLEET_IDS = {0: FLEET_ID, 1: FLEET_V1_ID}  # by observation version (``envs.fleet_core.OBS_DIMS``)
 
 if DISPATCH_ID not in gymnasium.registry:
     gymnasium.register(
@@ -52,16 +58,29 @@ if FLEET_ID not in pettingzoo.parallel_registry:
     pettingzoo.register("parallel", FLEET_ID, entry_point="gigdispatch.envs.fleet_env:FleetParallelEnv")
 if FLEET_ID not in pettingzoo.aec_registry:
     pettingzoo.register("aec", FLEET_ID, entry_point="gigdispatch.envs.fleet_env:aec_env")
+if FLEET_V1_ID not in pettingzoo.parallel_registry:
+    pettingzoo.register("parallel", FLEET_V1_ID, entry_point="gigdispatch.envs.fleet_env:FleetParallelEnvV1")
+if FLEET_V1_ID not in pettingzoo.aec_registry:
+    pettingzoo.register("aec", FLEET_V1_ID, entry_point="gigdispatch.envs.fleet_env:aec_env_v1")
 
 
-def parallel_env(**kwargs: Any) -> pettingzoo.ParallelEnv:
-    """The PettingZoo fleet environment, parallel API (one agent per driver): ``pettingzoo.make("parallel", ...)``."""
-    return pettingzoo.make("parallel", FLEET_ID, **kwargs)
+def fleet_id(version: int) -> str:
+    """The registered id of fleet env ``version`` (``FLEET_IDS``); ``InputError`` (one line) for another."""
+    if not isinstance(version, int) or isinstance(version, bool) or version not in FLEET_IDS:
+        raise InputError(f"version: the fleet env has versions {', '.join(map(str, FLEET_IDS))}, got {version!r}")
+    return FLEET_IDS[version]
 
 
-def env(**kwargs: Any) -> pettingzoo.AECEnv:
-    """The PettingZoo fleet environment, AEC API (wraps the parallel one): ``pettingzoo.make("aec", ...)``."""
-    return pettingzoo.make("aec", FLEET_ID, **kwargs)
+def parallel_env(version: int = 1, **kwargs: Any) -> pettingzoo.ParallelEnv:
+    """The PettingZoo fleet environment, parallel API (one agent per driver): ``pettingzoo.make("parallel", ...)``
+    of ``gigdispatch/Fleet-v{version}`` (default 1, the latest; 0: Fleet-v0, unchanged)."""
+    return pettingzoo.make("parallel", fleet_id(version), **kwargs)
+
+
+def env(version: int = 1, **kwargs: Any) -> pettingzoo.AECEnv:
+    """The PettingZoo fleet environment, AEC API (wraps the parallel one): ``pettingzoo.make("aec", ...)`` of
+    ``gigdispatch/Fleet-v{version}`` (default 1, the latest)."""
+    return pettingzoo.make("aec", fleet_id(version), **kwargs)
 
 
 def __getattr__(name: str) -> Any:
@@ -76,6 +95,8 @@ __all__ = [
     "DISPATCH_ID",
     "DISPATCH_V1_ID",
     "FLEET_ID",
+    "FLEET_IDS",
+    "FLEET_V1_ID",
     "ActionError",
     "Decision",
     "FleetVecEnv",
@@ -84,6 +105,7 @@ __all__ = [
     "Simulator",
     "compute_kpis",
     "env",
+    "fleet_id",
     "load_scenario",
     "parallel_env",
 ]

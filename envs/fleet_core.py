@@ -9,6 +9,12 @@ Actions (``Discrete(10)``) per driver:
 | 1 | accept the pending offer | an offer is pending |
 | 2..9 | move to neighbouring zone ``zone_neighbors[zone, action - 2]`` | idle, no offer, that neighbour exists |
 
+Observation versions (``FleetCore(obs_version=...)``): version 0 is ``OBS_FIELDS_V0`` (41 fields: the driver's own
+state, then open orders and idle drivers in its zone and its 8 neighbours); version 1, the latest, is
+``OBS_FIELDS_V1``: version 0's 41 fields and then ``placed_0..8``, the orders requested (placed, converted or not)
+in the last ``FORECAST_MIN`` minutes by pickup zone in the same 9 zones -- the recent demand a driver can read as a
+forecast of the next minutes'. Version 0's rows are unchanged, and the version changes no dynamics.
+
 An invalid action is treated as 0 and counted (``info["invalid_driver_actions"]``: the drivers' actions of the
 step that the mask did not allow). The drivers' moves join the platform's offers in one ``Decision``; the
 entries the simulator skips (a move of a driver offered an order in the same step) are the day's KPI
@@ -32,7 +38,7 @@ from gigdispatch.envs.core.types import ACC_ACTIVE, PH_DRIVING, PH_IDLE, PH_OFFL
 from gigdispatch.envs.scenarios.loader import load_scenario
 
 N_ACTIONS = 10
-OBS_FIELDS = (
+OBS_FIELDS_V0 = (
     "online",
     "idle",
     "driving",
@@ -59,13 +65,32 @@ OBS_FIELDS = (
     *[f"demand_{i}" for i in range(9)],
     *[f"supply_{i}" for i in range(9)],
 )
-OBS_DIM = len(OBS_FIELDS)
-N_OWN = OBS_FIELDS.index("demand_0")  # the fields before the 18 zone demand/supply ones
+FORECAST_MIN = 15.0  # placed_*: the orders requested in the last 15 minutes
+OBS_FIELDS_V1 = (*OBS_FIELDS_V0, *[f"placed_{i}" for i in range(9)])
+OBS_FIELDS_BY_VERSION = {0: OBS_FIELDS_V0, 1: OBS_FIELDS_V1}
+OBS_DIMS = {v: len(fields) for v, fields in OBS_FIELDS_BY_VERSION.items()}  # {0: 41, 1: 50}
+OBS_VERSION = 1  # the latest observation version: what new code and the envs' defaults use
+OBS_FIELDS = OBS_FIELDS_BY_VERSION[OBS_VERSION]
+OBS_DIM = OBS_DIMS[OBS_VERSION]
+N_OWN = OBS_FIELDS_V0.index("demand_0")  # the fields before the zone ones (18 demand/supply, 9 more placed_*)
 CLIP = 5.0
 # one row of the (D, 10) bool action mask seen as two fields: actions 0-1 as a uint16, the 8 moves as a uint64
 _MASK_ROW = np.dtype(
     {"names": ["stay_accept", "moves"], "formats": ["<u2", "<u8"], "offsets": [0, 2], "itemsize": N_ACTIONS}
 )
+
+
+def check_obs_version(obs_version: int, what: str = "obs_version") -> int:
+    """``obs_version`` as an int if it is one of ``OBS_DIMS`` (0, 1); else ``InputError`` naming ``what``."""
+    if isinstance(obs_version, bool) or not isinstance(obs_version, int | np.integer) or obs_version not in OBS_DIMS:
+        versions = ", ".join(f"{v} ({d} fields)" for v, d in OBS_DIMS.items())
+        raise InputError(f"{what}: must be one of {versions}, got {obs_version!r}")
+    return int(obs_version)
+
+
+def obs_version_of_dim(dim: int) -> int | None:
+    """The observation version whose rows have ``dim`` fields (41: 0, 50: 1); None for any other width."""
+    return next((v for v, d in OBS_DIMS.items() if d == dim), None)
 
 
 class PlatformPolicyError(InputError, TypeError):
@@ -92,18 +117,23 @@ def check_platform_policy(platform_policy: Policy | None) -> Policy:
 
 class FleetCore:
     """Drivers as agents over one ``Simulator``; the platform side is a ``Policy`` object (default
-    ``NearestPolicy()``)."""
+    ``NearestPolicy()``). ``obs_version`` picks the observation rows (0: ``OBS_FIELDS_V0``, 1, the default:
+    ``OBS_FIELDS_V1``); ``obs_dim`` / ``obs_fields`` are that version's width and field names."""
 
     def __init__(
         self,
         scenario: str | GridScenario | Scenario = "default",
         platform_policy: Policy | None = None,
         reward: str = "own",
+        obs_version: int = OBS_VERSION,
     ) -> None:
         if reward not in ("own", "platform"):
             raise InputError(
                 f"reward: must be 'own' (the driver's earnings minus its costs) or 'platform', got {reward!r}"
             )
+        self.obs_version = check_obs_version(obs_version)
+        self.obs_fields: tuple[str, ...] = OBS_FIELDS_BY_VERSION[self.obs_version]
+        self.obs_dim = OBS_DIMS[self.obs_version]
         self.policy = check_platform_policy(platform_policy)
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.sim = Simulator(self.scenario)
@@ -119,11 +149,15 @@ class FleetCore:
         self._zone9 = np.concatenate([np.arange(city.n_zones)[:, None], city.zone_neighbors], axis=1)  # (Z, 9)
         self._zone9_ok = self._zone9 >= 0
         self._zone9_idx_t = np.where(self._zone9_ok, self._zone9, 0).T  # (9, Z)
-        ok18 = np.concatenate([self._zone9_ok, self._zone9_ok], axis=1).T  # (18, Z)
-        self._zone18_scale = np.where(ok18, 0.1, 0.0)  # 0.1 per order/driver; 0 for missing neighbours
-        self._zone_tbl = np.zeros((18, city.n_zones))
+        # the zone rows: 9 demand, 9 supply and, from version 1, 9 placed (orders requested in the last
+        # FORECAST_MIN minutes); 0.1 per order/driver, 0 for missing neighbours
+        n_rows = self.obs_dim - N_OWN  # 18 (version 0) or 27
+        ok = np.concatenate([self._zone9_ok] * (n_rows // 9), axis=1).T  # (n_rows, Z)
+        self._zone_scale = np.where(ok, 0.1, 0.0)
+        self._zone_tbl = np.zeros((n_rows, city.n_zones))
         # driver-major copy in float32, plus one all-zero row (index Z) that inactive drivers read
-        self._zone_rows32 = np.zeros((city.n_zones + 1, 18), np.float32)
+        self._zone_rows32 = np.zeros((city.n_zones + 1, n_rows), np.float32)
+        self._window = np.array([-FORECAST_MIN * 60.0, 0.0])  # placed_*: [t - 900 s, t)
         self._node_x01 = np.ascontiguousarray(xy01[:, 0])
         self._node_y01 = np.ascontiguousarray(xy01[:, 1])
         # the 8 "move to neighbour i" flags of each zone as one uint64 (bytes 0/1), for a 1-D gather per step
@@ -261,7 +295,7 @@ class FleetCore:
         rows["stay_accept"] = np.where(offer & active, np.uint16(257), np.uint16(1))
         np.multiply(self._moves64[zone], idle & active, out=rows["moves"])
         self._mask = mask
-        # observation, built feature-major (contiguous rows) in OBS_FIELDS order, then transposed once;
+        # observation, built feature-major (contiguous rows) in obs_fields order, then transposed once;
         # offer features only where an offer is pending
         ob = self._ob
         ob[0] = active
@@ -302,16 +336,21 @@ class FleetCore:
         np.minimum(earn, CLIP, out=ob[18], casting="unsafe")
         ob[19:22] = self._vehicle_1hot_t
         ob[22] = np.minimum(np.maximum((dr.shift_end - sim.t) * (1.0 / (4 * 3600.0)), 0.0), 1.0)
-        # own zone + 8 neighbours: one per-zone table (18 rows: 9 demand, 9 supply; Z columns), one gather
-        tbl = self._zone_tbl
-        tbl[:9] = sim.zone_demand[self._zone9_idx_t]
-        tbl[9:] = sim.zone_supply[self._zone9_idx_t]
-        tbl *= self._zone18_scale
+        # own zone + 8 neighbours: one per-zone table (18 rows: 9 demand, 9 supply, and in version 1 9 placed;
+        # Z columns), one gather
+        tbl, zone9 = self._zone_tbl, self._zone9_idx_t
+        tbl[:9] = sim.zone_demand[zone9]
+        tbl[9:18] = sim.zone_supply[zone9]
+        if self.obs_version >= 1:  # orders placed in [t - 900 s, t), by pickup zone (orders sorted by placement)
+            lo, hi = np.searchsorted(od.t_place, sim.t + self._window).tolist()
+            hi = min(hi, sim.state.next_order)  # never one not placed (none is, after the horizon's end)
+            tbl[18:] = sim.zone_demand_of(slice(min(lo, hi), hi))[zone9]
+        tbl *= self._zone_scale
         np.minimum(tbl, CLIP, out=tbl)  # counts are >= 0
         self._zone_rows32[:-1] = tbl.T  # the float32 rounding happens here once per zone, not once per driver
         # off shift, suspended, not yet verified: zeroed observation (own fields times 0, the zero zone row)
         ob *= active
-        out = np.empty((n, OBS_DIM), np.float32)
+        out = np.empty((n, self.obs_dim), np.float32)
         out[:, :N_OWN] = ob.T
         out[:, N_OWN:] = self._zone_rows32[np.where(active, zone, self._zone_rows32.shape[0] - 1)]
         return out, mask

@@ -1,11 +1,12 @@
-"""The fleet environment (PettingZoo): one agent per driver. Registered in PettingZoo's registry as
-``gigdispatch/Fleet-v0`` (``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", ...)``, or ``"aec"``) on
-``import gigdispatch.envs``."""
+"""The fleet environment (PettingZoo): one agent per driver. Registered in PettingZoo's registries on
+``import gigdispatch.envs`` as ``gigdispatch/Fleet-v0`` (``FleetParallelEnv``: observation version 0, 41 fields)
+and ``gigdispatch/Fleet-v1`` (``FleetParallelEnvV1``: version 1, 50 fields, with the recent demand by zone):
+``pettingzoo.make("parallel", "gigdispatch/Fleet-v1", ...)``, or ``"aec"``."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
@@ -18,7 +19,7 @@ from gigdispatch.envs.core.policy import Policy
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.core.seeding import SeedSchedule
 from gigdispatch.envs.core.sim import Simulator
-from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, OBS_FIELDS, FleetCore
+from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, FleetCore
 from gigdispatch.envs.render import RenderMixin
 
 
@@ -32,7 +33,8 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     (default: ``NearestPolicy()``); offers reach the drivers in the next observation and are answered in the next
     step. A driver who is off shift, suspended or not yet verified stays an agent with a zeroed
     observation and only the no-op allowed. Created with ``pettingzoo.make("parallel",
-    "gigdispatch/Fleet-v0", scenario=...)`` (or ``gigdispatch.envs.parallel_env(...)``).
+    "gigdispatch/Fleet-v0", scenario=...)`` (or ``gigdispatch.envs.parallel_env(version=0, ...)``; Fleet-v1,
+    ``FleetParallelEnvV1``, is the latest).
 
     ## Action Space
     ``Discrete(10)``: 0 stay / decline, 1 accept the pending offer, 2..9 move to neighbouring zone
@@ -44,8 +46,9 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     order in the same step is skipped and counted there.
 
     ## Observation Space
-    ``Dict(observation=Box(-5, 5, (41,), float32), action_mask=Box(0, 1, (10,), int8))``. The fields
-    of ``observation``, in order (``envs.fleet_core.OBS_FIELDS``): online, idle, driving, at stop, load
+    ``Dict(observation=Box(-5, 5, (41,), float32), action_mask=Box(0, 1, (10,), int8))`` (Fleet-v1,
+    ``FleetParallelEnvV1``: ``(50,)``, these 41 fields and 9 more). The fields of ``observation``, in order
+    (``envs.fleet_core.OBS_FIELDS_V0``): online, idle, driving, at stop, load
     share, route stops / max, has offer, offer payout (/10 EUR), offer tip (/5 EUR), offer pickup
     distance (/5 km), offer trip distance (/5 km), offer pickup in preferred zone, sin and cos of the
     time of day, x and y in the city (0..1), in preferred zone, performance score, earnings per online
@@ -73,10 +76,13 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     ``max_cycles``, ``seed_schedule`` (a ``SeedSchedule``: which day each reset without a seed plays).
 
     ## Version History
+    * v1 (``FleetParallelEnvV1``): 9 observation fields more, ``placed_0..8`` (the demand forecast); all else
+      as v0.
     * v0: initial version. ``platform_policy`` takes a policy object (a name is refused) and
       ``seed_schedule`` is an argument; the days played for a seed are unchanged.
     """
 
+    obs_version: ClassVar[int] = 0  # the rows of ``envs.fleet_core`` this env observes (``FleetCore.obs_version``)
     _render_title = "fleet"
     metadata: dict[str, Any] = {
         "name": "gigdispatch_fleet_v0",
@@ -96,7 +102,7 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.core = FleetCore(scenario, platform_policy, reward)
+        self.core = FleetCore(scenario, platform_policy, reward, obs_version=self.obs_version)
         self.possible_agents = [f"driver_{i}" for i in range(self.core.scenario.n_drivers)]
         self.agents: list[str] = []
         self.render_mode = render_mode
@@ -105,12 +111,11 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
         self._viewer: Any = None
         self._obs_space = spaces.Dict(
             {
-                "observation": spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32),
+                "observation": spaces.Box(-CLIP, CLIP, (self.core.obs_dim,), np.float32),
                 "action_mask": spaces.Box(0, 1, (N_ACTIONS,), np.int8),
             }
         )
         self._act_space: spaces.Discrete = spaces.Discrete(N_ACTIONS)
-        assert len(OBS_FIELDS) == OBS_DIM
 
     @functools.cache  # noqa: B019 - PettingZoo requires the same object per agent
     def observation_space(self, agent: str) -> spaces.Dict:
@@ -161,6 +166,31 @@ class FleetParallelEnv(RenderMixin, ParallelEnv):
         return self.core.sim
 
 
+class FleetParallelEnvV1(FleetParallelEnv):
+    """``gigdispatch/Fleet-v1``: Fleet-v0's days, agents, actions, masks, rewards and infos, with a demand forecast
+    in the observation: what a driver needs to anticipate demand, the time of day (``tod_sin`` / ``tod_cos``,
+    already in v0) and the recent demand near it.
+
+    ## Observation Space
+    ``Dict(observation=Box(-5, 5, (50,), float32), action_mask=Box(0, 1, (10,), int8))``. The fields of
+    ``observation`` (``envs.fleet_core.OBS_FIELDS_V1``): v0's 41, then ``placed_0..8``: the orders requested
+    (placed, converted or not) in the last ``FORECAST_MIN`` (15) minutes by pickup zone, in the own zone and its 8
+    neighbours (the order of ``demand_*``), /10, clipped at 5, 0 where no neighbour. A zeroed row (off shift,
+    suspended, not yet verified) is zero there too. The first 41 fields are v0's, value for value.
+
+    ## Version History
+    * v1: ``placed_0..8`` after v0's 41 fields; everything else as v0 (the days played are the same).
+    """
+
+    obs_version: ClassVar[int] = 1
+    metadata: dict[str, Any] = {**FleetParallelEnv.metadata, "name": "gigdispatch_fleet_v1"}
+
+
 def aec_env(**kwargs: Any) -> AECEnv:
-    """The fleet environment through PettingZoo's AEC API (``parallel_to_aec`` of ``FleetParallelEnv``)."""
+    """Fleet-v0 through PettingZoo's AEC API (``parallel_to_aec`` of ``FleetParallelEnv``)."""
     return parallel_to_aec(FleetParallelEnv(**kwargs))
+
+
+def aec_env_v1(**kwargs: Any) -> AECEnv:
+    """Fleet-v1 through PettingZoo's AEC API (``parallel_to_aec`` of ``FleetParallelEnvV1``)."""
+    return parallel_to_aec(FleetParallelEnvV1(**kwargs))

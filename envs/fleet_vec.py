@@ -1,10 +1,10 @@
 """The batched adapter: all drivers of one fleet env as one stable-baselines3 ``VecEnv``.
 
-The drivers are the vector dimension: observations ``(D, 41)``, actions ``(D,)``, rewards ``(D,)``,
-NumPy arrays end to end (no per-agent dictionaries). One shared policy acts for every driver. Action
-masks come through ``env_method("action_masks")`` / ``action_masks()`` (what sb3-contrib's MaskablePPO
-calls). When the day ends, every driver's episode ends: ``dones`` is all True, each info holds its
-``terminal_observation``, and the next day starts at once.
+The drivers are the vector dimension: observations ``(D, 50)`` (``obs_version=0``: ``(D, 41)``), actions
+``(D,)``, rewards ``(D,)``, NumPy arrays end to end (no per-agent dictionaries). One shared policy acts for
+every driver. Action masks come through ``env_method("action_masks")`` / ``action_masks()`` (what
+sb3-contrib's MaskablePPO calls). When the day ends, every driver's episode ends: ``dones`` is all True, each
+info holds its ``terminal_observation``, and the next day starts at once.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from gigdispatch.envs.core.kpis import compute_kpis
 from gigdispatch.envs.core.policy import Policy
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.core.seeding import SeedSchedule
-from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM, FleetCore
+from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_VERSION, FleetCore
 
 
 class FleetVecEnv(VecEnv):
     """The fleet's drivers as one SB3 ``VecEnv`` (``num_envs`` = drivers), over the same ``FleetCore`` as
-    the PettingZoo env: the same observations (``(D, 41)``), masks, actions and rewards.
+    the PettingZoo env: the same observations (``(D, 50)``, Fleet-v1's rows; ``obs_version=0``: ``(D, 41)``,
+    Fleet-v0's), masks, actions and rewards.
 
     ## Seeding
     ``seed(s)`` (SB3's convention: applied at the next ``reset()``) or ``FleetVecEnv(seed=s)``: the first
@@ -38,9 +39,12 @@ class FleetVecEnv(VecEnv):
     ## Arguments
     ``scenario`` (name, YAML path, MDRP folder, config or Scenario), ``platform_policy`` (a ``Policy``
     object; ``None``: ``NearestPolicy()``), ``reward`` (``"own"`` or ``"platform"``), ``seed`` (the first
-    day), ``seed_schedule`` (a ``SeedSchedule``).
+    day), ``seed_schedule`` (a ``SeedSchedule``), ``obs_version`` (the observation rows, ``envs.fleet_core``:
+    1, the default, ``OBS_FIELDS_V1`` with the demand forecast ``placed_0..8``; 0, ``OBS_FIELDS_V0``).
 
     ## Version History
+    * ``obs_version`` (default 1): observations of 50 fields, the 41 before and ``placed_0..8`` (the orders
+      requested in the last 15 minutes by zone); ``obs_version=0`` gives the 41 as before.
     * v1: the first day after ``seed(s)`` or ``seed=s`` is day ``s`` (one seeding rule for every env);
       v0 played a day drawn from ``default_rng(s)`` instead (v1's second day is v0's first).
       ``seed_schedule`` is an argument; ``platform_policy`` takes a policy object (a name is refused).
@@ -54,10 +58,12 @@ class FleetVecEnv(VecEnv):
         reward: str = "own",
         seed: int | None = None,
         seed_schedule: SeedSchedule | None = None,
+        obs_version: int = OBS_VERSION,
     ) -> None:
-        self.core = FleetCore(scenario, platform_policy, reward)
+        self.core = FleetCore(scenario, platform_policy, reward, obs_version=obs_version)
         n = self.core.scenario.n_drivers
-        super().__init__(n, spaces.Box(-CLIP, CLIP, (OBS_DIM,), np.float32), spaces.Discrete(N_ACTIONS))
+        obs_space = spaces.Box(-CLIP, CLIP, (self.core.obs_dim,), np.float32)
+        super().__init__(n, obs_space, spaces.Discrete(N_ACTIONS))
         self.seed_schedule = seed_schedule if seed_schedule is not None else SeedSchedule()
         if seed is not None:
             self.seed(seed)  # day ``seed`` at the first reset

@@ -272,7 +272,8 @@ def test_export_writes_the_driver_actor(fleet_run: Path, tmp_path: Path, capsys:
     assert "verified: 1000/1000 ONNX greedy actions identical" in capsys.readouterr().out
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["format"] == "gigdispatch-fleet-onnx/1" and meta["verified"]["identical"] == 1000
-    assert meta["input"]["shape"] == ["batch", 41] and meta["output"]["shape"] == ["batch", 10]
+    assert meta["input"]["shape"] == ["batch", 50] and meta["output"]["shape"] == ["batch", 10]
+    assert meta["obs_version"] == 1 and meta["input"]["fields"][41:] == [f"placed_{i}" for i in range(9)]
 
     model = make_policy(str(fleet_run)).model
     sess = ort_session(out)

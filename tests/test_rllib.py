@@ -62,6 +62,8 @@ def test_the_shared_policy_never_picks_a_masked_action(run: Path) -> None:
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
+    from gigdispatch.envs.fleet_core import OBS_DIM
+
     module = RLModule.from_checkpoint(str(run / "checkpoints/rllib/learner_group/learner/rl_module/shared"))
     rng = np.random.default_rng(0)
     n = 512
@@ -69,7 +71,7 @@ def test_the_shared_policy_never_picks_a_masked_action(run: Path) -> None:
     mask[:, 0] = 1  # the no-op is always valid
     mask[: n // 2, 1:] = 0  # half the rows: only the no-op
     obs = {
-        "observation": torch.as_tensor(rng.uniform(-1, 1, (n, 41)), dtype=torch.float32),
+        "observation": torch.as_tensor(rng.uniform(-1, 1, (n, OBS_DIM)), dtype=torch.float32),  # obs_version 1
         "action_mask": torch.as_tensor(mask),
     }
     with torch.no_grad():

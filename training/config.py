@@ -66,6 +66,18 @@ class FleetEnvConfig(_Strict):
 
     reward: Literal["own", "platform"] = "own"
     platform_policy: str = "nearest"
+    obs_version: int = Field(
+        1,
+        description="the drivers' observation rows (envs.fleet_core): 1 with the demand forecast placed_0..8 "
+        "(50 fields), 0 without (41)",
+    )
+
+    @field_validator("obs_version")
+    @classmethod
+    def _obs_version(cls, v: int) -> int:
+        if v not in (0, 1):
+            raise ValueError(f"must be 0 (41 fields) or 1 (50 fields, with the placed_* forecast), got {v}")
+        return v
 
 
 class PPOConfig(_Strict):

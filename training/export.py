@@ -36,8 +36,9 @@ instead of the packed trunk's data-dependent ``nonzero``; the same weights and f
   ``OnnxDispatchPolicy`` to decode them as ``LearnedDispatchPolicy`` does.
 
 Fleet runs (``env: fleet``, a shared driver policy: ``agents.fleet_learned.LearnedFleetPolicy``): the graph
-(``build_fleet_graph_module``) is the actor alone, input ``obs`` (float32, ``(N, OBS_DIM)``: one row per driver,
-``envs.fleet_core.OBS_FIELDS``) to output ``logits`` (float32, ``(N, 10)``); a row's greedy action is the argmax
+(``build_fleet_graph_module``) is the actor alone, input ``obs`` (float32, ``(N, F)``: one row per driver in the
+fields of the model's observation version, ``F`` = 50 for ``envs.fleet_core.OBS_FIELDS_V1``, 41 for a run trained
+on ``OBS_FIELDS_V0``) to output ``logits`` (float32, ``(N, 10)``); a row's greedy action is the argmax
 of its logits where the env's mask allows. The check (``--check N``) draws N random driver rows and masks and
 requires the ONNX greedy actions to equal ``model.predict(obs, action_masks=mask, deterministic=True)`` on every
 row and the logits to be within ``FLEET_LOGIT_ATOL`` of torch's; ``--check-served`` does not apply. The sidecar's
@@ -470,7 +471,7 @@ FLEET_LOGIT_ATOL = 1e-4  # the check: ONNX vs torch logits
 
 
 def build_fleet_graph_module(model: Any) -> Any:
-    """A ``torch.nn.Module`` mapping the fleet env's driver rows ``obs`` ``(N, OBS_DIM)`` to the actor's action
+    """A ``torch.nn.Module`` mapping the fleet env's driver rows ``obs`` ``(N, F)`` to the actor's action
     logits ``(N, N_ACTIONS)``: SB3's ``MlpPolicy`` preprocessing (``preprocess_obs``: the Box as float), its
     features extractor, the actor MLP and ``action_net``. The greedy action of a row is the argmax of its logits
     where the mask allows (what ``predict(..., action_masks=mask, deterministic=True)`` picks)."""
@@ -495,11 +496,15 @@ def build_fleet_graph_module(model: Any) -> Any:
     return FleetActorGraph().eval()
 
 
-def export_fleet_bytes(model: Any) -> bytes:
-    """The ONNX model (bytes) of ``build_fleet_graph_module`` with a dynamic batch (driver) axis."""
-    import torch
+def fleet_obs_dim(model: Any) -> int:
+    """The width of the driver rows ``model`` reads (its observation space: 41 or 50, the run's version)."""
+    return int(model.observation_space.shape[0])
 
-    from gigdispatch.envs.fleet_core import OBS_DIM
+
+def export_fleet_bytes(model: Any) -> bytes:
+    """The ONNX model (bytes) of ``build_fleet_graph_module`` with a dynamic batch (driver) axis, for rows of the
+    model's own width."""
+    import torch
 
     module = build_fleet_graph_module(model)
     buf = io.BytesIO()
@@ -507,7 +512,7 @@ def export_fleet_bytes(model: Any) -> bytes:
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter, on purpose
         torch.onnx.export(
             module,
-            (torch.zeros((1, OBS_DIM), dtype=torch.float32),),
+            (torch.zeros((1, fleet_obs_dim(model)), dtype=torch.float32),),
             buf,
             input_names=[FLEET_INPUT],
             output_names=[FLEET_OUTPUT],
@@ -518,15 +523,16 @@ def export_fleet_bytes(model: Any) -> bytes:
     return buf.getvalue()
 
 
-def random_fleet_rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random driver rows and masks: half the rows uniform on 0..1 (where most fields live), half on the
-    whole observation box (-CLIP..CLIP); each mask allows stay (always allowed in the env) and each other action
-    with probability 1/2."""
+def random_fleet_rows(n: int, seed: int = 0, obs_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random driver rows of ``obs_dim`` fields (default: the latest version's, ``OBS_DIM``) and masks: half
+    the rows uniform on 0..1 (where most fields live), half on the whole observation box (-CLIP..CLIP); each mask
+    allows stay (always allowed in the env) and each other action with probability 1/2."""
     from gigdispatch.envs.fleet_core import CLIP, N_ACTIONS, OBS_DIM
 
+    dim = OBS_DIM if obs_dim is None else obs_dim
     rng = np.random.default_rng(seed)
     half = n // 2
-    obs = np.concatenate([rng.uniform(0.0, 1.0, (half, OBS_DIM)), rng.uniform(-CLIP, CLIP, (n - half, OBS_DIM))])
+    obs = np.concatenate([rng.uniform(0.0, 1.0, (half, dim)), rng.uniform(-CLIP, CLIP, (n - half, dim))])
     mask = rng.random((n, N_ACTIONS)) < 0.5
     mask[:, 0] = True
     return obs.astype(np.float32), mask
@@ -539,7 +545,7 @@ def check_fleet_decisions(onnx_model: bytes | str | Path, learned: Any, n: int) 
     how many differ and the first."""
     import torch
 
-    obs, mask = random_fleet_rows(n)
+    obs, mask = random_fleet_rows(n, obs_dim=fleet_obs_dim(learned.model))
     logits = ort_session(onnx_model).run([FLEET_OUTPUT], {FLEET_INPUT: obs})[0]
     with torch.no_grad():
         torch_logits = build_fleet_graph_module(learned.model)(torch.from_numpy(obs)).numpy()
@@ -572,10 +578,12 @@ def load_fleet(checkpoint: str | Path) -> Any:
 
 def export_fleet_policy(checkpoint: str | Path, out: Path, check: int) -> dict[str, Any]:
     """``export_policy`` for a fleet run: the shared driver actor as ONNX (``obs`` -> ``logits``), verified on
-    ``check`` random driver rows (``check_fleet_decisions``), then ``out`` and its sidecar written."""
-    from gigdispatch.envs.fleet_core import N_ACTIONS, OBS_DIM, OBS_FIELDS
+    ``check`` random driver rows (``check_fleet_decisions``), then ``out`` and its sidecar written. The input is
+    the model's rows: its observation version's width and fields (``learned.obs_version``)."""
+    from gigdispatch.envs.fleet_core import N_ACTIONS, OBS_DIMS, OBS_FIELDS_BY_VERSION
 
     learned = load_fleet(checkpoint)
+    obs_dim, fields = OBS_DIMS[learned.obs_version], OBS_FIELDS_BY_VERSION[learned.obs_version]
     cfg = load_run_config(learned.run_dir, what="--checkpoint")
     t0 = time.perf_counter()
     data = export_fleet_bytes(learned.model)
@@ -594,7 +602,8 @@ def export_fleet_policy(checkpoint: str | Path, out: Path, check: int) -> dict[s
         "scenario": str(cfg.scenario),
         "env": "fleet",
         "platform_policy": learned.platform_name,
-        "input": {"name": FLEET_INPUT, "shape": ["batch", OBS_DIM], "dtype": "float32", "fields": list(OBS_FIELDS)},
+        "obs_version": learned.obs_version,
+        "input": {"name": FLEET_INPUT, "shape": ["batch", obs_dim], "dtype": "float32", "fields": list(fields)},
         "output": {"name": FLEET_OUTPUT, "shape": ["batch", N_ACTIONS], "dtype": "float32"},
         "actions": "0 stay / decline the pending offer, 1 accept it, 2..9 move to zone_neighbors[zone, action - 2]",
         "greedy": "argmax of the logits where the env's action mask allows"

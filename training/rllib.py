@@ -1,9 +1,10 @@
 """``gigdispatch train --backend rllib``: the fleet env on Ray RLlib, for runs that outgrow one machine.
 
-The PettingZoo fleet env (``envs.parallel_env``) goes through RLlib's own ``ParallelPettingZooEnv``
-wrapper; every driver maps to one shared policy (``"shared"``), a PPO ``RLModule`` whose action logits
-are masked with the observation's ``action_mask`` (``MaskedFleetModule``: invalid actions get a logit of
-``FLOAT_MIN``, so they are never sampled and carry no probability in the PPO loss). The run's ``ppo``
+The PettingZoo fleet env (``envs.parallel_env``: Fleet-v1, or Fleet-v0 with ``fleet.obs_version: 0``) goes
+through RLlib's own ``ParallelPettingZooEnv`` wrapper; every driver maps to one shared policy (``"shared"``), a
+PPO ``RLModule`` whose action logits are masked with the observation's ``action_mask`` (``MaskedFleetModule``:
+invalid actions get a logit of ``FLOAT_MIN``, so they are never sampled and carry no probability in the PPO
+loss). The run's ``ppo``
 settings (learning rate, gamma, GAE lambda, clip, entropy and value coefficients, network) and its
 ``rllib`` section (iterations, env runners, batch sizes, epochs, episode length) configure RLlib's PPO
 (new API stack).
@@ -84,7 +85,7 @@ def _module_class() -> type:
             super().__init__(*args, observation_space=observation_space["observation"], **kwargs)
 
         def setup(self) -> None:
-            super().setup()  # the encoder is built for the 41 observation features
+            super().setup()  # the encoder is built for the observation features (41 or 50: obs_version)
             self.observation_space = self._dict_space  # what the env hands over: the Dict, mask included
 
         @staticmethod
@@ -114,7 +115,8 @@ def _module_class() -> type:
 
 
 def make_env(env_config: dict[str, Any]) -> Any:
-    """The RLlib env: ``ParallelPettingZooEnv`` over ``envs.parallel_env``, days seeded from ``train_seeds``."""
+    """The RLlib env: ``ParallelPettingZooEnv`` over ``envs.parallel_env`` (Fleet-v0 or -v1, the run's
+    ``fleet.obs_version``), days seeded from ``train_seeds``."""
     import numpy as np
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
@@ -130,6 +132,7 @@ def make_env(env_config: dict[str, Any]) -> Any:
         def __init__(self) -> None:
             super().__init__(
                 envs.parallel_env(
+                    version=int(env_config["obs_version"]),
                     scenario=env_config["scenario"],
                     platform_policy=make_policy(env_config["platform_policy"]),  # the name in env_config
                     reward=env_config["reward"],
@@ -157,6 +160,7 @@ def build_config(cfg: TrainConfig) -> Any:
         "scenario": str(cfg.scenario),
         "platform_policy": cfg.fleet.platform_policy,
         "reward": cfg.fleet.reward,
+        "obs_version": cfg.fleet.obs_version,
         "max_cycles": r.max_cycles,
         "train_seeds": list(cfg.train_seeds),
         "seed": cfg.seed,

@@ -108,13 +108,22 @@ def git_revision() -> str:
 
 def load_run_config(run_dir: Path, what: str = "--resume") -> TrainConfig:
     """The config a run folder was started with (``config.yaml``); ``TrainError`` naming ``what`` if it is not a
-    run folder, ``ConfigError`` if the file does not validate."""
+    run folder, ``ConfigError`` if the file does not validate.
+
+    A fleet run whose ``config.yaml`` has no ``fleet.obs_version`` was written before observation versions
+    existed: its drivers saw version 0's rows (41 fields), so it reads back as ``obs_version: 0`` (not the
+    default 1), and ``--resume`` plays the env its checkpoint was trained on."""
     import yaml
 
     f = Path(run_dir) / CONFIG
     if not f.is_file():
         raise TrainError(f"{what} {run_dir}: not a run folder (no {CONFIG})")
-    return build_config(yaml.safe_load(f.read_text()), source=str(f))
+    data = yaml.safe_load(f.read_text())
+    if isinstance(data, dict) and data.get("env") == "fleet":
+        fleet = data.get("fleet", {})
+        if isinstance(fleet, dict) and "obs_version" not in fleet:
+            data = {**data, "fleet": {**fleet, "obs_version": 0}}
+    return build_config(data, source=str(f))
 
 
 def new_run_dir(cfg: TrainConfig, out_dir: str | Path) -> Path:

@@ -64,15 +64,21 @@ __all__ = ["KPI_TAGS", "TrainError", "build_model", "evaluate_model", "make_trai
 
 # ------------------------------------------------------------------------------------------- envs
 def fleet_env(cfg: TrainConfig, seed_schedule: SeedSchedule) -> Any:
-    """``FleetVecEnv`` with the run's ``fleet`` settings (the platform policy by name), playing the days of
-    ``seed_schedule``."""
+    """``FleetVecEnv`` with the run's ``fleet`` settings (the platform policy by name, the observation version),
+    playing the days of ``seed_schedule``."""
     from gigdispatch.agents import make_policy
     from gigdispatch.envs.fleet_vec import FleetVecEnv
 
     policy = make_policy(cfg.fleet.platform_policy)
     with warnings.catch_warnings():  # FleetVecEnv has no render_mode attribute; SB3 warns about it
         warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
-        return FleetVecEnv(cfg.scenario, platform_policy=policy, reward=cfg.fleet.reward, seed_schedule=seed_schedule)
+        return FleetVecEnv(
+            cfg.scenario,
+            platform_policy=policy,
+            reward=cfg.fleet.reward,
+            seed_schedule=seed_schedule,
+            obs_version=cfg.fleet.obs_version,
+        )
 
 
 def train_schedule(cfg: TrainConfig) -> SeedSchedule:
