@@ -609,12 +609,7 @@ def export_fleet_policy(checkpoint: str | Path, out: Path, check: int) -> dict[s
         "greedy": "argmax of the logits where the env's action mask allows"
         if learned.masked
         else "argmax of the logits (PPO: no mask; a forbidden action counts as 0)",
-        "opset": OPSET,
-        "exporter": "torch.onnx.export(dynamo=False)",
-        "versions": _versions(),
-        "export_seconds": round(t_export, 3),
-        "verified": verified,
-        "bytes": len(data),
+        **_provenance(t_export, verified, data),
     }
     atomic_write_bytes(out, data)
     atomic_write_json(sidecar_path(out), meta)
@@ -633,6 +628,19 @@ def _is_fleet_run(checkpoint: str | Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- export
+def _provenance(t_export: float, verified: dict[str, Any] | None, data: bytes) -> dict[str, Any]:
+    """The sidecar fields every export records, dispatch graph or fleet actor: how it was exported (opset,
+    exporter, library versions, seconds), what the check found, and the model's size."""
+    return {
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "versions": _versions(),
+        "export_seconds": round(t_export, 3),
+        "verified": verified,
+        "bytes": len(data),
+    }
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -735,12 +743,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, check: int = 1000, ch
         "action_nvec": nvec,
         # the run's joint decoding of the set policy's rows (decode.json), which OnnxDispatchPolicy applies
         "decode": None if learned.hold_bias is None else {"decode": "match", "hold_bias": learned.hold_bias},
-        "opset": OPSET,
-        "exporter": "torch.onnx.export(dynamo=False)",
-        "versions": _versions(),
-        "export_seconds": round(t_export, 3),
-        "verified": verified,
-        "bytes": len(data),
+        **_provenance(t_export, verified, data),
     }
     if set_policy:
         lay = model.policy.layout
