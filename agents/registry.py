@@ -21,6 +21,7 @@ POLICIES: dict[str, str] = {
     "reposition": "gigdispatch.agents.heuristics:DemandRepositionPolicy",
     "value-hungarian": "gigdispatch.agents.value_hungarian:ValueHungarianPolicy",
     "oracle": "gigdispatch.agents.oracle:OraclePolicy",
+    "mdrp-rolling": "gigdispatch.agents.mdrp_rolling:RollingHorizonPolicy",  # Reyes et al.'s rolling horizon
     # untrained: value-hungarian's weights with the auction lever
     "scored-match": "gigdispatch.agents.scored:ScoredMatchPolicy",
     "learned-reposition": "gigdispatch.agents.reposition:CoverageRepositionPolicy",  # untrained: its default parameters
@@ -44,8 +45,13 @@ def _from_policy_json(path: Path) -> Policy:
         fmt = json.loads(f.read_text()).get("format")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         fmt = None  # the loader below reports what is wrong with the file
+    from gigdispatch.agents.mdrp_rolling import FORMAT as MDRP_FORMAT
     from gigdispatch.agents.reposition import FORMAT as REPOSITION_FORMAT
 
+    if fmt == MDRP_FORMAT:
+        from gigdispatch.agents.mdrp_rolling import RollingHorizonPolicy
+
+        return RollingHorizonPolicy.from_file(path)
     if fmt == REPOSITION_FORMAT:
         from gigdispatch.agents.reposition import CoverageRepositionPolicy
 

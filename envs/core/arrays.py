@@ -30,3 +30,17 @@ def first_occurrence(a: np.ndarray) -> np.ndarray:
     out = np.zeros(len(a), bool)
     out[np.unique(a, return_index=True)[1]] = True
     return out
+
+
+def occurrence_rank(a: np.ndarray) -> np.ndarray:
+    """(len(a),) int64: how many earlier entries of 1-D ``a`` hold the same value (0 at a first occurrence)."""
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(a, kind="stable")
+    sa = a[order]
+    start = np.r_[True, sa[1:] != sa[:-1]]
+    group_start = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    out = np.empty(n, np.int64)
+    out[order] = np.arange(n) - group_start
+    return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gigdispatch.envs.core.arrays import EPS, first_occurrence, nz
+from gigdispatch.envs.core.arrays import EPS, first_occurrence, nz, occurrence_rank
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.core.routing import RoutingPhase
 from gigdispatch.envs.core.types import ACC_ACTIVE, ORDER_ASSIGNED, ORDER_OFFERED, ORDER_OPEN, PH_IDLE, PH_OFFLINE
@@ -27,9 +27,17 @@ class Decision:
     """What a policy does at one decision epoch. All fields are 1-D integer arrays.
 
     ``order[i]`` is offered to ``driver[i]`` at escalation ``level[i]`` (0 = base payout);
-    ``reposition_driver[j]`` (an idle driver) moves to ``reposition_zone[j]`` (its centre node; if it
-    accepts an offer on the way it diverts from where it is); ``unassign`` lists
-    assigned-but-not-picked-up orders to take back (they re-open and may be offered again).
+    ``reposition_driver[j]`` (an idle driver) moves to ``reposition_zone[j]`` (its centre node) or, when
+    ``reposition_node`` is given instead, to ``reposition_node[j]`` (a node id: e.g. a restaurant); if it
+    accepts an offer on the way it diverts from where it is, unless the offer's pickup is where it is
+    heading. ``unassign`` lists assigned-but-not-picked-up orders to take back (they re-open and may be
+    offered again).
+
+    ``bundle``: with ``False`` (the default) a driver named in several pairs gets only the first (the
+    others count as conflicts); with ``True`` a driver who always accepts (owned fleet, MDRP couriers)
+    gets every order of its pairs in this epoch, in the order given, each inserted into its route as it
+    comes, so that a bundle of one restaurant's orders reaches one courier at once. Other drivers still
+    get one offer per epoch.
     """
 
     order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -38,6 +46,8 @@ class Decision:
     reposition_driver: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     reposition_zone: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     unassign: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reposition_node: np.ndarray | None = None
+    bundle: bool = False
 
 
 def _as_ids(name: str, value: object, upper: int) -> np.ndarray:
@@ -76,40 +86,74 @@ class DecisionPhase(RoutingPhase):
         level = np.zeros(len(order), np.int64) if dec.level is None else _as_ids("level", dec.level, self.n_levels)
         if len(level) != len(order):
             raise ActionError(f"decision.level: length {len(level)} differs from decision.order's {len(order)}")
-        rep_d = _as_ids("reposition_driver", dec.reposition_driver, n_d)
-        rep_z = _as_ids("reposition_zone", dec.reposition_zone, self.city.n_zones)
-        if len(rep_d) != len(rep_z):
-            raise ActionError(
-                f"decision.reposition_zone: length {len(rep_z)} differs from decision.reposition_driver's {len(rep_d)}"
-            )
+        rep_d, targets = self._move_targets(dec)
+        if not isinstance(dec.bundle, (bool, np.bool_)):
+            raise ActionError(f"decision.bundle: must be true or false, got {dec.bundle!r}")
         if un.size:
             # an order whose pickup the driver is serving right now (at the stop) can no longer be taken back
             ok = (self.orders.status[un] == ORDER_ASSIGNED) & ~self.in_service(un)
             self.state.counters["invalid"] += int((~ok).sum())
             self._release(np.unique(un[ok]))
         if len(order):
-            # first-come conflict resolution: keep the first pair naming each order and each driver
-            conflict = ~(first_occurrence(order) & first_occurrence(driver))
-            self.state.counters["conflicts"] += int(conflict.sum())
-            elig = self.eligible()
-            fits = self.state.committed[driver] + self.orders.volume[order] <= self.drivers.capacity[driver] + EPS
-            valid = ~conflict & (self.orders.status[order] == ORDER_OPEN) & elig[driver] & fits
-            self.state.counters["invalid"] += int((~valid & ~conflict).sum())
-            if valid.any():
-                self._offer(order[valid], driver[valid], level[valid])
+            self._apply_offers(order, driver, level, bool(dec.bundle))
         if len(rep_d):
             dr = self.drivers
             ok = (dr.phase[rep_d] == PH_IDLE) & (dr.route_len[rep_d] == 0) & (dr.offer_order[rep_d] < 0)
             ok &= first_occurrence(rep_d)
             self.state.counters["invalid"] += int((~ok).sum())
-            d, z = rep_d[ok], rep_z[ok]
+            d = rep_d[ok]
             if d.size:
-                self._set_leg(d, self.city.zone_node[z], geofence=False)
+                self._set_leg(d, targets[ok].astype(np.int32), geofence=False)
                 renews = self.cfg.fleet.idle.reposition_renews  # which idle clocks restart (fleet.idle)
                 if self.state.wait_since is not None and renews != "nothing":
                     self.state.wait_since[d] = self.state.t  # sent there: the driver waits there
                     if renews == "all" and self.state.idle_since is not None:
                         self.state.idle_since[d] = self.state.t  # and its patience is renewed
+
+    def _move_targets(self, dec: Decision) -> tuple[np.ndarray, np.ndarray]:
+        """The checked ``(reposition_driver, target node)`` arrays of a decision: zones' centre nodes, or the
+        nodes of ``reposition_node``."""
+        rep_d = _as_ids("reposition_driver", dec.reposition_driver, self.drivers.n)
+        rep_z = _as_ids("reposition_zone", dec.reposition_zone, self.city.n_zones)
+        if dec.reposition_node is None:
+            if len(rep_d) != len(rep_z):
+                raise ActionError(
+                    f"decision.reposition_zone: length {len(rep_z)} differs from "
+                    f"decision.reposition_driver's {len(rep_d)}"
+                )
+            return rep_d, self.city.zone_node[rep_z]
+        if len(rep_z):
+            raise ActionError("decision.reposition_node: give either reposition_zone or reposition_node, not both")
+        rep_n = _as_ids("reposition_node", dec.reposition_node, self.city.n_nodes)
+        if len(rep_d) != len(rep_n):
+            raise ActionError(
+                f"decision.reposition_node: length {len(rep_n)} differs from decision.reposition_driver's {len(rep_d)}"
+            )
+        return rep_d, rep_n
+
+    def _apply_offers(self, order: np.ndarray, driver: np.ndarray, level: np.ndarray, bundle: bool) -> None:
+        """Offer ``order[i]`` to ``driver[i]`` (checked ids), resolving conflicts first-come."""
+        # first-come conflict resolution: keep the first pair naming each order and each driver (with
+        # ``bundle``, every pair of a driver who always accepts, applied in rounds: its first, its second...)
+        if bundle:
+            rank = occurrence_rank(driver)
+            again = (rank > 0) & ~self.drivers.always_accept[driver]
+        else:
+            rank = np.zeros(len(driver), np.int64)
+            again = ~first_occurrence(driver)
+        conflict = ~first_occurrence(order) | again
+        self.state.counters["conflicts"] += int(conflict.sum())
+        for r in range(int(rank.max()) + 1):
+            here = ~conflict & (rank == r)
+            if not here.any():
+                continue
+            o_r, d_r, l_r = order[here], driver[here], level[here]
+            elig = self.eligible()
+            fits = self.state.committed[d_r] + self.orders.volume[o_r] <= self.drivers.capacity[d_r] + EPS
+            valid = (self.orders.status[o_r] == ORDER_OPEN) & elig[d_r] & fits
+            self.state.counters["invalid"] += int((~valid).sum())
+            if valid.any():
+                self._offer(o_r[valid], d_r[valid], l_r[valid])
 
     def _offer(self, o: np.ndarray, d: np.ndarray, level: np.ndarray) -> None:
         dr, od = self.drivers, self.orders

@@ -103,8 +103,9 @@ class RoutingPhase(Queries):
             dr.route_order[fd, 0] = dr.route_order[fd, 1] = fo
             dr.route_kind[fd, 0], dr.route_kind[fd, 1] = STOP_PICKUP, STOP_DROPOFF
             dr.route_len[fd] = 2
-            # driving with an empty route: repositioning, or its order taken back
-            moving = fd[dr.phase[fd] == PH_DRIVING]
+            # driving with an empty route: repositioning, or its order taken back. One already heading to
+            # the pickup drives on; the others stop where they are and turn towards it
+            moving = fd[(dr.phase[fd] == PH_DRIVING) & (dr.leg_to[fd] != dr.route_node[fd, 0])]
             if moving.size:
                 self._divert(moving)
             idle = fd[dr.phase[fd] == PH_IDLE]
