@@ -354,3 +354,95 @@ def test_report_without_the_reference_instances_says_so(tmp_path: Path) -> None:
     # half the seed-0 small set is not the set: no reference
     text = _report_text(tmp_path, _seed0_names()[8:16])
     assert "| `nearest` (this run)" not in text
+
+
+# ---------------------------------------------------------------------------- perfect-information bounds
+def _ctd_rows(ctd: dict[tuple[str, str, int], float]) -> list[dict]:
+    """Made-up per-replay rows of ``gigdispatch mdrp``: (policy, instance, seed) -> mean click-to-door (min)."""
+    from gigdispatch.training.mdrp import METRICS, variant_of
+
+    rows = []
+    for (policy, inst, seed), v in ctd.items():
+        row = {"policy": policy, "instance": inst, "variant": variant_of(inst), "seed": seed}
+        row.update(dict.fromkeys(METRICS, 0.5))
+        row.update(decision_ms_p50=1.0, decision_ms_p99=2.0, wall_seconds=1.0, replay_violations=0, violations=[])
+        row["click_to_door_mean_min"] = v
+        rows.append(row)
+    return rows
+
+
+def _bound_rows() -> list[dict]:
+    """``p1``: 32 min on every seed-0 instance (one of them as the mean of two seeds, 31 and 33) except the eight
+    ``0o100`` ones, which are 2 min above Yildiz & Savelsbergh's published value; ``p2``: 30 min everywhere."""
+    from gigdispatch.training.mdrp import YS_TABLE9_O100
+
+    ctd: dict[tuple[str, str, int], float] = {}
+    for inst in _seed0_names():
+        ctd["p1", inst, 0] = YS_TABLE9_O100[inst][0] + 2.0 if inst in YS_TABLE9_O100 else 32.0
+        ctd["p2", inst, 0] = 30.0
+    ctd["p1", "0o50t75s1p100", 0], ctd["p1", "0o50t75s1p100", 1] = 31.0, 33.0
+    return _ctd_rows(ctd)
+
+
+def test_bound_gaps_from_the_rows() -> None:
+    """Each policy's gap to each published bound, in minutes and %, over exactly the instances of the bound."""
+    from gigdispatch.training.mdrp import reference_gaps
+
+    gaps = {(g["policy"], g["published"]): g for g in reference_gaps(_bound_rows(), ["p1", "p2"])}
+    assert set(gaps) == {(p, v) for p in ("p1", "p2") for v in (31.88, 30.67, 30.59)}
+    # Reyes Table 4, the 16 small instances: p1 is 32.00 on each (one of them 31 and 33 over two seeds)
+    g = gaps["p1", 30.67]
+    assert g["bound"] and g["instances"] == 16 and g["ours"] == pytest.approx(32.0)
+    assert g["gap_min"] == pytest.approx(1.33) and g["gap_pct"] == pytest.approx(100 * 1.33 / 30.67)
+    g = gaps["p1", 31.88]
+    assert not g["bound"] and g["gap_min"] == pytest.approx(0.12) and g["gap_pct"] == pytest.approx(100 * 0.12 / 31.88)
+    # Yildiz & Savelsbergh, all 24: the eight o100 rows average 30.35 + 2, the other 16 are 32
+    g = gaps["p1", 30.59]
+    ours = (8 * 32.35 + 16 * 32.0) / 24
+    assert g["bound"] and g["instances"] == 24 and g["ours"] == pytest.approx(ours)
+    assert g["gap_min"] == pytest.approx(ours - 30.59) and g["gap_pct"] == pytest.approx(100 * (ours - 30.59) / 30.59)
+    # below a bound: a negative gap (the report says what that would mean)
+    g = gaps["p2", 30.59]
+    assert g["gap_min"] == pytest.approx(-0.59) and g["gap_pct"] == pytest.approx(-100 * 0.59 / 30.59)
+    # a set the run does not cover whole gives no gap
+    rows = [r for r in _bound_rows() if not r["instance"].startswith("0r50")]
+    assert {g["published"] for g in reference_gaps(rows, ["p1"])} == set()
+
+
+def test_per_instance_gaps_only_where_published() -> None:
+    from gigdispatch.training.mdrp import YS_TABLE9_O100, per_instance_gaps
+
+    pig = per_instance_gaps(_bound_rows(), ["p1", "p2"])
+    assert {g["instance"] for g in pig} == set(YS_TABLE9_O100)  # the eight published rows, nothing made up
+    assert len(YS_TABLE9_O100) == 8
+    g = next(g for g in pig if g["instance"] == "0o100t100s1p100" and g["policy"] == "p1")
+    assert g["published"] == 30.07 and g["optimality_gap"] == 0.033
+    assert g["ours"] == pytest.approx(32.07) and g["gap_min"] == pytest.approx(2.0)
+    assert g["gap_pct"] == pytest.approx(100 * 2.0 / 30.07)
+    assert g["optimum_at_least"] == pytest.approx(30.07 * (1 - 0.033))
+    g = next(g for g in pig if g["instance"] == "0o100t75s2p125" and g["policy"] == "p2")
+    assert g["gap_min"] == pytest.approx(30.0 - 31.31)
+
+
+def test_report_shows_the_bounds_and_the_per_instance_table(tmp_path: Path) -> None:
+    from gigdispatch.training.mdrp import summarise, write_report
+
+    rows = _bound_rows()
+    summary = summarise(rows, ["p1", "p2"])
+    path = tmp_path / "report.md"
+    write_report(path, summary, ["p1", "p2"], 24, [0, 1], "gigdispatch mdrp ...", 1.0, 1, rows=rows)
+    text = path.read_text()
+    like = text.split("## Like-for-like comparisons: the same instances")[1].split("## Overall")[0]
+    assert "| published: exact optimum (whole day known) (perfect-information bound) | 30.67 | 1.33 | 4.3 % |" in like
+    assert "| published: their rolling-horizon heuristic | 31.88 | 0.12 | 0.4 % |" in like
+    assert (
+        "| published: near-optimal solutions, whole day known (perfect-information bound) | 30.59 | 1.53 | 5.0 % |"
+        in like
+    )
+    per = like.split("### Per instance: Yildiz & Savelsbergh 2019, Table 9, the eight `0o100` rows")[1]
+    # instance | published | optimality gap | optimum at least | p1 | p1 - published (min, %) | p2 | ...
+    assert "| 0o100t100s1p100 | 30.07 | 3.3 % | 29.08 | 32.07 | 2.00 | 6.7 % | 30.00 | -0.07 | -0.2 % |" in per
+    assert "| mean of these 8 | 30.35 |" in per
+    assert "0o50t75s1p100" not in per  # no per-instance value published (available) for it
+    assert "were not available" in per
+    assert "**replay checks: 0 violations over 49 replays**" in text

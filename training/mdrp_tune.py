@@ -50,6 +50,7 @@ SPACE: dict[str, Any] = {
     "max_bundle": [2, 3, 4],
     "idle_reposition": [0, 1],
 }
+AUDITED = "replay_violations"  # kept too when the replay audit reports it
 KEEP = (
     "instance",
     "variant",
@@ -105,7 +106,7 @@ def select(rows: list[dict[str, Any]], max_undelivered: float, majority: int) ->
 def _task(task: tuple[str, str, int, dict[str, float]]) -> dict[str, Any]:
     folder, spec, cid, cfg = task
     row = _instance_task((folder, [("p", spec)], [0]))[0]
-    return {"cid": cid, "params": cfg, **{k: row[k] for k in KEEP}}
+    return {"cid": cid, "params": cfg, **{k: row[k] for k in (*KEEP, AUDITED) if k in row}}
 
 
 def main(argv: list[str] | None = None) -> int:
