@@ -538,12 +538,13 @@ def test_unassign_before_arrival_releases_the_order(line_nodes):
 
 
 def test_resequence_keeps_the_visit_being_served(line_nodes):
-    # three orders from node 1 to node 4; order 0 (ready 15 min) is being waited for at node 1 when
-    # orders 1 and 2 are added to the route. Re-sequencing may reorder them but not move the head visit.
+    # three orders to node 4; order 0 (ready 15 min) is being waited for at node 1 when orders 1 and 2 (from
+    # node 2: from node 1 they would join the visit) are added to the route. Re-sequencing may reorder them but
+    # not move the head visit.
     orders = [
         {"t_place": 0.0, "pickup": 1, "dropoff": 4, "ready": 15 * MIN, "deadline": 12 * MIN},
-        {"t_place": 0.0, "pickup": 1, "dropoff": 4, "ready": 3 * MIN, "deadline": 25 * MIN},
-        {"t_place": 0.0, "pickup": 1, "dropoff": 4, "ready": 10 * MIN, "deadline": 26 * MIN},
+        {"t_place": 0.0, "pickup": 2, "dropoff": 4, "ready": 3 * MIN, "deadline": 25 * MIN},
+        {"t_place": 0.0, "pickup": 2, "dropoff": 4, "ready": 10 * MIN, "deadline": 26 * MIN},
     ]
     sim = Simulator(fixed_scenario(line_nodes, orders, [{"node": 0}]), record_events=True)
     sim.reset(0)

@@ -416,27 +416,8 @@ def test_mdrp_run_clean(mdrp_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
 POLICIES = policy_names()
 
 
-def _same_restaurant_repickup(sim: Simulator, v: Violation) -> bool:
-    """A ``route`` violation of the kind the simulator is known to produce (reported to the lead): while the
-    order is on board, its courier picks up again at the same restaurant, with no drop-off in between (an order
-    assigned while the courier is at the restaurant goes into a second pickup visit there). Anything else fails."""
-    if v.check != "route" or len(v.orders) != 1:
-        return False
-    od = sim.orders
-    o = v.orders[0]
-    c, tp = od.driver[o], od.t_pickup[o]
-    mine = (od.driver == c) & np.isfinite(od.t_pickup)
-    later = mine & (od.t_pickup > tp)
-    if not later.any() or not np.isfinite(od.t_delivered[o]):
-        return False
-    t_next = od.t_pickup[later].min()
-    at_next = later & (od.t_pickup == t_next)
-    dropped_between = mine & (od.t_delivered > tp) & (od.t_delivered < t_next)
-    return bool((od.pickup[at_next] == od.pickup[o]).all() and not dropped_between.any() and od.t_delivered[o] > t_next)
-
-
-def _audit_instance(folder: str) -> dict[str, tuple[list[str], list[str]]]:
-    """Worker: every registered policy on one instance (seed 0); per policy (unexplained violations, known ones)."""
+def _audit_instance(folder: str) -> dict[str, list[str]]:
+    """Worker: every registered policy on one instance (seed 0); per policy, its violations."""
     try:
         import torch
 
@@ -449,34 +430,24 @@ def _audit_instance(folder: str) -> dict[str, tuple[list[str], list[str]]]:
     for name in POLICIES:
         log = AssignmentLog()
         run_episode(sim, make_policy(name), 0, after_step=log)
-        bad: list[str] = []
-        known: list[str] = []
-        for v in audit_replay(sim, log.first):
-            (known if _same_restaurant_repickup(sim, v) else bad).append(f"{Path(folder).name}: {v.describe(ids)}")
-        out[name] = (bad, known)
+        out[name] = [f"{Path(folder).name}: {v.describe(ids)}" for v in audit_replay(sim, log.first)]
     return out
 
 
 @pytest.fixture(scope="module")
-def seed0_audits(mdrp_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
+def seed0_audits(mdrp_dir: Path) -> dict[str, list[str]]:
     """Every registered policy on the 24 seed-0 instances, over two worker processes (as ``gigdispatch mdrp``)."""
     assert len(SEED0) == 24, SEED0
     results = run_tasks(_audit_instance, SEED0, 2, False, "audit", "instance")
-    merged: dict[str, tuple[list[str], list[str]]] = {p: ([], []) for p in POLICIES}
+    merged: dict[str, list[str]] = {p: [] for p in POLICIES}
     for res in results:
-        for p, (bad, known) in res.items():
-            merged[p][0].extend(bad)
-            merged[p][1].extend(known)
+        for p, bad in res.items():
+            merged[p].extend(bad)
     return merged
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", POLICIES)
-def test_seed0_replays_pass_the_checks(seed0_audits: dict[str, tuple[list[str], list[str]]], policy: str) -> None:
-    bad, known = seed0_audits[policy]
+def test_seed0_replays_pass_the_checks(seed0_audits: dict[str, list[str]], policy: str) -> None:
+    bad = seed0_audits[policy]
     assert bad == [], "\n".join(bad)
-    if known:
-        pytest.xfail(
-            f"{len(known)} known simulator violation(s) (a second pickup visit at the same restaurant with an order "
-            f"on board; reported to the lead), e.g. {known[0]}"
-        )

@@ -30,8 +30,11 @@ MIN = 60.0
 NODES = [(0, 0), (1500, 0), (1800, 0), (-2400, 0), (-3000, 0)]
 
 
-def _sim(orders: list[dict], drivers: list[dict], end: float = 3600.0) -> Simulator:
-    cfg = {"horizon": {"start": 0.0, "end": end, "step_seconds": 60.0, "drain_minutes": 120.0}}
+def _sim(orders: list[dict], drivers: list[dict], end: float = 3600.0, same_pickup: bool = False) -> Simulator:
+    cfg = {
+        "horizon": {"start": 0.0, "end": end, "step_seconds": 60.0, "drain_minutes": 120.0},
+        "same_pickup_bundles": same_pickup,
+    }
     sim = Simulator(fixed_scenario(NODES, orders, drivers, config=cfg))
     sim.reset(seed=0)
     return sim
@@ -109,6 +112,50 @@ def test_courier_heading_to_the_pickup_drives_on_when_given_the_order() -> None:
         sim.step()
     assert sim.orders.t_pickup[0] == pytest.approx(11 * MIN)
     assert sim.orders.t_delivered[0] == pytest.approx(18 * MIN)
+
+
+def _serve_at_r(second_at: float) -> Simulator:
+    """A courier at R takes order 0 (ready at 4 min) at 1 min and waits there for the food; at ``second_at``
+    a second order of R (ready at once, to the farther customer) is given to it. Bundles from one pickup only,
+    as in MDRP."""
+    orders = [
+        {"t_place": 0.0, "pickup": 0, "dropoff": 1, "ready": 4 * MIN},
+        {"t_place": 0.0, "pickup": 0, "dropoff": 2},
+    ]
+    sim = _sim(orders, [{"node": 0}], same_pickup=True)
+    sim.step()
+    sim.step(Decision(order=np.array([0]), driver=np.array([0])))
+    while sim.state.t < second_at:
+        sim.step()
+    sim.step(Decision(order=np.array([1]), driver=np.array([0])))
+    while sim.state.t < 40 * MIN:
+        sim.step()
+    return sim
+
+
+def test_an_order_given_while_the_courier_waits_for_the_food_joins_that_pickup() -> None:
+    # at R from 2 min (the offer at 1, pickup event at max(2 + 1, ready 4) = 4 min); the second order comes at
+    # 3 min, before the event: one visit, one bundle, both picked up at 4; leave at 5, customer 1 at 10, drop
+    # at 11, leave at 12, customer 2 at 13, drop at 14
+    sim = _serve_at_r(3 * MIN)
+    od = sim.orders
+    assert (od.status[:2] == ORDER_DELIVERED).all()
+    assert od.bundle_id[0] == od.bundle_id[1]
+    assert od.t_pickup[:2] / MIN == pytest.approx([4.0, 4.0])
+    assert od.t_delivered[:2] / MIN == pytest.approx([11.0, 14.0])
+
+
+def test_an_order_given_after_the_pickup_is_not_a_second_visit_with_food_on_board() -> None:
+    # the second order comes at 4 min, just after order 0 was picked up (the courier leaves at 5): a second
+    # pickup at R would carry order 0 back into the restaurant, so it waits until order 0 is delivered
+    # (drop at 11), then drives back (5 min), picks up at 17 + 1 = 18, customer 2 (6 min) at 25, drops at 26
+    sim = _serve_at_r(4 * MIN)
+    od = sim.orders
+    assert (od.status[:2] == ORDER_DELIVERED).all()
+    assert od.bundle_id[0] != od.bundle_id[1]
+    assert od.t_delivered[0] < od.t_pickup[1]
+    assert od.t_pickup[1] / MIN == pytest.approx(18.0)
+    assert od.t_delivered[1] / MIN == pytest.approx(26.0)
 
 
 # ----------------------------------------------------------------------------------------- the policy

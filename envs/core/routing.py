@@ -160,6 +160,13 @@ class RoutingPhase(Queries):
         load = np.full(C, load0)
         onboard = np.full(C, n_on)
         same_pick = self.cfg.same_pickup_bundles
+        # a pickup visit whose pickups are done is a closed bundle: a later pickup, even at the same node, is
+        # a new visit, allowed only once everything on board is dropped off (joining happens in _insert_one)
+        closed = (
+            int(dr.group_n[d]) - 1
+            if dr.phase[d] == PH_SERVICE and dr.event_done[d] and dr.route_kind[d, 0] == STOP_PICKUP
+            else -1
+        )
         for s in range(L):
             n_s, k_s, o_s = nodes[:, s], kinds[:, s], ords[:, s]
             moved = n_s != pos
@@ -177,7 +184,7 @@ class RoutingPhase(Queries):
                 feasible &= ~(new_seg & (onboard > 0))
                 feasible &= ~(is_p & ~new_seg & (seg_node >= 0) & (n_s != seg_node))
                 seg_node = np.where(new_seg, n_s, seg_node)
-                in_drop = np.where(new_seg, False, in_drop | ~is_p)
+                in_drop = np.where(new_seg, False, in_drop | ~is_p) | (s == closed)
                 onboard = onboard + np.where(is_p, 1, -1)
             nxt_same = np.zeros(C, bool) if s + 1 >= L else (nodes[:, s + 1] == n_s)
             t = np.where(nxt_same, t, t + svc / 2.0)
@@ -216,7 +223,27 @@ class RoutingPhase(Queries):
         dr.route_order[d, : L + 2] = ords[best]
         dr.route_len[d] = L + 2
         del C
+        self._join_visit(o, d, int(ii[best]))
         return True
+
+    def _join_visit(self, o: int, d: int, at: int) -> None:
+        """Order ``o``'s pickup went in at route position ``at``: when that is right behind the pickup visit
+        driver ``d`` is serving now, at the same node, and the visit's pickups are not done yet, the order joins
+        the visit (one bundle, one pickup event: at the later of the visit's event time and ``o``'s ready time),
+        instead of a second visit with the first orders already on board."""
+        dr, od = self.drivers, self.orders
+        g = int(dr.group_n[d])
+        if not (dr.phase[d] == PH_SERVICE and not dr.event_done[d] and at == g and g > 0):
+            return
+        if dr.route_kind[d, 0] != STOP_PICKUP or od.pickup[o] != dr.route_node[d, 0]:
+            return
+        t_ev = max(float(dr.t_event[d]), float(od.t_ready[o]))
+        if t_ev > dr.shift_end[d] + EPS:
+            return  # _evaluate allowed it as a later visit; joining would not change that
+        half = self.pickup_svc * dr.service_factor[d] / 2.0
+        dr.group_n[d] = g + 1
+        dr.t_event[d] = t_ev
+        dr.t_depart[d] = t_ev + half
 
     def resequence(self, d: int) -> bool:
         """Re-insert each not-yet-picked order of driver ``d`` at its cheapest place; True if the route changed."""
