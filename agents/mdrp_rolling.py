@@ -84,6 +84,13 @@ PARAMS: Spec = {
     "idle_reposition": (0.0, "switch"),
     "idle_window_minutes": (60.0, "pos"),
     "idle_pull": (0.0, "pos"),
+    # the paper's estimated-ready-time setting (its §5): the dispatcher does not see an order's ready time; it
+    # plans with placement + the mean preparation time of the orders picked up so far (``prep_prior_minutes``
+    # until ``prep_prior_weight`` orders' worth of them are seen). The simulator still holds the food until it
+    # is ready, as the restaurant would
+    "estimated_ready": (0.0, "switch"),
+    "prep_prior_minutes": (10.0, "pos"),
+    "prep_prior_weight": (10.0, "pos"),
 }
 
 
@@ -135,6 +142,7 @@ class RollingHorizonPolicy(Policy):
         name = sim.scenario.name
         self.params = self.by_scenario.get(name, self.by_scenario.get(instance_class(name), self.default_params))
         self.rng = rng
+        self.ready = sim.orders.t_ready  # what the dispatcher believes (``_ready_times``, set at every act)
         self.reserved: dict[int, tuple[int, list[int]]] = {}  # courier -> (restaurant node, orders) sent there
         self.placed = np.zeros(sim.drivers.n, bool)  # prepositioned already
         meta = sim.scenario.meta if isinstance(sim.scenario.meta, dict) else {}
@@ -207,8 +215,23 @@ class RollingHorizonPolicy(Policy):
             moves[d] = int(r)
 
     # ------------------------------------------------------------------------------------ planning
+    def _ready_times(self, sim: Simulator) -> np.ndarray:
+        """(O,) the ready times the dispatcher plans with: the true ones (perfect preparation-time information,
+        the paper's main setting), or with ``estimated_ready`` placement + the running mean preparation time of
+        the orders picked up so far (a picked-up order's ready time is known: the food was handed over)."""
+        od = sim.orders
+        if not self.params["estimated_ready"]:
+            return od.t_ready
+        picked = np.isfinite(od.t_pickup)
+        w = self.params["prep_prior_weight"]
+        prior = 60.0 * self.params["prep_prior_minutes"]
+        seen = od.t_ready[picked] - od.t_place[picked]
+        prep = (w * prior + float(seen.sum())) / (w + seen.size)
+        return np.where(picked, od.t_ready, od.t_place + prep)
+
     def act(self, sim: Simulator) -> Decision:
         t = sim.state.t
+        self.ready = self._ready_times(sim)
         planning = round((t - self.t0) / 60.0) % max(1, round(self.f_s / 60.0)) == 0
         order_l: list[int] = []
         driver_l: list[int] = []
@@ -239,9 +262,9 @@ class RollingHorizonPolicy(Policy):
 
     def _plan(self, sim: Simulator) -> tuple[list[int], list[int], dict[int, int]]:
         """One planning (steps 1-7): the offers ``(orders, drivers)`` and moves ``{courier: node}`` it makes."""
-        p, od, t = self.params, sim.orders, sim.state.t
+        p, t = self.params, sim.state.t
         open_o = sim.open_orders()
-        U = open_o[od.t_ready[open_o] <= t + 60.0 * p["horizon_minutes"]]
+        U = open_o[self.ready[open_o] <= t + 60.0 * p["horizon_minutes"]]
         elig = np.flatnonzero(sim.eligible(idle_only=False))
         old_res = self.reserved
         self.reserved = {}
@@ -251,7 +274,7 @@ class RollingHorizonPolicy(Policy):
         node_f = node_f.astype(np.int64)
         t_free = np.maximum(t_free, t)
         # step 3: target bundle size
-        n_ready = int((od.t_ready[open_o] <= t + 60.0 * p["bundle_ready_minutes"]).sum())
+        n_ready = int((self.ready[open_o] <= t + 60.0 * p["bundle_ready_minutes"]).sum())
         n_free = int((t_free <= t + 60.0 * p["courier_free_minutes"]).sum())
         zmax = int(p["max_bundle"])
         Z = min(zmax, max(1, math.ceil(n_ready / n_free))) if n_free else zmax
@@ -283,7 +306,7 @@ class RollingHorizonPolicy(Policy):
         pick = od.pickup[U].astype(np.int64)
         for r in np.unique(pick).tolist():
             ords = U[pick == r]
-            ords = ords[np.argsort(od.t_ready[ords], kind="stable")].tolist()
+            ords = ords[np.argsort(self.ready[ords], kind="stable")].tolist()
             at_r = int(((node_f == r) & (t_free <= t + self.f_s)).sum())
             seeds: dict[int, list[int]] = {}
             for o in ords:
@@ -314,17 +337,17 @@ class RollingHorizonPolicy(Policy):
         nb = len(bundles)
         b_node = np.array([b[0] for b in bundles], np.int64)
         b_n = np.array([len(b[1]) for b in bundles], np.float64)
-        b_ready = np.array([od.t_ready[b[1]].max() for b in bundles])
+        b_ready = np.array([self.ready[b[1]].max() for b in bundles])
         b_dur = np.array([self._route_times(sim, b[0], b[1], 0.0, pick_svc, drop_svc)[-1] for b in bundles])
         b_vol = np.array([float(od.volume[b[1]].sum()) for b in bundles])
         group = np.full(nb, 3, np.int64)
         for i, (r, ords, _) in enumerate(bundles):
             o = np.array(ords, np.int64)
             drive = self._travel(sim, np.full(len(o), r), od.dropoff[o].astype(np.int64))
-            earliest = np.maximum(od.t_ready[o], t) + pick_svc + drive + drop_svc / 2.0
+            earliest = np.maximum(self.ready[o], t) + pick_svc + drive + drop_svc / 2.0
             if (earliest > od.deadline[o]).any():
                 group[i] = 1
-            elif (od.t_ready[o] < t).any():
+            elif (self.ready[o] < t).any():
                 group[i] = 2
         arr = t_free[None, :] + self._travel(sim, node_f[None, :], b_node[:, None], elig[None, :])
         t_pick = np.maximum(arr + pick_svc / 2.0, b_ready[:, None])
@@ -370,7 +393,7 @@ class RollingHorizonPolicy(Policy):
         t_free: np.ndarray,
     ) -> tuple[list[int], list[int], dict[int, int]]:
         """Step 7: final commitments become offers, partial ones moves to the restaurant."""
-        od, dr, t, f_s = sim.orders, sim.drivers, sim.state.t, self.f_s
+        dr, t, f_s = sim.drivers, sim.state.t, self.f_s
         order_l: list[int] = []
         driver_l: list[int] = []
         moves: dict[int, int] = {}
@@ -379,7 +402,7 @@ class RollingHorizonPolicy(Policy):
             r, ords, _ = bundles[i]
             d = int(elig[j])
             final = bool(arr[i, j] <= t + f_s and b_ready[i] <= t + f_s)
-            final |= bool((t - od.t_ready[ords] > over_s).any())
+            final |= bool((t - self.ready[ords] > over_s).any())
             if final:
                 give = ords if dr.always_accept[d] else ords[:1]
                 order_l.extend(give)
@@ -411,7 +434,7 @@ class RollingHorizonPolicy(Policy):
         if not ords:
             return 0.0, 0.0
         od = sim.orders
-        ready = od.t_ready[ords]
+        ready = self.ready[ords]
         tp = float(ready.max())
         drops = self._route_times(sim, r, ords, tp, pick_svc, drop_svc)
         alone = (

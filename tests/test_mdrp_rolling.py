@@ -174,6 +174,28 @@ def test_partial_commitment_sends_the_courier_early_and_it_meets_the_ready_time(
     assert sim.orders.t_delivered[0] == pytest.approx(22 * MIN)
 
 
+def _first_moves(ready_min: float, **params: float) -> tuple[list[int], list[int]]:
+    """The moves and offers of the first planning (5 min) for one order placed at 0 and ready at ``ready_min``,
+    its courier 8 min away."""
+    sim = _sim([{"t_place": 0.0, "pickup": 0, "dropoff": 1, "ready": ready_min * MIN}], [{"node": 3}])
+    pol = RollingHorizonPolicy(preposition=0.0, **params)
+    pol.reset(sim, sim.rng["policy"])
+    while sim.state.t < 5 * MIN:
+        sim.step(pol.act(sim))
+    dec = pol.act(sim)
+    return dec.reposition_driver.tolist() + dec.order.tolist(), dec.reposition_node.tolist() + dec.driver.tolist()
+
+
+def test_estimated_ready_times_hide_the_true_ones_from_the_dispatcher() -> None:
+    # exact: ready at 15 min is within the 10-min horizon at 5 min (the courier is sent), ready at 30 is not
+    assert _first_moves(15.0) != _first_moves(30.0)
+    assert _first_moves(15.0) == ([0], [0])
+    # estimated: both plan with placement + the 10-minute prior (nothing picked up yet): the same decisions
+    assert _first_moves(15.0, estimated_ready=1.0) == _first_moves(30.0, estimated_ready=1.0) == ([0], [0])
+    # and a prior of 20 minutes puts the order outside the horizon whatever its true ready time
+    assert _first_moves(15.0, estimated_ready=1.0, prep_prior_minutes=20.0) == ([], [])
+
+
 def test_orders_of_one_restaurant_ready_together_go_as_one_bundle() -> None:
     # one courier at R, two orders of R to neighbouring customers, both ready at 4 min: at the planning at
     # 5 min Z = 2 orders / 1 courier, one route holds both, final commitment, picked up at 5 + 1
