@@ -114,7 +114,7 @@ def test_cli_starts_without_the_heavy_optional_dependencies() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     commands, loaded = r.stdout.splitlines()
-    assert commands == str(["evaluate", "export", "mdrp", "scenarios", "serve", "simulate", "train"])
+    assert commands == str(["dashboard", "evaluate", "export", "mdrp", "scenarios", "serve", "simulate", "train"])
     assert loaded == "[]"
 
 

@@ -31,6 +31,8 @@ def test_quickstart_has_exactly_two_commands_and_ci_runs_the_second() -> None:
         if ln.strip() and not ln.startswith(("#", "set ", "cd "))
     ]
     assert ci == [cmds[1]]
+    # the browser test needs Debian's chromium: the test command installs it when it is missing
+    assert cmds[1].startswith("(command -v chromium") and "apt-get install -y -qq chromium" in cmds[1]
 
 
 def test_scenario_docs_are_current() -> None:

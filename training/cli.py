@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gigdispatch.envs.core.errors import InputError
-from gigdispatch.training import evaluate, export, mdrp, serve_cli, train
+from gigdispatch.training import dashboard_cli, evaluate, export, mdrp, serve_cli, train
 from gigdispatch.training.argtypes import whole_number
 from gigdispatch.training.errors import CliError
 
 __all__ = ["EXIT_USAGE", "CliError", "build_parser", "main"]
 
 EXIT_USAGE = 2
-COMMANDS = (evaluate, mdrp, train, serve_cli, export)  # modules adding one subcommand each (add_parser)
+COMMANDS = (evaluate, mdrp, train, serve_cli, dashboard_cli, export)  # modules adding one subcommand each (add_parser)
 
 _seed = whole_number(0)
 
@@ -71,6 +71,7 @@ def format_kpi_table(kpis: dict[str, float], title: str) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from gigdispatch.agents import make_policy
     from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.envs.frames import Recorder
     from gigdispatch.training.io import atomic_write_json, check_out_file, json_safe
 
     if args.out:  # a file: its folder must exist (checked before the day is run)
@@ -81,12 +82,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"--policy {args.policy!r}: LABEL=P names a policy in the results of 'gigdispatch evaluate' and "
             f"'gigdispatch mdrp'; simulate runs one policy: give --policy {spec.strip() or 'P'}"
         )
+    if args.record:
+        check_out_file(args.record, "--record")
     scenario = load_scenario(args.scenario)
     policy = make_policy(args.policy)
     sim = Simulator(scenario)
     t0 = time.perf_counter()
     tick = _progress(args.progress, sim.n_steps, f"{scenario.name} / {policy.name}")
-    kpis = sim.run(policy, seed=args.seed, progress=tick)
+    rec = Recorder(args.record, policy.name, args.seed) if args.record else None
+    if rec is not None:
+        bar = tick
+
+        def tick(s: Simulator) -> None:  # record the step, then move the bar
+            rec(s)
+            if bar is not None:
+                bar(s)
+
+    try:
+        kpis = sim.run(policy, seed=args.seed, progress=tick)
+    except BaseException:
+        if rec is not None:
+            rec.abort()
+        raise
+    if rec is not None:
+        rec.close()
     wall = time.perf_counter() - t0
     kpis["wall_seconds"] = wall
     record = {"scenario": scenario.name, "policy": policy.name, "seed": args.seed, **kpis}
@@ -148,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     s.add_argument(
         "--out", metavar="FILE.json", help="also write the JSON record to this file (atomically; its folder must exist)"
+    )
+    s.add_argument(
+        "--record",
+        metavar="FILE.jsonl.xz",
+        help="record the day for 'gigdispatch dashboard --replay FILE' (a frame per step, xz JSON lines; written "
+        "atomically; its folder must exist)",
     )
     g = s.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")

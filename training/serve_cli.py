@@ -33,22 +33,19 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve_process(scenario: str, policy: str, *extra_args: str, wait_s: float = 60.0) -> Iterator[str]:
     """Run ``gigdispatch serve`` in a child process on a free loopback port; yield its base URL once
-    ``/healthz`` answers, and always stop it afterwards. The child's stderr goes to a temporary file
-    (a pipe nobody reads could fill up and stall the server); its tail is in the error if it fails to start."""
+    ``/healthz`` answers, and always stop it afterwards (``server_process``)."""
+    with server_process("serve", "--scenario", scenario, "--policy", policy, *extra_args, wait_s=wait_s) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def server_process(command: str, *args: str, wait_s: float = 60.0) -> Iterator[str]:
+    """Run ``gigdispatch COMMAND ARGS --port P`` (``serve``, ``dashboard``) in a child process on a free loopback
+    port; yield its base URL once ``/healthz`` answers, and always stop it afterwards. The child's stderr goes to
+    a temporary file (a pipe nobody reads could fill up and stall the server); its tail is in the error if it
+    fails to start."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "gigdispatch.training.cli",
-        "serve",
-        "--scenario",
-        scenario,
-        "--policy",
-        policy,
-        "--port",
-        str(port),
-        *extra_args,
-    ]
+    cmd = [sys.executable, "-m", "gigdispatch.training.cli", command, *args, "--port", str(port)]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             cmd,
@@ -103,9 +100,29 @@ def _body_limit(text: str) -> int:
     return n
 
 
+def check_token(token: str | None) -> None:
+    """``--token``: absent, or not blank."""
+    if token is not None and not token.strip():
+        raise CliError("--token: must not be empty")
+
+
+def run_uvicorn(app: object, args: argparse.Namespace, **options: object) -> None:
+    """Serve ``app`` on ``--host``/``--port`` with uvicorn until stopped; a port that cannot be bound is one
+    ``CliError`` line."""
+    import uvicorn
+
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, **options)
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
+        if exc.code:
+            raise CliError(
+                f"--port: could not serve on {args.host}:{args.port} (address in use or not allowed)"
+            ) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - the serve extra is installed (run_uvicorn uses it)
 
         from gigdispatch.service import create_app
         from gigdispatch.service.state import ServeState
@@ -114,21 +131,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"serving needs the 'serve' extra (fastapi, uvicorn): {exc.name} is not installed; "
             "pip install 'gigdispatch[serve]'"
         ) from None
-    if args.token is not None and not args.token.strip():
-        raise CliError("--token: must not be empty")
+    check_token(args.token)
     state = ServeState(args.scenario, args.policy, seed=args.seed)  # ScenarioError / UnknownPolicyError -> one line
     app = create_app(args.scenario, args.policy, token=args.token, max_body_bytes=args.max_body_bytes, state=state)
     print(
         f"gigdispatch serve: policy={state.policy_name} scenario={state.scenario.name} on http://{args.host}:{args.port}",
         flush=True,
     )
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
-        if exc.code:
-            raise CliError(
-                f"--port: could not serve on {args.host}:{args.port} (address in use or not allowed)"
-            ) from None
+    run_uvicorn(app, args)
     return 0
 
 
