@@ -28,7 +28,9 @@ algorithm; Rubinstein 1999, used for RL policies since Szita & Lorincz 2006):
    last complete iteration and reproduces the uninterrupted run (the draws come from a generator seeded
    by ``seed`` and the iteration number).
 
-The rollouts run in ``cem.workers`` processes. TensorBoard: ``cem/population_mean``, ``cem/elite_mean``,
+The rollouts run in ``cem.workers`` processes, or with ``cem.backend: ray`` as Ray tasks on every CPU of a private
+Ray or of the cluster at ``gigdispatch train --address`` (``runner.run_tasks``; the same days give the same
+scores, so the search is the same on either backend). TensorBoard: ``cem/population_mean``, ``cem/elite_mean``,
 ``cem/sigma_mean``, ``eval/profit_mean`` and the ``dispatch/*`` KPIs of the held-out days.
 
 The search needs neither torch nor stable-baselines3: without the ``rl`` extra (torch, TensorBoard) it runs
@@ -38,6 +40,7 @@ the same and writes no ``tb/`` (one line says so; the per-iteration record is in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -48,6 +51,7 @@ import numpy as np
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.training.config import TrainConfig
 from gigdispatch.training.io import atomic_write_json, atomic_write_text
+from gigdispatch.training.runner import portable_spec, ray_session, run_tasks
 from gigdispatch.training.runs import (
     CEM_STATE,
     COMMAND,
@@ -126,6 +130,13 @@ def _margin(task: tuple[str, str, dict[str, Any], int, str | None]) -> dict[str,
     return {k: float(v) for k, v in kpis.items() if isinstance(v, int | float)}
 
 
+class _RayPool:
+    """``Pool.map`` over Ray tasks (``runner.run_tasks`` with ``backend="ray"``, inside the search's Ray session)."""
+
+    def map(self, fn: Any, tasks: list[Any]) -> list[Any]:
+        return run_tasks(fn, tasks, None, False, "cem", "day", backend="ray")
+
+
 def _evaluate(
     pool: Any,
     scenario: str,
@@ -187,11 +198,17 @@ def _writer(run_dir: Path, runlog: RunLog) -> Any:
 
 
 def train_cem(
-    cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool = False, runlog: RunLog | None = None
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool = False,
+    runlog: RunLog | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) the search; returns the final state. Writes ``policy.json`` and ``cem_state.json``.
 
-    ``runlog`` reports the start's evaluation and every iteration (default: silent, or a bar if ``progress``)."""
+    ``runlog`` reports the start's evaluation and every iteration (default: silent, or a bar if ``progress``).
+    ``address``: with ``cem.backend: ray``, the Ray cluster the rollouts run on (default: a private local Ray)."""
     import multiprocessing as mp
 
     runlog = runlog if runlog is not None else RunLog(None, bar=progress)
@@ -211,13 +228,18 @@ def train_cem(
             "best_params": None,
             "history": [],
         }
-    scenario = str(cfg.scenario)
-    values = c.values
+    scenario = portable_spec(str(cfg.scenario))  # a file: the same one on every Ray node
+    values = portable_spec(c.values) if c.values else c.values
     train_seeds = list(cfg.train_seeds)
     eval_seeds = list(cfg.eval.seeds)[: cfg.eval.episodes]
+    session = contextlib.ExitStack()
+    pool: Any = None
+    if c.backend == "ray":
+        session.enter_context(ray_session(address))  # a bad --address fails here, before the first rollout
+        pool = _RayPool()
+    elif c.workers > 1:
+        pool = mp.get_context("spawn" if os.name == "nt" else "fork").Pool(c.workers)
     writer = _writer(run_dir, runlog)
-    ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
-    pool = ctx.Pool(c.workers) if c.workers > 1 else None
     try:
         if st["best_eval"] is None and st["iteration"] == 0:  # the starting point, on the held-out days
             start = to_params(np.zeros(n), c.policy)
@@ -279,9 +301,10 @@ def train_cem(
             )
     finally:
         runlog.close()
-        if pool is not None:
+        if pool is not None and not isinstance(pool, _RayPool):
             pool.close()
             pool.join()
+        session.close()
         writer.close()
     return st  # policy.json was written with every iteration's state
 

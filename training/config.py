@@ -167,7 +167,12 @@ class CEMConfig(_Strict):
     seeds_per_iteration: int = Field(6, ge=1, description="training days every candidate of an iteration is run on")
     sigma: float = Field(0.5, gt=0, description="initial std of every search coordinate")
     extra_noise: float = Field(0.1, ge=0, description="added to the refitted std, decaying to 0 over the iterations")
-    workers: int = Field(2, ge=1, description="rollout processes")
+    workers: int = Field(2, ge=1, description="rollout processes (backend: process)")
+    backend: Literal["process", "ray"] = Field(
+        "process",
+        description="process: rollouts in `workers` processes here; ray: as Ray tasks on every CPU of a private Ray "
+        "or of the cluster at `gigdispatch train --address` (docs/distributed.md)",
+    )
     values: str | None = Field(None, description="value table (.npz); default: the scenario's shipped table")
     policy: Literal["scored-match", "reposition"] = Field("scored-match", description="the policy family searched")
     objective: Literal["platform_margin", "on_time_rate", "eph_minus_click_to_door"] = Field(

@@ -12,7 +12,13 @@ Files written to ``--out`` (atomically; other files in the folder are left alone
 * ``hourly.csv``: KPIs over the time of day per policy × scenario;
 * ``comparisons.csv`` and ``report.md``: paired comparisons on the same seeds (see ``training/stats.py``);
 * ``kpis_<scenario>.png`` (bars with 95 % CIs, and the paired differences from the baseline beside the compared
-  KPIs; the oracle's hindsight plan hatched and apart) and ``hourly_<scenario>.png`` (time-of-day curves).
+  KPIs; the oracle's hindsight plan hatched and apart) and ``hourly_<scenario>.png`` (time-of-day curves);
+* ``episodes.jsonl``: the journal (``training.journal``), one line per episode, appended as each one finishes.
+  Started again with the same ``--out``, the sweep takes the episodes of the same sweep found there and runs only
+  the rest (a killed sweep finishes with every episode exactly once); ``--fresh`` empties it first.
+
+``--backend ray`` plays the same episodes as Ray tasks (a private Ray on this machine, or the cluster at
+``--address``): the same seeds give the same figures as the process pool (docs/distributed.md).
 
 The reward is the day's ``platform_margin`` (EUR). Decision latency is the wall time of each
 ``policy.act`` call; its percentiles run over all calls of all episodes of a policy × scenario.
@@ -32,7 +38,7 @@ from typing import Any
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.envs.core.seeding import EVAL_SEEDS, parse_seeds
 from gigdispatch.training.argtypes import add_progress_flags, seed_list, whole_number
-from gigdispatch.training.io import ensure_out_dir
+from gigdispatch.training.io import atomic_write_text, ensure_out_dir
 from gigdispatch.training.report import (
     COMPARISON_COLUMNS,
     HOURLY_COLUMNS,
@@ -53,6 +59,8 @@ from gigdispatch.training.report import (
     write_report,
 )
 from gigdispatch.training.runner import (
+    add_backend_flags,
+    check_ray_backend,
     check_seeds,
     check_workers,
     default_workers,
@@ -62,6 +70,7 @@ from gigdispatch.training.runner import (
 )
 
 DEFAULT_SEEDS = f"{EVAL_SEEDS[0]}-{EVAL_SEEDS[-1]}"  # the evaluation seeds; never tune on them
+JOURNAL = "episodes.jsonl"  # in --out: every finished episode, one JSON line each (training.journal)
 
 
 def evaluate_command(
@@ -69,8 +78,10 @@ def evaluate_command(
     policies: Sequence[tuple[str, str]],
     seeds: Sequence[int],
     out_dir: Path,
-    workers: int,
+    workers: int | None,
     baseline: str,
+    backend: str = "process",
+    address: str | None = None,
 ) -> str:
     """The ``gigdispatch evaluate`` command line that reproduces a run."""
     args = ["gigdispatch", "evaluate"]
@@ -78,7 +89,12 @@ def evaluate_command(
         args += ["--scenario", s]
     for label, spec in policies:
         args += ["--policy", spec if label in (spec, spec.rstrip("/")) else f"{label}={spec}"]
-    args += ["--seeds", format_seeds(seeds), "--out", str(out_dir), "--workers", str(workers), "--baseline", baseline]
+    args += ["--seeds", format_seeds(seeds), "--out", str(out_dir)]
+    if backend != "process":
+        args += ["--backend", backend, *(["--address", address] if address else [])]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    args += ["--baseline", baseline]
     return shlex.join(args)
 
 
@@ -92,17 +108,28 @@ def evaluate(
     baseline: str | None = None,
     command: str | None = None,
     plots: bool = True,
+    record: str | None = None,
+    backend: str = "process",
+    address: str | None = None,
+    fresh: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every policy on every scenario on the same seeds; write the files; return the summary rows.
 
     ``policies``: registry names, checkpoint folders, or ``LABEL=SPEC`` (or ``(label, spec)`` tuples).
     ``seeds``: a list or ``parse_seeds`` text. ``workers``: processes (default: CPU count; 1 runs
     here). ``progress``: a tqdm bar (None: only on a terminal). ``baseline``: the policy the others
-    are compared with (default ``nearest`` if present, else the first). Raises ``InputError``,
+    are compared with (default ``nearest`` if present, else the first). ``record``: a folder (created) where every
+    day is recorded for ``gigdispatch dashboard --replay`` (``runner.record_name``). ``backend="ray"``: the
+    episodes run as Ray tasks, on the cluster at ``address`` or a private local Ray; ``workers`` then caps the
+    episodes at once (default: every CPU of the cluster). Every episode goes to ``OUT/episodes.jsonl`` as it
+    finishes, and those of this sweep already there are taken, not run again (``fresh``: start over). ``info``
+    (if given) gets how the episodes ran (``runner.run_episodes``). Raises ``InputError``,
     ``agents.UnknownPolicyError`` or ``envs.ScenarioError`` on bad input, before running anything.
     """
+    check_ray_backend(backend, address)
     days = check_seeds(parse_seeds(seeds) if isinstance(seeds, str) else seeds)
-    n_workers = check_workers(workers)
+    n_workers = check_workers(workers) if backend == "process" or workers is not None else None
     pols = resolve_policies(policies)
     scens = resolve_scenarios(scenarios)
     labels = [lab for lab, _ in pols]
@@ -112,10 +139,24 @@ def evaluate(
         raise InputError(f"--baseline: {baseline!r} is not one of the policies evaluated ({', '.join(labels)})")
     out = ensure_out_dir(out_dir, "--out")  # the results folder the user named: created, with its parents
     if command is None:
-        command = evaluate_command([s for _, s in scens], pols, days, out, n_workers, baseline)
+        command = evaluate_command([s for _, s in scens], pols, days, out, n_workers, baseline, backend, address)
 
+    rec_dir = str(ensure_out_dir(record, "--record")) if record else None
+    info = info if info is not None else {}
     t0 = time.perf_counter()
-    results, n_tasks = run_episodes(scens, pols, days, n_workers, progress)
+    results, _ = run_episodes(
+        scens,
+        pols,
+        days,
+        n_workers,
+        progress,
+        record_dir=rec_dir,
+        backend=backend,
+        address=address,
+        journal=out / JOURNAL,
+        fresh=fresh,
+        info=info,
+    )
     wall = time.perf_counter() - t0
 
     s_labels = [lab for lab, _ in scens]
@@ -139,16 +180,42 @@ def evaluate(
                 name = f"hourly_{slug(s)}.png"
                 plot_hourly(out / name, s, [r for r in hourly if r["scenario"] == s], labels)
                 written.append(name)
-    workers_used = min(n_workers, n_tasks)
+    n_at_once = info["workers"]
     write_report(
-        out / "report.md", summary, comps, s_labels, baseline, command, days, wall, workers_used, written, bounds_table
+        out / "report.md", summary, comps, s_labels, baseline, command, days, wall, n_at_once, written, bounds_table
     )
+    _note_how_it_ran(out / "report.md", wall, info, address)
     return summary
+
+
+def _note_how_it_ran(report: Path, wall: float, info: dict[str, Any], address: str | None) -> None:
+    """Say in ``report.md``'s wall-time line where the episodes ran (Ray: tasks at once, nodes) and how many came
+    from the journal of an earlier run (the wall time is this run's only)."""
+    parts = []
+    if info["backend"] == "ray":
+        where = f"the Ray cluster at {address}" if address else "a private Ray on this machine"
+        parts.append(
+            f"- wall time: {wall:.1f} s, {info['workers']} Ray task(s) at once on {where}, "
+            f"{len(info['nodes'])} node(s) ran the {info['ran']} episode(s) of this run"
+        )
+    parts += [f"- {n}" for n in info["notes"]]
+    if not parts:
+        return
+    lines = report.read_text().splitlines()
+    at = next((k for k, ln in enumerate(lines) if ln.startswith("- wall time: ")), None)
+    if at is None:
+        return
+    if info["backend"] == "ray":
+        lines[at : at + 1] = parts
+    else:
+        lines[at + 1 : at + 1] = parts
+    atomic_write_text(report, "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------------------------- CLI
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``gigdispatch evaluate``: run, write the files, print the summary (bad input: ``InputError``, one line)."""
+    info: dict[str, Any] = {}
     summary = evaluate(
         args.scenario or ["default"],
         args.policy or ["nearest"],
@@ -158,8 +225,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=args.progress,
         baseline=args.baseline,
         plots=not args.no_plots,
+        record=args.record,
+        backend=args.backend,
+        address=args.address,
+        fresh=args.fresh,
+        info=info,
     )
     out = Path(args.out)
+    for note in info["notes"]:
+        print(note)
     w0 = max(len("policy"), *(len(display_name(r)) for r in summary))
     w1 = max(len("scenario"), *(len(r["scenario"]) for r in summary))
     print(
@@ -215,7 +289,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=whole_number(1),
         default=None,
-        help=f"worker processes [default: CPU count = {default_workers()}]",
+        help=f"worker processes [default: CPU count = {default_workers()}]; with --backend ray: episodes at once "
+        "[default: every CPU of the Ray cluster]",
     )
     p.add_argument(
         "--baseline",
@@ -223,5 +298,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="policy the others are compared with [default: nearest if given, else the first]",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--record",
+        metavar="DIR",
+        help="also record every day in DIR (created) as POLICY__SCENARIO__seedN.jsonl.xz, for 'gigdispatch "
+        "dashboard --replay FILE'",
+    )
+    add_backend_flags(p, "episode")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help=f"empty the journal {JOURNAL} in OUT first [default: the episodes of this sweep found there, from a run "
+        "that was stopped, are taken, not run again]",
+    )
     add_progress_flags(p)
     p.set_defaults(func=cmd_evaluate)

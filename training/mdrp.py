@@ -26,6 +26,10 @@ count is a column (``replay_violations``), ``violations.csv`` lists them, ``repo
 perfect-information bounds (``SAME_INSTANCE_REFERENCES``) with each policy's gap to them, per instance where
 published.
 
+The instances run in worker processes or, with ``--backend ray``, as Ray tasks (``runner.run_tasks``); each
+finished instance goes to the journal ``instances.jsonl`` in ``--out`` as it arrives, and a run started again with
+the same ``--out`` takes the instances of the same run found there (``training.journal``; ``--fresh`` starts over).
+
 Per-variant and overall rows are means over instances of the per-instance figures (the paper's
 "mean over all instances"); an instance's figure is first averaged over its seeds. The variant is
 the instance name without its leading seed digits (``0o100t100s1p100`` -> ``o100t100s1p100``).
@@ -53,10 +57,13 @@ from gigdispatch.training.argtypes import add_progress_flags, seed_list, whole_n
 from gigdispatch.training.io import ensure_out_dir
 from gigdispatch.training.report import fmt, format_seeds, md_table, write_csv
 from gigdispatch.training.runner import (
+    add_backend_flags,
     cached_policy,
+    check_ray_backend,
     check_seeds,
     check_workers,
     default_workers,
+    portable_spec,
     resolve_policies,
     run_episode,
     run_tasks,
@@ -65,6 +72,7 @@ from gigdispatch.training.runs import git_revision
 from gigdispatch.training.stats import mean_ci
 
 TARGET_CTD_MIN = 40.0
+JOURNAL = "instances.jsonl"  # in --out: every finished instance's rows, one JSON line each (training.journal)
 
 # Reyes et al. 2018, rolling-horizon heuristic with perfect preparation-time information, mean over 240 instances
 PUBLISHED: dict[str, float] = {
@@ -740,9 +748,12 @@ def write_report(
     wall_s: float,
     workers: int,
     rows: list[dict[str, Any]] | None = None,
+    where: str | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """``report.md``: the run, the setting against the paper's, the like-for-like comparisons (from the
-    per-instance ``rows``, where given), the overall means beside the published ones, and the per-variant table."""
+    per-instance ``rows``, where given), the overall means beside the published ones, and the per-variant table.
+    ``where``: how the instances ran (default: ``workers`` worker processes); ``notes``: lines on the journal."""
     from gigdispatch.training.io import atomic_write_text
 
     out = [
@@ -751,7 +762,8 @@ def write_report(
         f"- command: `{command}`",
         f"- git revision: `{git_revision()}`",
         f"- {n_instances} instance(s), seeds {format_seeds(seeds)}; "
-        f"wall time {wall_s:.1f} s with {workers} worker process(es)",
+        f"wall time {wall_s:.1f} s {where or f'with {workers} worker process(es)'}",
+        *(f"- {n}" for n in notes),
         "- published: Reyes, Erera, Savelsbergh, Sahasrabudhe, O'Neil, *The Meal Delivery Routing Problem* (2018), "
         "rolling-horizon matching with bundling and perfect preparation-time information, "
         "mean over all 240 upstream "
@@ -836,13 +848,19 @@ def run_mdrp(
     progress: bool | None = None,
     match: str = "*",
     command: str | None = None,
+    backend: str = "process",
+    address: str | None = None,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every policy on every instance found under ``instances``; write the files; return summary rows.
 
     Every replay is audited (``training.mdrp_audit``): a violation does not stop the run, its results are written
     all the same; ``instances.csv`` and ``summary.csv`` count them (``replay_violations``), ``violations.csv`` lists
-    them and ``report.md`` says so first. ``run_mdrp_rows`` returns the per-replay rows as well."""
-    return run_mdrp_rows(instances, policies, out_dir, seeds, workers, progress, match, command)[1]
+    them and ``report.md`` says so first. ``run_mdrp_rows`` returns the per-replay rows as well. ``backend``,
+    ``address``: where the instances run (``runner.run_tasks``); ``fresh``: empty the journal first."""
+    return run_mdrp_rows(
+        instances, policies, out_dir, seeds, workers, progress, match, command, backend, address, fresh
+    )[1]
 
 
 def run_mdrp_rows(
@@ -854,10 +872,19 @@ def run_mdrp_rows(
     progress: bool | None = None,
     match: str = "*",
     command: str | None = None,
+    backend: str = "process",
+    address: str | None = None,
+    fresh: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``run_mdrp``, returning (rows of ``instances.csv``, each with its replay's ``violations``; summary rows)."""
+    """``run_mdrp``, returning (rows of ``instances.csv``, each with its replay's ``violations``; summary rows).
+    ``info`` (if given) gets how the instances ran (``runner.run_tasks``) and ``notes`` on the journal."""
+    from gigdispatch.agents.registry import POLICIES
+    from gigdispatch.training.journal import TaskJournal, code_stamp
+
+    check_ray_backend(backend, address)
     days = check_seeds(parse_seeds(seeds) if isinstance(seeds, str) else seeds)
-    n_workers = check_workers(workers)
+    n_workers = check_workers(workers) if backend == "process" or workers is not None else None
     folders = find_instances(instances, match)
     pols = resolve_policies(policies)
     out = ensure_out_dir(out_dir, "--out")  # the results folder the user named: created, with its parents
@@ -867,16 +894,45 @@ def run_mdrp_rows(
             args += ["--match", match]
         for label, spec in pols:
             args += ["--policy", spec if label in (spec, spec.rstrip("/")) else f"{label}={spec}"]
-        args += ["--seeds", format_seeds(days), "--out", str(out), "--workers", str(n_workers)]
+        args += ["--seeds", format_seeds(days), "--out", str(out)]
+        if backend != "process":
+            args += ["--backend", backend, *(["--address", address] if address else [])]
+        if n_workers is not None:
+            args += ["--workers", str(n_workers)]
         import shlex
 
         command = shlex.join(args)
 
     # largest instances first: the pool finishes with the small ones (better load balance)
     by_size = sorted(folders, key=lambda f: -(f / "orders.txt").stat().st_size)
-    tasks = [(str(f), pols, days) for f in by_size]
+    specs = [(lab, portable_spec(spec, POLICIES)) for lab, spec in pols]  # the same files on a Ray node
+    tasks = [(str(f.resolve()), specs, days) for f in by_size]
+    info = info if info is not None else {}
     t0 = time.perf_counter()
-    results = run_tasks(_instance_task, tasks, n_workers, progress, "mdrp", "instance")
+    with TaskJournal(out / JOURNAL, fresh=fresh, stamp=code_stamp()) as book:
+        results: list[Any] = [None] * len(tasks)
+        for i, (rec, _node) in book.take(tasks).items():
+            results[i] = rec
+        todo = [i for i, r in enumerate(results) if r is None]
+
+        def keep(j: int, res: list[dict[str, Any]], node: str | None) -> None:
+            book.append(tasks[todo[j]], res, node)
+
+        ran = run_tasks(
+            _instance_task,
+            [tasks[i] for i in todo],
+            n_workers,
+            progress,
+            "mdrp",
+            "instance",
+            backend=backend,
+            address=address,
+            on_result=keep,
+            info=info,
+        )
+        for i, res in zip(todo, ran, strict=True):
+            results[i] = res
+        info["notes"] = book.notes(len(tasks) - len(todo), len(tasks), "instance")
     wall = time.perf_counter() - t0
     order = {f.name: i for i, f in enumerate(folders)}
     p_rank = {lab: i for i, (lab, _) in enumerate(pols)}
@@ -888,8 +944,22 @@ def run_mdrp_rows(
     write_csv(out / "instances.csv", INSTANCE_COLUMNS, rows)
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
     write_csv(out / "violations.csv", VIOLATION_COLUMNS, [v for r in rows for v in r["violations"]])
+    where = None
+    if backend == "ray":
+        on = f"the Ray cluster at {address}" if address else "a private Ray on this machine"
+        where = f"with {info['workers']} Ray task(s) at once on {on} ({len(info['nodes'])} node(s))"
     write_report(
-        out / "report.md", summary, labels, len(folders), days, command, wall, min(n_workers, len(tasks)), rows=rows
+        out / "report.md",
+        summary,
+        labels,
+        len(folders),
+        days,
+        command,
+        wall,
+        info["workers"],
+        rows=rows,
+        where=where,
+        notes=info["notes"],
     )
     return rows, summary
 
@@ -897,6 +967,7 @@ def run_mdrp_rows(
 # --------------------------------------------------------------------------------------------- CLI
 def cmd_mdrp(args: argparse.Namespace) -> int:
     """``gigdispatch mdrp``: run, write the files, print the overall table (bad input: ``InputError``, one line)."""
+    info: dict[str, Any] = {}
     inst_rows, summary = run_mdrp_rows(
         args.instances,
         args.policy or ["nearest"],
@@ -905,7 +976,13 @@ def cmd_mdrp(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=args.progress,
         match=args.match,
+        backend=args.backend,
+        address=args.address,
+        fresh=args.fresh,
+        info=info,
     )
+    for note in info["notes"]:
+        print(note)
     rows = [r for r in summary if r["variant"] == "all"]
     out = Path(args.out)
     head = ["policy", *(lab for _, lab, _ in REPORT_METRICS)]
@@ -980,7 +1057,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=whole_number(1),
         default=None,
-        help=f"worker processes [default: CPU count = {default_workers()}]",
+        help=f"worker processes [default: CPU count = {default_workers()}]; with --backend ray: instances at once "
+        "[default: every CPU of the Ray cluster]",
+    )
+    add_backend_flags(p, "instance")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help=f"empty the journal {JOURNAL} in OUT first [default: the instances of this run found there, from a run "
+        "that was stopped, are taken, not run again]",
     )
     add_progress_flags(p)
     p.set_defaults(func=cmd_mdrp)

@@ -14,7 +14,10 @@ cycles through them in an order drawn from ``seed`` + its runner index, ignoring
 
 Locally ``ray.init()`` starts a one-machine Ray; with ``--address`` (``auto``, ``HOST:PORT`` or
 ``ray://HOST:10001``) the run joins that cluster, and ``rllib.num_env_runners`` sampling actors spread
-over its nodes (each needs gigdispatch installed, e.g. through the cluster's runtime environment).
+over its nodes (each needs gigdispatch installed, e.g. through the cluster's runtime environment); the learner
+runs in this process. ``progress.json`` names the Ray node of every env runner (``env_runner_nodes``), and the
+run says on how many nodes they are (``tests/test_ray_cluster.py`` trains on a two-node cluster; see
+docs/distributed.md). An address where no cluster answers is one line, at once (``runner.probe_address``).
 
 The run folder is the SB3 backend's (``training.runs``): ``config.yaml``, ``command.txt``,
 ``git_revision.txt``, ``seed``, ``progress.json`` (after every iteration), ``tb/`` (TensorBoard:
@@ -37,6 +40,7 @@ from typing import Any
 from gigdispatch.envs.core.errors import InputError
 from gigdispatch.training.config import TrainConfig
 from gigdispatch.training.io import atomic_write_json
+from gigdispatch.training.runner import probe_address
 from gigdispatch.training.runs import (
     CHECKPOINTS,
     PROGRESS,
@@ -225,6 +229,18 @@ def _save(algo: Any, ckpt: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def runner_nodes(algo: Any) -> list[str]:
+    """The Ray node id of each remote env runner of ``algo`` (none when sampling runs in this process)."""
+    import ray
+
+    def node(_runner: Any) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    if algo.env_runner_group is None or algo.env_runner_group.num_remote_env_runners() == 0:
+        return []
+    return [str(n) for n in algo.env_runner_group.foreach_env_runner(node, local_env_runner=False)]
+
+
 def train_rllib(
     cfg: TrainConfig,
     run_dir: Path,
@@ -241,6 +257,8 @@ def train_rllib(
     if resume and finished_line(run_dir) is not None:
         return read_progress(run_dir) or {}  # nothing left to do
     ray = _import_ray()
+    if address is not None:
+        probe_address(address)  # before any folder: ray.init waits minutes on an address where no cluster runs
     from ray.tune.registry import register_env
     from torch.utils.tensorboard import SummaryWriter
 
@@ -280,6 +298,10 @@ def train_rllib(
         algo = build_config(cfg).build_algo()
         if resume and ckpt.is_dir():
             algo.restore_from_path(str(ckpt.resolve()))
+        state["env_runner_nodes"] = runner_nodes(algo)
+        if state["env_runner_nodes"]:
+            n_nodes = len(set(state["env_runner_nodes"]))
+            runlog.say(f"{len(state['env_runner_nodes'])} env runner(s) on {n_nodes} Ray node(s)")
         writer = SummaryWriter(str(run_dir / TB))
         runlog.start(cfg.rllib.iterations, state["iteration"], "iter", cfg.name)
         while state["iteration"] < cfg.rllib.iterations:

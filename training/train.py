@@ -41,6 +41,7 @@ from gigdispatch.training.envs import dispatch_env
 from gigdispatch.training.errors import TrainError
 from gigdispatch.training.io import atomic_write_bytes
 from gigdispatch.training.rllib import train_rllib
+from gigdispatch.training.runner import import_ray, probe_address
 from gigdispatch.training.runs import (
     BEST,
     CHECKPOINTS,
@@ -383,6 +384,7 @@ def train(
     command: str | None = None,
     run_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    address: str | None = None,
 ) -> Path:
     """Train (or resume) one run; returns the run folder.
 
@@ -395,8 +397,18 @@ def train(
     ``log``: where the run says what it does (``print`` in the CLI): the run folder first, then one line per
     iteration (PPO: a rollout and its update) with the evaluations and checkpoints, unless ``progress``
     shows a bar instead.
+    ``address``: the Ray cluster of a CEM search with ``cem.backend: ray`` (else ``TrainError``).
     """
     cfg, rdir = _resolve_run(cfg, out_dir, resume, run_dir)
+    if address is not None and not (cfg.algo == "cem" and cfg.cem.backend == "ray"):
+        raise TrainError(
+            "--address: a Ray cluster address is only used with --backend rllib, or by a CEM search with "
+            "cem.backend=ray"
+        )
+    if cfg.algo == "cem" and cfg.cem.backend == "ray":  # Ray installed and the cluster there, before any folder
+        import_ray("cem.backend=ray")
+        if address is not None:
+            probe_address(address)
     if resume is not None and finished_line(rdir) is not None:
         return rdir  # nothing left to do
     model = None
@@ -420,7 +432,7 @@ def train(
     runlog.say(f"run folder: {rdir}")
     try:
         if cfg.algo == "cem":
-            _train_cem_run(cfg, rdir, resume is not None, runlog)
+            _train_cem_run(cfg, rdir, resume is not None, runlog, address)
         elif cfg.algo == "dagger":
             _train_dagger_run(cfg, rdir, env, model, runlog)
         else:
@@ -430,8 +442,8 @@ def train(
     return rdir
 
 
-def _train_cem_run(cfg: TrainConfig, rdir: Path, resume: bool, runlog: RunLog) -> None:
-    st = train_cem(cfg, rdir, resume=resume, runlog=runlog)
+def _train_cem_run(cfg: TrainConfig, rdir: Path, resume: bool, runlog: RunLog, address: str | None = None) -> None:
+    st = train_cem(cfg, rdir, resume=resume, runlog=runlog, address=address)
     days = st["iteration"] * cfg.cem.population * cfg.cem.seeds_per_iteration
     write_progress(
         rdir,
@@ -541,9 +553,6 @@ def _nothing_left(resume: str, backend: str) -> str | None:
 def cmd_train(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     command = shlex.join(["gigdispatch", *sys.argv[1:]])
-    if args.address and args.backend != "rllib":
-        print("error: --address: a Ray cluster address is only used with --backend rllib", file=sys.stderr)
-        return 2
     try:
         if args.resume:
             if args.config or args.overrides:
@@ -555,13 +564,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.backend == "rllib":
             return _cmd_train_rllib(args, progress, command)
         if args.resume:
-            run_dir = train(None, resume=args.resume, progress=progress, command=command, log=_say)
+            run_dir = train(
+                None, resume=args.resume, progress=progress, command=command, log=_say, address=args.address
+            )
         else:
             if not args.config:
                 raise TrainError("--config is required (or --resume RUN_DIR)")
             cfg = load_config(args.config, args.overrides)
             out = Path(args.out) if args.out else Path("runs")
-            run_dir = train(cfg, out, progress=progress, command=command, log=_say)
+            run_dir = train(cfg, out, progress=progress, command=command, log=_say, address=args.address)
     except InputError as exc:  # ConfigError, TrainError, a damaged checkpoint, a missing extra: one line, status 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -637,8 +648,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--address",
         metavar="RAY_ADDRESS",
-        help="with --backend rllib: join this Ray cluster (auto, HOST:PORT or ray://HOST:10001) "
-        "instead of starting a local Ray",
+        help="with --backend rllib, or a CEM search with cem.backend=ray: join this Ray cluster (auto, HOST:PORT or "
+        "ray://HOST:10001) instead of starting a local Ray",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
