@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gigdispatch.envs.frames import KPI_SERIES, FrameBuilder, dumps, kpi_point, read_recording
 from gigdispatch.service.app import DEFAULT_MAX_BODY_BYTES, _add_error_handlers, _bearer_auth, _internal_error_reporter
+from gigdispatch.service.errors import report_internal_error
 from gigdispatch.service.guard import GuardMiddleware
 from gigdispatch.service.metrics import Metrics
 
@@ -106,6 +107,7 @@ class LiveRun:
         self.step_seconds = 0.0  # wall time inside policy.act + sim.step
         self.wall_seconds = 0.0  # wall time from start to the end of the day
         self.finished = asyncio.Event()
+        self.error: dict[str, str] | None = None  # the policy or the simulator failed: the day stopped there
         sim.reset(seed)
         policy.reset(sim, sim.rng["policy"])
         self._city = self.builder.city()
@@ -163,11 +165,23 @@ class LiveRun:
         return self.state()
 
     def state(self) -> dict[str, Any]:
-        return {"paused": self.paused, "speed": self.speed, "t": float(self.sim.t), "done": bool(self.sim.done)}
+        out = {"paused": self.paused, "speed": self.speed, "t": float(self.sim.t), "done": bool(self.sim.done)}
+        return out | ({"error": self.error} if self.error else {})
 
     # -- the day
     async def run(self) -> None:
-        """Step the day to its end, paced, publishing frames to viewers at most ``fps`` a second."""
+        """Step the day to its end, paced, publishing frames to viewers at most ``fps`` a second. A bug of ours
+        (the policy or the simulator raising) stops the day where it is: logged under an error id, which
+        ``/v1/session`` then carries, and the last good frame stays on screen."""
+        try:
+            await self._run()
+        except Exception as exc:
+            self.error = report_internal_error(exc, "DAY", f"t={self.sim.t:.0f}") | {
+                "detail": f"the day stopped at {self.sim.t:.0f} s: {type(exc).__name__} (a bug: see the server log)"
+            }
+            self.finished.set()
+
+    async def _run(self) -> None:
         sim, clock = self.sim, time.perf_counter
         start = clock()
         last_pub = -math.inf

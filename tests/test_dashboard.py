@@ -357,3 +357,35 @@ def test_evaluate_records_every_day(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "rec").iterdir())
     assert names == ["nearest__default__seed0.jsonl.xz", "nearest__default__seed1.jsonl.xz"]
     assert read_recording(tmp_path / "rec" / names[1])[0]["seed"] == 1
+
+
+def test_a_policy_that_fails_mid_day_stops_the_day_with_an_error_id(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from gigdispatch.agents import make_policy
+    from gigdispatch.service.dashboard import LiveRun
+
+    class Breaks:
+        name = "breaks"
+
+        def __init__(self) -> None:
+            self.inner, self.calls = make_policy("nearest"), 0
+
+        def reset(self, sim: Simulator, rng: Any) -> None:
+            self.inner.reset(sim, rng)
+
+        def act(self, sim: Simulator) -> Decision:
+            self.calls += 1
+            if self.calls > 30:
+                raise ZeroDivisionError("a bug")
+            return self.inner.act(sim)
+
+    run = LiveRun(Simulator(load_scenario("default")), Breaks(), "breaks", 0, speed=0.0)
+    with caplog.at_level("ERROR", logger="gigdispatch.service"):
+        asyncio.run(asyncio.wait_for(run.run(), 60))
+    st = run.state()
+    assert st["done"] is False and run.steps == 30  # stopped where it failed, not run on
+    err = st["error"]
+    assert "ZeroDivisionError" in err["detail"] and len(err["error_id"]) == 32
+    assert any(getattr(r, "error_id", None) == err["error_id"] for r in caplog.records)  # logged under that id
+    assert json.loads(run.current_frame())["i"] == 30  # the last good state is still served

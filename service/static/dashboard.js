@@ -1577,6 +1577,7 @@ async function start() {
 
 // -------------------------------------------------------------------------------------------- live
 function applyLiveState(st) {
+  if (st.error) setConn(`${st.error.detail} (error id ${st.error.error_id})`, true);
   if (typeof st.paused === "boolean") S.live.paused = st.paused;
   if (typeof st.speed === "number") S.live.speed = st.speed;
   if (st.done === true) S.live.done = true;
