@@ -215,28 +215,20 @@ def _check_once(r: _Replay) -> list[Violation]:
     """``once``, from the trace: pickup and drop-off events per order, and who made them."""
     out: list[Violation] = []
     ev = r.ev
-    o_p, d_p, t_p = ev["order"][r.ev_pick], ev["courier"][r.ev_pick], ev["t"][r.ev_pick]
-    for o in np.flatnonzero(r.n_pick > 1).tolist():
-        m = o_p == o
-        out.append(
-            Violation(
-                "once",
-                (o,),
-                tuple(dict.fromkeys(d_p[m].tolist())),
-                f"picked up {int(m.sum())} times (at {', '.join(_min(x) for x in t_p[m])})",
+    o_p, d_p = ev["order"][r.ev_pick], ev["courier"][r.ev_pick]
+    o_d, d_d = ev["order"][r.ev_drop], ev["courier"][r.ev_drop]
+    for sel, count, verb in ((r.ev_pick, r.n_pick, "picked up"), (r.ev_drop, r.n_drop, "delivered")):
+        o_e, d_e, t_e = ev["order"][sel], ev["courier"][sel], ev["t"][sel]
+        for o in np.flatnonzero(count > 1).tolist():
+            m = o_e == o
+            out.append(
+                Violation(
+                    "once",
+                    (o,),
+                    tuple(dict.fromkeys(d_e[m].tolist())),
+                    f"{verb} {int(m.sum())} times (at {', '.join(_min(x) for x in t_e[m])})",
+                )
             )
-        )
-    o_d, d_d, t_d = ev["order"][r.ev_drop], ev["courier"][r.ev_drop], ev["t"][r.ev_drop]
-    for o in np.flatnonzero(r.n_drop > 1).tolist():
-        m = o_d == o
-        out.append(
-            Violation(
-                "once",
-                (o,),
-                tuple(dict.fromkeys(d_d[m].tolist())),
-                f"delivered {int(m.sum())} times (at {', '.join(_min(x) for x in t_d[m])})",
-            )
-        )
     one = (r.n_pick == 1) & (r.n_drop == 1)
     picker = np.full(r.od.n, -1, np.int64)
     dropper = np.full(r.od.n, -1, np.int64)
