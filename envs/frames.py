@@ -41,9 +41,12 @@ from gigdispatch.envs.core.types import (
     ORDER_ASSIGNED,
     ORDER_CANCELLED,
     ORDER_DELIVERED,
+    ORDER_FUTURE,
+    ORDER_LOST,
     ORDER_OFFERED,
     ORDER_OPEN,
     ORDER_PICKED,
+    ORDER_STATUS_NAMES,
     PH_DRIVING,
     PH_OFFLINE,
     SERVICE_LEVELS,
@@ -68,6 +71,7 @@ STATUS_NAMES = (
 ST_IDLE, ST_TO_PICKUP, ST_DELIVERING, ST_REPOSITIONING, ST_OFF_SHIFT, ST_SUSPENDED, ST_APPLICANT, ST_DENIED = range(8)
 SLA_NAMES = ("on_track", "at_risk", "late")
 ORDER_STATE_NAMES = ("open", "assigned", "picked")  # open includes an offer waiting for its answer
+_LIVE = (ORDER_OPEN, ORDER_OFFERED, ORDER_ASSIGNED, ORDER_PICKED)  # created, neither delivered nor cancelled
 # the KPI series of the charts (``kpi_point``), with the ``compute_kpis`` key each one equals at the day's end
 KPI_SERIES = {
     "on_time_rate": "on_time_rate",
@@ -163,8 +167,8 @@ def kpi_point(sim: Simulator) -> dict[str, float | None]:
 
 
 def zone_rects(sim: Simulator) -> list[list[int]]:
-    """A rectangle ``[x0, y0, x1, y1]`` (metres) per zone: the box of its nodes, padded by half the median
-    distance between neighbouring zone centres' nodes so that a grid's cells meet."""
+    """A rectangle ``[x0, y0, x1, y1]`` (metres) per zone: the box of its nodes, padded on every side by a
+    twentieth of the median zone's span (a grid's cells then nearly meet); a zone without nodes is its centre."""
     city = sim.city
     xy, z = city.node_xy, city.zone_of
     n_z = city.n_zones
@@ -221,7 +225,7 @@ class FrameBuilder:
         status = driver_status(sim)
         xy = np.round(sim.driver_xy()).astype(np.int64)
         live = np.arange(st.first_live, st.next_order)
-        live = live[np.isin(od.status[live], (ORDER_OPEN, ORDER_OFFERED, ORDER_ASSIGNED, ORDER_PICKED))]
+        live = live[np.isin(od.status[live], _LIVE)]
         o_state = np.where(od.status[live] == ORDER_PICKED, 2, np.where(od.status[live] == ORDER_ASSIGNED, 1, 0))
         pxy = np.round(sim.city.node_xy[od.pickup[live]]).astype(np.int64)
         dxy = np.round(sim.city.node_xy[od.dropoff[live]]).astype(np.int64)
@@ -282,7 +286,7 @@ class FrameBuilder:
         (not placed, or the customer did not order)."""
         sim = self.sim
         od = sim.orders
-        if not 0 <= o < od.n or od.status[o] not in _KNOWN:
+        if not 0 <= o < od.n or od.status[o] in (ORDER_FUTURE, ORDER_LOST):
             return None
         s = int(od.status[o])
         eta_drop = eta_pick = None
@@ -295,7 +299,7 @@ class FrameBuilder:
             pick = mine & (kinds != STOP_DROPOFF)
             eta_drop = _num(float(eta[drop][0]), 1) if drop.any() else None
             eta_pick = _num(float(eta[pick][0]), 1) if pick.any() else None
-        live = s in (ORDER_OPEN, ORDER_OFFERED, ORDER_ASSIGNED, ORDER_PICKED)
+        live = s in _LIVE
         sla = SLA_NAMES[int(order_sla(sim, np.array([o]))[0])] if live else None
         if not live:
             done_at = od.t_delivered[o]
@@ -303,7 +307,7 @@ class FrameBuilder:
         xy = sim.city.node_xy
         return {
             "id": o,
-            "status": _STATUS[s],
+            "status": ORDER_STATUS_NAMES[s],
             "driver": d if d >= 0 else None,
             "placed": float(od.t_place[o]),
             "ready": float(od.t_ready[o]),
@@ -373,10 +377,6 @@ class FrameBuilder:
             },
             "earnings": int(dr.earnings[d]) / 100.0,
         }
-
-
-_STATUS = ("future", "lost", "open", "offered", "assigned", "picked", "delivered", "cancelled")
-_KNOWN = frozenset(range(2, 8))  # created: open .. cancelled
 
 
 def dumps(obj: dict[str, Any]) -> str:

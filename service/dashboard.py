@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -110,13 +111,21 @@ class LiveRun:
         self.error: dict[str, str] | None = None  # the policy or the simulator failed: the day stopped there
         sim.reset(seed)
         policy.reset(sim, sim.rng["policy"])
-        self._city = self.builder.city()
+        self.city_obj = self.builder.city()
         self._anchor = (time.perf_counter(), float(sim.t))
         self._frame_cache: tuple[int, str] | None = None
 
     # -- frames
     def frame_index(self) -> int:
         return self.steps
+
+    @property
+    def n_frames(self) -> int:
+        """Frames so far: one per step, the day as reset left it included."""
+        return self.steps + 1
+
+    def latest(self) -> str:
+        return self.current_frame()
 
     def current_frame(self) -> str:
         """The frame of the state now (built once per state)."""
@@ -242,6 +251,16 @@ class ReplayRun:
         for line, t in zip(self.frames, self.times.tolist(), strict=True):
             self.kpis.add(t, _kpi_of(line))
 
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    def latest(self) -> bytes:
+        """The day's last frame (a recording holds at least one: ``read_recording``)."""
+        body = self.frame(len(self.frames) - 1)
+        assert body is not None
+        return body
+
     def frame(self, i: int) -> bytes | None:
         if not 0 <= i < len(self.frames):
             return None
@@ -252,7 +271,7 @@ class ReplayRun:
         return line[:-1] + b',"table":' + self._tables[src] + b"}"
 
     def frame_at(self, t: float) -> bytes | None:
-        k = bisect.bisect_right(self.times.tolist(), t) - 1
+        k = int(np.searchsorted(self.times, t, side="right")) - 1  # the frame at or before t
         return self.frame(max(k, 0))
 
 
@@ -343,8 +362,8 @@ def _add_view_routes(app: FastAPI, runs: list[Any], live: LiveRun | None, guarde
     async def session() -> dict[str, Any]:
         out = []
         for r, run in enumerate(runs):
-            n = len(run.frames) if isinstance(run, ReplayRun) else run.frame_index() + 1
-            city = run.city_obj if isinstance(run, ReplayRun) else run._city
+            n = run.n_frames
+            city = run.city_obj
             out.append(
                 {
                     "run": r,
@@ -363,7 +382,7 @@ def _add_view_routes(app: FastAPI, runs: list[Any], live: LiveRun | None, guarde
     @app.get("/v1/runs/{r}/city", dependencies=guarded)
     async def city(r: int) -> Response:
         run = run_of(r)
-        return _json(dumps(run.city_obj if isinstance(run, ReplayRun) else run._city))
+        return _json(dumps(run.city_obj))
 
     @app.get("/v1/runs/{r}/kpis", dependencies=guarded)
     async def kpis(r: int) -> dict[str, Any]:
@@ -373,8 +392,7 @@ def _add_view_routes(app: FastAPI, runs: list[Any], live: LiveRun | None, guarde
     @app.get("/v1/runs/{r}/frames/latest", dependencies=guarded)
     async def latest(r: int) -> Response:
         run = run_of(r)
-        body = run.frame(len(run.frames) - 1) if isinstance(run, ReplayRun) else run.current_frame()
-        return _json(body or b"{}")  # a replay holds at least one frame (read_recording)
+        return _json(run.latest())
 
     @app.get("/v1/runs/{r}/frames/at", dependencies=guarded)
     async def frame_at(r: int, t: float = Query(..., description="simulated seconds since midnight")) -> Response:
