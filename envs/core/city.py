@@ -249,6 +249,12 @@ class Traffic:
                 np.multiply.at(f, zones, fac)
         return f
 
+    def changed_zones(self, t0: float, t1: float) -> np.ndarray:
+        """The zones where an incident starts or ends in (t0, t1], sorted, distinct."""
+        inc = self.incidents
+        changed = ((inc.start > t0) & (inc.start <= t1)) | ((inc.end > t0) & (inc.end <= t1))
+        return np.unique(inc.zone[changed])
+
     def incident_changes(self, t0: float, t1: float) -> bool:
         """True when an incident starts or ends in (t0, t1]."""
         if self._indexed is not self.incidents:
@@ -274,3 +280,36 @@ def sample_incidents(
         zone=rng.integers(0, n_zones, size=k).astype(np.int32),
         factor=rng.uniform(factor[0], factor[1], size=k),
     )
+
+
+class TiledCity(City):
+    """``n`` copies of one city side by side, for ``days.DaysSimulator``: node ``v`` of copy ``i`` is node
+    ``i * base.n_nodes + v`` and zone ``z`` of copy ``i`` is zone ``i * base.n_zones + z``. Travel times and
+    distances are the base city's (copies never reach each other: no entity of one day names a node of
+    another), so each day's zones keep their own traffic factors, surge and counts in one array."""
+
+    def __init__(self, base: City, n: int) -> None:
+        self.base, self.copies = base, int(n)
+        nn, nz_ = base.n_nodes, base.n_zones
+        self._n = nn
+        self.graph = base.graph
+        self.node_xy = np.tile(base.node_xy, (n, 1))
+        self.zone_xy = np.tile(base.zone_xy, (n, 1))
+        self.zone_of = (base.zone_of[None, :] + nz_ * np.arange(n)[:, None]).reshape(-1).astype(base.zone_of.dtype)
+        self.zone_node = (base.zone_node[None, :] + nn * np.arange(n)[:, None]).reshape(-1).astype(np.int32)
+        nb = base.zone_neighbors
+        shift = nz_ * np.arange(n)[:, None, None]
+        self.zone_neighbors = np.where(nb[None] >= 0, nb[None] + shift, -1).reshape(-1, nb.shape[1]).astype(nb.dtype)
+        self.zone_centrality = np.tile(base.zone_centrality, n)
+
+    def travel_s(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.base.travel_s(np.asarray(a) % self._n, np.asarray(b) % self._n)
+
+    def dist_m(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.base.dist_m(np.asarray(a) % self._n, np.asarray(b) % self._n)
+
+    def travel_s_from(self, frm: np.ndarray) -> np.ndarray:
+        return np.tile(self.base.travel_s_from(np.asarray(frm) % self._n), (1, self.copies))
+
+    def travel_s_to(self, to: np.ndarray, frm: np.ndarray) -> np.ndarray:
+        return self.base.travel_s_to(np.asarray(to) % self._n, np.asarray(frm) % self._n)

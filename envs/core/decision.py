@@ -92,7 +92,7 @@ class DecisionPhase(RoutingPhase):
         if un.size:
             # an order whose pickup the driver is serving right now (at the stop) can no longer be taken back
             ok = (self.orders.status[un] == ORDER_ASSIGNED) & ~self.in_service(un)
-            self.state.counters["invalid"] += int((~ok).sum())
+            self._count("invalid", un[~ok], "o")
             self._release(np.unique(un[ok]))
         if len(order):
             self._apply_offers(order, driver, level, bool(dec.bundle))
@@ -100,7 +100,7 @@ class DecisionPhase(RoutingPhase):
             dr = self.drivers
             ok = (dr.phase[rep_d] == PH_IDLE) & (dr.route_len[rep_d] == 0) & (dr.offer_order[rep_d] < 0)
             ok &= first_occurrence(rep_d)
-            self.state.counters["invalid"] += int((~ok).sum())
+            self._count("invalid", rep_d[~ok], "d")
             d = rep_d[ok]
             if d.size:
                 self._set_leg(d, targets[ok].astype(np.int32), geofence=False)
@@ -142,7 +142,7 @@ class DecisionPhase(RoutingPhase):
             rank = np.zeros(len(driver), np.int64)
             again = ~first_occurrence(driver)
         conflict = ~first_occurrence(order) | again
-        self.state.counters["conflicts"] += int(conflict.sum())
+        self._count("conflicts", order[conflict], "o")
         for r in range(int(rank.max()) + 1):
             here = ~conflict & (rank == r)
             if not here.any():
@@ -151,7 +151,7 @@ class DecisionPhase(RoutingPhase):
             elig = self.eligible()
             fits = self.state.committed[d_r] + self.orders.volume[o_r] <= self.drivers.capacity[d_r] + EPS
             valid = (self.orders.status[o_r] == ORDER_OPEN) & elig[d_r] & fits
-            self.state.counters["invalid"] += int((~valid).sum())
+            self._count("invalid", o_r[~valid], "o")
             if valid.any():
                 self._offer(o_r[valid], d_r[valid], l_r[valid])
 
@@ -160,9 +160,8 @@ class DecisionPhase(RoutingPhase):
         pickup_m = self.pickup_m(o, d)
         payout = self.payout_cents(o, d, level, pickup_m)
         p = self.accept_prob(o, d, payout, pickup_m)
-        rng = self.rng["behaviour"]
-        u = rng.random(len(o))
-        delay = np.where(dr.always_accept[d], 0.0, dr.response_s[d] * rng.uniform(0.5, 1.5, size=len(o)))
+        u = self._draw(d, "random")
+        delay = np.where(dr.always_accept[d], 0.0, dr.response_s[d] * self._draw(d, "uniform", 0.5, 1.5))
         # drivers answered from outside: their answer comes through respond()
         delay = np.where(self.state.external_accept[d] & ~dr.always_accept[d], np.inf, delay)
         od.status[o] = ORDER_OFFERED

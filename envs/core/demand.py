@@ -67,7 +67,7 @@ class DemandPhase(Queries):
         m = charge > 0
         if m.any():
             self.ledger.add(od.t_place[c[m]], od.t_place[c[m]], LED_FEE, c[m], -1, charge[m])
-        st.fees += int(charge.sum())
+        self._book("fees", c, "o", charge)
 
     def count_zones(self) -> None:
         """Recount ``state.zone_demand`` (open orders by pickup zone) and ``state.zone_supply`` (idle eligible

@@ -74,6 +74,17 @@ class Ledger:
         a["cents"][sl] = cents
         self._n = need
 
+    def subset(self, keep: np.ndarray, order: np.ndarray, driver: np.ndarray) -> Ledger:
+        """A new ledger of the entries where ``keep`` (a mask over the entries) holds, in their order, with their
+        order and driver ids replaced by ``order`` and ``driver`` (aligned with the kept entries)."""
+        n = int(np.count_nonzero(keep))
+        out = Ledger(capacity=max(1024, n))
+        for name, _ in _FIELDS:
+            out._a[name][:n] = self.column(name)[keep]
+        out._a["order"][:n], out._a["driver"][:n] = order, driver
+        out._n = n
+        return out
+
     def column(self, name: str) -> np.ndarray:
         return self._a[name][: self._n]
 

@@ -130,7 +130,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         if too_late.any():  # no pickups after the shift: give the orders back, go on with the rest
             lt = s[too_late]
             rel = ro[too_late][in_g[too_late]]
-            self.state.counters["released_after_shift"] += int(rel.size)
+            self._count("released_after_shift", rel, "o")
             self._release(rel)
             has2 = dr.route_len[lt] > 0
             dr.phase[lt[~has2]] = PH_IDLE
@@ -162,8 +162,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
             od.t_at_pickup[po] = np.repeat(dr.t_arrive[e], g)[pick_rows]  # the visit's arrival, for all of it
             np.add.at(dr.load, pd, od.volume[po])
             visit = np.repeat(np.arange(len(e)), g)[pick_rows]
-            od.bundle_id[po] = self.state.bundles + visit
-            self.state.bundles += len(e)
+            od.bundle_id[po] = self._bundle_ids(e, kind == STOP_PICKUP)[visit]
         do, dd, dt_ = ords[~pick_rows], rows[~pick_rows], t_ev[~pick_rows]
         if do.size:
             self._deliver(do, dd, dt_)

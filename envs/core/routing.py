@@ -76,14 +76,16 @@ class RoutingPhase(Queries):
         nearest their interpolated position among the nodes they could have reached from the leg's start
         in the time driven (so a diversion never moves anyone faster than free flow; the start node always
         qualifies). The metres driven so far are already counted."""
-        dr, city = self.drivers, self.city
+        dr = self.drivers
+        city = getattr(self.city, "base", self.city)  # one copy of a ``TiledCity`` (several days' nodes)
         start = dr.node[d]
+        local = start % city.n_nodes
         xy = self.driver_xy(d)
         driven = dr.leg_ff[d] - dr.leg_left[d]  # free-flow seconds at the vehicle's speed
-        reach = city.travel_s_from(start) / dr.speed[d][:, None] <= driven[:, None] + EPS
+        reach = city.travel_s_from(local) / dr.speed[d][:, None] <= driven[:, None] + EPS
         nx, ny = city.node_xy[:, 0], city.node_xy[:, 1]
         far = (nx[None, :] - xy[:, :1]) ** 2 + (ny[None, :] - xy[:, 1:]) ** 2
-        node = np.where(reach, far, np.inf).argmin(axis=1).astype(np.int32)
+        node = (np.where(reach, far, np.inf).argmin(axis=1) + (start - local)).astype(np.int32)
         dr.node[d] = node
         dr.leg_to[d] = node
         dr.leg_ff[d] = dr.leg_left[d] = dr.leg_geo[d] = dr.leg_dist[d] = 0.0
@@ -115,7 +117,7 @@ class RoutingPhase(Queries):
             return
         for oi, di in zip(o[~empty].tolist(), d[~empty].tolist(), strict=True):
             if not self._insert_one(oi, di):
-                self.state.counters["insert_failed"] += 1
+                self._count("insert_failed", np.array([di]), "d")
                 self._reopen(np.array([oi]))
                 od.driver[oi] = -1
 
@@ -309,11 +311,12 @@ class RoutingPhase(Queries):
         """An incident started or ended: ETAs follow the new factors; busy routes in the zone are
         re-sequenced."""
         self.state.counters["eta_updates"] += 1
-        inc = self.state.traffic.incidents
-        changed = ((inc.start > t - self.dt) & (inc.start <= t)) | ((inc.end > t - self.dt) & (inc.end <= t))
-        zones = np.unique(inc.zone[changed])
+        self._resequence_in(self.state.traffic.changed_zones(t - self.dt, t))
+
+    def _resequence_in(self, zones: np.ndarray) -> None:
+        """Re-sequence the routes of the drivers with several orders who stand in ``zones``."""
         dr = self.drivers
         cand = nz(np.isin(self.city.zone_of[dr.node], zones) & (dr.route_len >= 4))
         for d in cand.tolist():  # only drivers with several orders in an affected zone
             if self.resequence(d):
-                self.state.counters["resequenced"] += 1
+                self._count("resequenced", np.array([d]), "d")

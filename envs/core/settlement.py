@@ -66,7 +66,7 @@ class SettlementPhase(Queries):
         if m.any():
             self.ledger.add(t, t, LED_REFUND, orders[m], -1, refund[m])
         self.orders.refund[orders] += refund
-        self.state.refunds += int(refund.sum())
+        self._book("refunds", orders, "o", refund)
 
     # ------------------------------------------------------------------------------- deliveries
     def _deliver(self, o: np.ndarray, d: np.ndarray, t: np.ndarray) -> None:
@@ -88,7 +88,7 @@ class SettlementPhase(Queries):
             m = refund > 0
             self.ledger.add(t[m], t[m], LED_REFUND, o[m], d[m], refund[m])
             od.refund[o[m]] += refund[m]
-            self.state.refunds += int(refund.sum())
+            self._book("refunds", o, "o", refund)
         self._score_deliveries(o, d, t, late, unique, add)
 
     def _pay_deliveries(self, o: np.ndarray, d: np.ndarray, t: np.ndarray, add: AddAt) -> None:
@@ -98,19 +98,19 @@ class SettlementPhase(Queries):
         pay, tip = od.payout[o], od.tip[o]
         bonus_eur = p.per_km * np.maximum(self.city.dist_m(od.pickup[o], od.dropoff[o]) / 1000.0 - p.free_km, 0.0)
         bonus = np.minimum(np.round(bonus_eur * 100.0).astype(np.int64), pay)
-        disputed = (self.rng["behaviour"].random(len(o)) < p.dispute_rate) & (bonus > 0)
+        disputed = (self._draw(o, "random", of="o") < p.dispute_rate) & (bonus > 0)
         paid = pay - np.where(disputed, bonus, 0)
         instant = dr.instant_pay[d]
         t_settle = np.where(instant, t, self.day_end)
         self.ledger.add(t, t_settle, LED_PAYOUT, o, d, paid + tip)
         if disputed.any():
-            st.counters["disputes"] += int(disputed.sum())
+            self._count("disputes", o[disputed], "o")
             nxt = np.where(instant[disputed], self.day_end, self.day_end + 86400.0)
             self.ledger.add(t[disputed], nxt, LED_CORRECTION, o[disputed], d[disputed], bonus[disputed])
         earned = paid + tip + np.where(disputed, bonus, 0)
         add(dr.earnings, d, earned)
         add(st.shift_earn, d, earned)
-        st.payouts += int(earned.sum())
+        self._book("payouts", d, "d", earned)
 
     def _score_deliveries(
         self, o: np.ndarray, d: np.ndarray, t: np.ndarray, late: np.ndarray, unique: bool, add: AddAt
@@ -120,7 +120,7 @@ class SettlementPhase(Queries):
         add(dr.deliveries, d, 1)
         add(dr.on_time, d, (~late).astype(np.int32))
         late_min = np.maximum(t - self.orders.deadline[o], 0.0) / 60.0
-        noise = self.rng["behaviour"].normal(0.0, 0.3, size=len(o))
+        noise = self._draw(o, "normal", 0.0, 0.3, of="o")
         rating = np.minimum(np.maximum(4.9 - 0.05 * late_min + noise, 1.0), 5.0)
         add(dr.rating_sum, d, rating)
         add(dr.rating_n, d, 1)
@@ -161,7 +161,7 @@ class SettlementPhase(Queries):
             if m.any():
                 self.ledger.add(t, self.day_end, kind, -1, d[m], amount[m])
                 np.add.at(dr.earnings, d[m], amount[m])
-                self.state.payouts += int(amount[m].sum())
+                self._book("payouts", d[m], "d", amount[m])
         self.state.shift_earn[d] = 0
         dr.t_online_since[d] = np.nan
         dr.phase[d] = PH_OFFLINE
@@ -191,16 +191,11 @@ class SettlementPhase(Queries):
         if t < self.t_end and f.flex_login_per_hour > 0:
             pool = nz(dr.flex & (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & ~np.isfinite(dr.shift_start))
             if pool.size:
-                mean_surge = float(st.surge.sum()) / len(st.surge)
-                ref = max(f.flex_reference_hourly, 1e-9)
-                pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(st.recent_eph / ref - 1.0, 0.0)
-                p = 1.0 - np.exp(-f.flex_login_per_hour * pull * self.dt / 3600.0)
-                rng = self.rng["behaviour"]
-                on = pool[rng.random(pool.size) < p]
-                dur = rng.uniform(f.flex_session_hours[0], f.flex_session_hours[1], size=on.size) * 3600.0
+                on = pool[self._draw(pool, "random") < self._flex_login_p(pool)]
+                dur = self._draw(on, "uniform", f.flex_session_hours[0], f.flex_session_hours[1]) * 3600.0
                 dr.shift_start[on] = t
                 dr.shift_end[on] = np.minimum(t + dur, self.t_end)
-                st.counters["logins_flex"] += int(on.size)
+                self._count("logins_flex", on, "d")
         on = (dr.account == ACC_ACTIVE) & (dr.phase == PH_OFFLINE) & (dr.shift_start <= t) & (t < dr.shift_end)
         idx = nz(on)
         dr.phase[idx] = PH_IDLE
@@ -226,10 +221,7 @@ class SettlementPhase(Queries):
         online = dr.phase != PH_OFFLINE
         n_on = int(online.sum())
         if n_on:
-            st = self.state
-            hours = max(float((t - dr.t_online_since[online]).sum()) / 3600.0, 1e-9)
-            eph = float(st.shift_earn[online].sum()) / 100.0 / hours
-            st.recent_eph = 0.9 * st.recent_eph + 0.1 * eph
+            self._update_recent_eph(online, t)
         return n_on
 
     # ---------------------------------------------------------------------------- cancellations

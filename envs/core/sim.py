@@ -74,10 +74,15 @@ def _state_field(name: str, doc: str) -> property:
 
 
 class Simulator(DecisionPhase, MovementPhase, DemandPhase, EtaQueries):
-    """One city, one day. ``reset(seed)`` draws an episode; ``step(decision)`` advances one step."""
+    """One city, one day. ``reset(seed)`` draws an episode; ``step(decision)`` advances one step.
 
-    def __init__(self, scenario: Scenario, record_events: bool = False) -> None:
+    ``early_end`` (default True): the day ends once the horizon has passed and nothing is in flight; with False
+    every day runs to ``horizon.end`` + drain, ``n_steps`` steps (what ``DaysSimulator`` needs: its days share
+    one clock)."""
+
+    def __init__(self, scenario: Scenario, record_events: bool = False, early_end: bool = True) -> None:
         self.scenario = scenario
+        self.early_end = bool(early_end)
         self.cfg = scenario.cfg
         self.city = scenario.city
         self.record_events = record_events
@@ -184,13 +189,13 @@ class Simulator(DecisionPhase, MovementPhase, DemandPhase, EtaQueries):
         self._idle_behaviour(t1)
         n_online = self._logoff(t1)
         n_online += self._login(t1)
-        st.online_peak = max(st.online_peak, n_online)
+        self._note_online(n_online)
         self._cancel(t1)
         self._place_orders(t0, t1)
         self._update_surge()
         self._update_window()
         st.t = t1
-        if st.t >= self.day_end - EPS or (st.t >= self.t_end and self._nothing_in_flight()):
+        if st.t >= self.day_end - EPS or (self.early_end and st.t >= self.t_end and self._nothing_in_flight()):
             self._close_day()
             st.done = True
         fees1, pay1, ref1 = st.fees, st.payouts, st.refunds
@@ -199,8 +204,12 @@ class Simulator(DecisionPhase, MovementPhase, DemandPhase, EtaQueries):
             "payouts": (pay1 - pay0) / 100.0,
             "refunds": (ref1 - ref0) / 100.0,
             "profit": ((fees1 - fees0) - (pay1 - pay0) - (ref1 - ref0)) / 100.0,
-            "invalid": float(st.counters["invalid"] - invalid0),
+            "invalid": (st.counters["invalid"] - invalid0) * 1.0,  # a float (per day: an array)
         }
+
+    def _note_online(self, n_online: int) -> None:
+        """``state.online_peak`` after the log-ons of a step (``n_online`` drivers online now)."""
+        self.state.online_peak = max(self.state.online_peak, n_online)
 
     # -------------------------------------------------------------------------------- convenience
     def run(self, policy, seed: int | None = None, progress=None) -> dict[str, float]:

@@ -200,3 +200,48 @@ class SimulatorBase:
     ledger: Ledger
     rng: dict[str, np.random.Generator]  # the named streams (``sim.RNG_STREAMS``)
     state: EpisodeState
+
+    # ------------------------------------------------------------------------ per-day bookkeeping
+    # What a step counts, books and draws goes through these few methods. Here, one day: the totals and
+    # counters of ``state`` and the ``behaviour`` stream. ``days.DaysSimulator`` (several days in one set of
+    # arrays) keeps them per day, each day drawing from its own stream, so that every day is the day a
+    # ``Simulator`` plays alone.
+    def _count(self, name: str, ids: np.ndarray, of: str) -> None:
+        """Count one ``state.counters[name]`` event per entry of ``ids`` (order ids with ``of="o"``, driver ids
+        with ``of="d"``)."""
+        self.state.counters[name] += len(ids)
+
+    def _book(self, name: str, ids: np.ndarray, of: str, cents: np.ndarray) -> None:
+        """Add ``cents`` (aligned with ``ids``, orders or drivers as in ``_count``) to ``state.<name>``
+        (``fees``, ``payouts`` or ``refunds``)."""
+        st = self.state
+        setattr(st, name, getattr(st, name) + int(cents.sum()))
+
+    def _draw(self, ids: np.ndarray, method: str, *args: float, of: str = "d") -> np.ndarray:
+        """One draw per entry of ``ids`` from the ``behaviour`` stream: ``rng.<method>(*args, size=len(ids))``."""
+        return getattr(self.rng["behaviour"], method)(*args, size=len(ids))
+
+    def _bundle_ids(self, drivers: np.ndarray, pickup: np.ndarray) -> np.ndarray:
+        """Visit ids for the stop visits that ``drivers`` serve now (one each; ``pickup``: which are pickup visits),
+        numbered in turn from ``state.bundles``, which moves past all of them (a day's visits are numbered in
+        the calls that include a pickup visit)."""
+        st = self.state
+        ids = st.bundles + np.arange(len(drivers))
+        st.bundles += len(drivers)
+        return ids
+
+    def _flex_login_p(self, pool: np.ndarray) -> np.ndarray | float:
+        """Probability that each offline flex driver of ``pool`` logs on in this step: higher with the mean surge
+        and with the platform's recent earnings per online hour."""
+        f, st = self.cfg.fleet, self.state
+        mean_surge = float(st.surge.sum()) / len(st.surge)
+        ref = max(f.flex_reference_hourly, 1e-9)
+        pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(st.recent_eph / ref - 1.0, 0.0)
+        return 1.0 - np.exp(-f.flex_login_per_hour * pull * self.dt / 3600.0)
+
+    def _update_recent_eph(self, online: np.ndarray, t: float) -> None:
+        """``state.recent_eph``: the moving average of what the drivers online (a (D,) mask) earn per online hour."""
+        st, dr = self.state, self.drivers
+        hours = max(float((t - dr.t_online_since[online]).sum()) / 3600.0, 1e-9)
+        eph = float(st.shift_earn[online].sum()) / 100.0 / hours
+        st.recent_eph = 0.9 * st.recent_eph + 0.1 * eph
