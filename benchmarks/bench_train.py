@@ -15,6 +15,9 @@ of ``--envs`` days (default 8):
 Every quantity is measured in ``--rounds`` alternating rounds (each kind once per round), and ratios are taken
 within a round, so a drift in the machine's speed cancels; medians are reported.
 
+**``--env-id gigdispatch/Dispatch-v3``** runs the same suite on Dispatch-v3, whose vector form holds its days in
+one ``DaysSimulator`` (``envs/dispatch_days.py``).
+
 **``--config PATH``** (repeatable) instead times ``model.learn`` of training configs as ``gigdispatch train``
 builds them, beside CartPole with the same ``ppo`` settings (the fleet env's drivers are its vector dimension).
 
@@ -108,7 +111,13 @@ def _random_rate(env, n_envs: int, steps: int, rng) -> float:
             if term or trunc:
                 env.reset()
     else:
-        subs = env.unwrapped.envs
+        inner = env.unwrapped
+        if hasattr(inner, "sample_actions"):  # Dispatch-v3: the days' actions drawn at once
+            while done < steps:
+                env.step(inner.sample_actions(rng))
+                done += n_envs
+            return done / (time.perf_counter() - t0)
+        subs = inner.envs
         while done < steps:
             env.step(np.stack([e.sample_action(rng) for e in subs]))
             done += n_envs
@@ -119,7 +128,7 @@ def _ppo_kwargs(n_envs: int) -> dict[str, object]:
     return {"n_steps": N_STEPS_TOTAL // n_envs, "batch_size": BATCH, "n_epochs": EPOCHS, "seed": 0, "verbose": 0}
 
 
-def bench_suite(n_vec: int, steps: int, rounds: int) -> dict[str, object]:
+def bench_suite(n_vec: int, steps: int, rounds: int, env_id: str = "gigdispatch/Dispatch-v1") -> dict[str, object]:
     import gymnasium as gym
     import torch
     from sb3_contrib import MaskablePPO
@@ -134,13 +143,13 @@ def bench_suite(n_vec: int, steps: int, rounds: int) -> dict[str, object]:
     rng = np.random.default_rng(12345)
     kinds = {1: "single", n_vec: "vector"}
     # random-action envs and training envs are separate instances (same days: seeds >= 1000, never eval seeds)
-    rand_envs = {1: gym.make("gigdispatch/Dispatch-v1", scenario="default")}
-    rand_envs[n_vec] = gym.make_vec("gigdispatch/Dispatch-v1", num_envs=n_vec, scenario="default")
+    rand_envs = {1: gym.make(env_id, scenario="default")}
+    rand_envs[n_vec] = gym.make_vec(env_id, num_envs=n_vec, scenario="default")
     for n, e in rand_envs.items():
         e.reset(seed=2000 + n)
     models, carts = {}, {}
     for n in kinds:
-        venv = SB3VecEnv(gym.make_vec("gigdispatch/Dispatch-v1", num_envs=n, scenario="default"))
+        venv = SB3VecEnv(gym.make_vec(env_id, num_envs=n, scenario="default"))
         venv.seed(3000 + n)
         models[n] = MaskablePPO(DispatchSetPolicy, venv, **_ppo_kwargs(n))
         carts[n] = PPO("MlpPolicy", DummyVecEnv([lambda: gym.make("CartPole-v1")] * n), **_ppo_kwargs(n))
@@ -170,7 +179,7 @@ def bench_suite(n_vec: int, steps: int, rounds: int) -> dict[str, object]:
     }
     return {
         "scenario": "default",
-        "env_id": "gigdispatch/Dispatch-v1",
+        "env_id": env_id,
         "policy": "gigdispatch.agents.setnet.DispatchSetPolicy",
         "algo": "MaskablePPO",
         "n_vector_envs": n_vec,
@@ -193,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--envs", type=int, default=8, help="days in the suite's vector env [default: %(default)s]")
     ap.add_argument("--steps", type=int, default=6144, help="env-steps per measurement [default: %(default)s]")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds [default: %(default)s]")
+    ap.add_argument(
+        "--env-id",
+        default="gigdispatch/Dispatch-v1",
+        choices=["gigdispatch/Dispatch-v1", "gigdispatch/Dispatch-v3"],
+        help="the suite's env: v1, or v3 (v3: days in one set of arrays) [default: %(default)s]",
+    )
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.rounds < 1:
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         results = [bench_config(c, args.steps, args.rounds) for c in args.config]
     else:
-        results = [bench_suite(args.envs, args.steps, args.rounds)]
+        results = [bench_suite(args.envs, args.steps, args.rounds, args.env_id)]
     import torch
 
     out = {

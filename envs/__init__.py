@@ -8,6 +8,9 @@
   stable-baselines3 wrap it in ``envs.sb3_vec.SB3VecEnv``);
 * ``gigdispatch/Dispatch-v2``: v1 with same-pickup bundle candidates and the features a pair score needs
   (``DispatchEnvV2``), vector form ``gymnasium.make_vec("gigdispatch/Dispatch-v2", num_envs=8)``;
+* ``gigdispatch/Dispatch-v3``: v1's observation and actions on a fixed clock (every simulator step an epoch, every
+  day to its full length), vector form ``gymnasium.make_vec("gigdispatch/Dispatch-v3", num_envs=8)`` with the
+  days in one set of arrays (``envs.dispatch_days``: N days for far less than N times one);
 * ``gigdispatch/Fleet-v0`` (PettingZoo), registered on import in both of PettingZoo's registries:
   ``pettingzoo.make("parallel", "gigdispatch/Fleet-v0", scenario=...)`` (or ``"aec"``);
 * ``gigdispatch/Fleet-v1``: v0 with a demand forecast in the observation (``placed_0..8``: the orders requested
@@ -32,6 +35,7 @@ from gigdispatch.envs.scenarios import ScenarioError, load_scenario
 DISPATCH_ID = "gigdispatch/Dispatch-v0"
 DISPATCH_V1_ID = "gigdispatch/Dispatch-v1"
 DISPATCH_V2_ID = "gigdispatch/Dispatch-v2"
+DISPATCH_V3_ID = "gigdispatch/Dispatch-v3"
 FLEET_ID = "gigdispatch/Fleet-v0"
 FLEET_V1_ID = "gigdispatch/Fleet-v1"
 FLEET_IDS = {0: FLEET_ID, 1: FLEET_V1_ID}  # by observation version (``envs.fleet_core.OBS_DIMS``)
@@ -52,6 +56,13 @@ if DISPATCH_V2_ID not in gymnasium.registry:
         id=DISPATCH_V2_ID,
         entry_point="gigdispatch.envs.dispatch_env:DispatchEnvV2",
         vector_entry_point="gigdispatch.envs.dispatch_vec:DispatchVecEnvV2",
+        max_episode_steps=MAX_EPISODE_STEPS,
+    )
+if DISPATCH_V3_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=DISPATCH_V3_ID,
+        entry_point="gigdispatch.envs.dispatch_days:DispatchEnvV3",
+        vector_entry_point="gigdispatch.envs.dispatch_days:DispatchVecEnvV3",
         max_episode_steps=MAX_EPISODE_STEPS,
     )
 if FLEET_ID not in pettingzoo.parallel_registry:

@@ -52,6 +52,65 @@ CLIP = 5.0
 MAX_EPISODE_STEPS = 26 * 60
 
 
+def slot_features(
+    sim: Simulator, s: np.ndarray, ids: np.ndarray, eta: np.ndarray, demand: np.ndarray, supply: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The features of slot orders ``s`` (n,) and their candidates ``ids`` (n, K; -1 padded) with pickup ETAs
+    ``eta`` at the simulator's time: order rows ``(n, len(ORDER_FEATURES))`` and candidate rows ``(n, K,
+    len(CANDIDATE_FEATURES))`` (padded candidates zero), before clipping, and the pairs' flat pickup metres and
+    base payouts. ``demand`` / ``supply``: the open orders and idle eligible drivers per zone. Shared by v1 and
+    v3 (``envs.dispatch_days``), whose slots may belong to several days of one ``DaysSimulator``."""
+    od, dr, t = sim.orders, sim.drivers, sim.t
+    n = len(s)
+    trip = sim.city.travel_s(od.pickup[s], od.dropoff[s]).astype(np.float64)
+    zone = sim.city.zone_of[od.pickup[s]]
+    risky = sim.open_at_risk(s, trip)
+    o_rows = np.stack(
+        [
+            np.ones(n),
+            (t - od.t_place[s]) / 1800.0,
+            (od.deadline[s] - t - trip) / 1800.0,
+            trip / 1800.0,
+            od.volume[s] / 100.0,
+            od.fee[s] / 2000.0,
+            od.declines[s] / 4.0,
+            od.tip[s] / 500.0,
+            demand[zone] / 10.0,
+            supply[zone] / 10.0,
+            od.level[s] / 2.0,
+            risky,
+        ],
+        axis=1,
+    )
+    ok = ids >= 0
+    d = np.where(ok, ids, 0)
+    ss = np.broadcast_to(s[:, None], d.shape)
+    eta = np.where(ok, eta, 0.0)
+    cap = dr.capacity[d]
+    fit = np.where(
+        np.isfinite(cap), (cap - sim.committed[d] - od.volume[ss]) / np.where(np.isfinite(cap), cap, 1.0), 1.0
+    )
+    pickup_m = sim.pickup_m(ss.ravel(), d.ravel())
+    pay = sim.payout_cents(ss.ravel(), d.ravel(), 0, pickup_m)
+    p_acc = sim.accept_prob(ss.ravel(), d.ravel(), pay, pickup_m).reshape(d.shape)
+    perf = dr.performance()[d]
+    feats = np.stack(
+        [
+            ok,
+            eta / 1800.0,
+            (od.deadline[ss] - t - eta - trip[:, None]) / 1800.0,
+            fit,
+            dr.route_len[d] / sim.S,
+            p_acc,
+            perf,
+            sim.city.zone_of[od.pickup[ss]] == dr.pref_zone[d],
+            dr.owned[d],
+        ],
+        axis=-1,
+    )
+    return o_rows, np.where(ok[..., None], feats, 0.0), (pickup_m, pay)
+
+
 class DispatchEnv(RenderMixin, gym.Env):
     """The platform's dispatch problem as a Gymnasium environment.
 
@@ -341,7 +400,7 @@ class DispatchEnv(RenderMixin, gym.Env):
     def _features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The epoch's features before clipping: orders ``(M, len(ORDER_FEATURES))``, candidates
         ``(M, K, len(CANDIDATE_FEATURES))`` and globals ``(len(GLOBAL_FEATURES),)``, float32, padded rows zero."""
-        sim, od, dr = self.sim, self.sim.orders, self.sim.drivers
+        sim, dr = self.sim, self.sim.drivers
         M, K = self.M, self.K
         o_feat = np.zeros((M, len(ORDER_FEATURES)), np.float32)
         c_feat = np.zeros((M, K, len(CANDIDATE_FEATURES)), np.float32)
@@ -352,56 +411,9 @@ class DispatchEnv(RenderMixin, gym.Env):
         supply = sim.zone_supply_of(idle)
         self._zone_counts = (demand, supply)  # what a subclass's features reuse (``DispatchEnvV2``)
         if n:
-            s = self._slots
-            trip = sim.city.travel_s(od.pickup[s], od.dropoff[s]).astype(np.float64)
-            zone = sim.city.zone_of[od.pickup[s]]
-            risky = sim.open_at_risk(s, trip)
-            o_feat[:n] = np.stack(
-                [
-                    np.ones(n),
-                    (sim.t - od.t_place[s]) / 1800.0,
-                    (od.deadline[s] - sim.t - trip) / 1800.0,
-                    trip / 1800.0,
-                    od.volume[s] / 100.0,
-                    od.fee[s] / 2000.0,
-                    od.declines[s] / 4.0,
-                    od.tip[s] / 500.0,
-                    demand[zone] / 10.0,
-                    supply[zone] / 10.0,
-                    od.level[s] / 2.0,
-                    risky,
-                ],
-                axis=1,
-            )
-            ids = self._cand[:n]
-            ok = ids >= 0
-            d = np.where(ok, ids, 0)
-            ss = np.broadcast_to(s[:, None], d.shape)
-            eta = np.where(ok, self._eta[:n], 0.0)
-            cap = dr.capacity[d]
-            fit = np.where(
-                np.isfinite(cap), (cap - sim.committed[d] - od.volume[ss]) / np.where(np.isfinite(cap), cap, 1.0), 1.0
-            )
-            pickup_m = sim.pickup_m(ss.ravel(), d.ravel())
-            pay = sim.payout_cents(ss.ravel(), d.ravel(), 0, pickup_m)
-            self._pair_terms = (pickup_m, pay)  # the pairs' (flat) pickup metres and base payouts, reused likewise
-            p_acc = sim.accept_prob(ss.ravel(), d.ravel(), pay, pickup_m).reshape(d.shape)
-            perf = dr.performance()[d]
-            feats = np.stack(
-                [
-                    ok,
-                    eta / 1800.0,
-                    (od.deadline[ss] - sim.t - eta - trip[:, None]) / 1800.0,
-                    fit,
-                    dr.route_len[d] / sim.S,
-                    p_acc,
-                    perf,
-                    sim.city.zone_of[od.pickup[ss]] == dr.pref_zone[d],
-                    dr.owned[d],
-                ],
-                axis=-1,
-            )
-            c_feat[:n] = np.where(ok[..., None], feats, 0.0)
+            o_feat[:n], c_feat[:n], self._pair_terms = slot_features(
+                sim, self._slots, self._cand[:n], self._eta[:n], demand, supply
+            )  # the pairs' (flat) pickup metres and base payouts, reused by a subclass's features
         tod = (sim.t % 86400.0) / 86400.0 * 2 * np.pi
         g = np.array(
             [

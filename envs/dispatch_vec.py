@@ -40,6 +40,19 @@ from gigdispatch.envs.dispatch_env import MAX_EPISODE_STEPS, DispatchEnvV1, Disp
 from gigdispatch.envs.scenarios.loader import load_scenario
 
 
+def vector_seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+    """One seed per sub-env from a vector env's ``reset(seed=...)``: an int ``s`` gives ``s + i`` to sub-env ``i``,
+    a list gives one each (checked), None gives None (each sub-env's next scheduled day)."""
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)  # type: ignore[arg-type]
+    if len(seeds) != n:
+        raise ValueError(f"seed: expected an int or {n} seeds (one per sub-env), got {len(seeds)}")
+    return seeds
+
+
 class DispatchVecEnv(VectorEnv):
     """``num_envs`` days of Dispatch-v1 in one process, stepped together (same-step autoreset).
 
@@ -194,14 +207,7 @@ class DispatchVecEnv(VectorEnv):
 
     # ------------------------------------------------------------------------------------ internals
     def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)  # type: ignore[arg-type]
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed: expected an int or {self.num_envs} seeds (one per sub-env), got {len(seeds)}")
-        return seeds
+        return vector_seeds(seed, self.num_envs)
 
     def _write(self, i: int, obs: dict[str, np.ndarray]) -> None:
         for key, buf in self._obs.items():

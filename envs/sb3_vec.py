@@ -36,7 +36,8 @@ class SB3VecEnv(VecEnv):
             )
         self.venv: Any = venv  # DispatchVecEnv, SyncVectorEnv or AsyncVectorEnv: all have call/get_attr/set_attr
         inner = venv.unwrapped
-        self._rows: DispatchVecEnv | None = inner if isinstance(inner, DispatchVecEnv) else None
+        # DispatchVecEnv and DispatchVecEnvV3 fill buffers and hand per-env infos (step_rows / rows)
+        self._rows: Any = inner if isinstance(inner, DispatchVecEnv) or hasattr(inner, "step_rows") else None
         self._actions: np.ndarray | None = None
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
 

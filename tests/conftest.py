@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from simtools import LINE5, MDRP_DIR
 
+from gigdispatch.envs.core.config import GridScenario
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.scenarios import load_scenario
 
@@ -42,3 +43,14 @@ def mdrp_dir() -> Path:
     if not MDRP_DIR.is_dir():
         pytest.skip(f"MDRP data not found at {MDRP_DIR}")
     return MDRP_DIR
+
+
+@pytest.fixture(scope="module")
+def short_day() -> GridScenario:
+    """A 40-minute day with 6 drivers: whole days in a few dozen epochs (the Dispatch-v1/v2/v3 tests)."""
+    import yaml
+
+    from gigdispatch.envs.scenarios.loader import parse_config
+
+    text = "horizon: {start: '11:00', end: '11:40', drain_minutes: 10}\nfleet: {drivers: 6}"
+    return parse_config(yaml.safe_load(text), "short day")

@@ -45,8 +45,8 @@ def assert_same_day(alone: Simulator, merged: Simulator, where: str) -> None:
         _same(alone.ledger.column(col), merged.ledger.column(col), f"{where}: ledger.{col}")
 
 
-def _play(scenario: str, policies: list[str], seeds: list[int], check_every: int) -> None:
-    sc = load_scenario(scenario)
+def _play(scenario: object, policies: list[str], seeds: list[int], check_every: int) -> None:
+    sc = load_scenario(scenario)  # type: ignore[arg-type]
     alone = [Simulator(sc, early_end=False) for _ in seeds]
     pols = [make_policy(p) for p in policies]
     for sim, pol, s in zip(alone, pols, seeds, strict=True):
@@ -85,6 +85,21 @@ def test_random_moves_take_backs_and_auctions_are_the_days_alone() -> None:
     _play("default", ["random", "reposition", "auction", "sla-priority"], [3011, 3012, 3013, 3014], check_every=60)
 
 
+def test_days_with_traffic_incidents_and_flex_drivers_are_the_days_alone() -> None:
+    import yaml
+
+    from gigdispatch.envs.scenarios.loader import parse_config
+
+    text = (
+        "horizon: {start: '11:00', end: '14:00', drain_minutes: 30}\n"
+        "traffic: {incidents_per_hour: 4.0}\n"
+        "fleet: {drivers: 60, flex_share: 0.4}\n"
+        "demand: {orders: 700}"
+    )
+    cfg = parse_config(yaml.safe_load(text), "incidents")
+    _play(cfg, ["batching", "hungarian", "random"], [3021, 3022, 3023], check_every=20)
+
+
 def test_bad_day_counts_are_refused_in_one_line() -> None:
     sc = load_scenario("default")
     with pytest.raises(InputError, match="n_days"):
@@ -92,3 +107,14 @@ def test_bad_day_counts_are_refused_in_one_line() -> None:
     days = DaysSimulator(sc, 2)
     with pytest.raises(InputError, match="seeds"):
         days.reset(seeds=[1])
+
+
+def test_bench_days_prints_the_merged_step_against_the_days_alone(capsys) -> None:
+    import json
+
+    from benchmarks.bench_days import main
+
+    assert main(["--days", "2", "--seed", "4100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["days"] == 2 and out["steps"] == DaysSimulator(load_scenario("default"), 1).n_steps
+    assert out["ms_per_merged_step"] > 0 and out["speedup"] > 0

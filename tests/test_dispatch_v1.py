@@ -9,11 +9,9 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import yaml
 
 from gigdispatch import envs
 from gigdispatch.envs.dispatch_vec import DispatchVecEnv
-from gigdispatch.envs.scenarios.loader import parse_config
 
 V1 = envs.DISPATCH_V1_ID
 
@@ -21,13 +19,6 @@ V1 = envs.DISPATCH_V1_ID
 @pytest.fixture(autouse=True)
 def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
-
-
-@pytest.fixture(scope="module")
-def short_day():
-    """A 40-minute day with 6 drivers: whole days in a few dozen epochs."""
-    text = "horizon: {start: '11:00', end: '11:40', drain_minutes: 10}\nfleet: {drivers: 6}"
-    return parse_config(yaml.safe_load(text), "short day")
 
 
 def test_v1_passes_gymnasium_and_sb3_checkers() -> None:

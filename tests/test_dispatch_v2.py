@@ -14,12 +14,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from gigdispatch import envs
 from gigdispatch.envs.dispatch_env import CANDIDATE_FEATURES, ORDER_FEATURES, DispatchEnvV1, DispatchEnvV2
 from gigdispatch.envs.dispatch_vec import DispatchVecEnvV2
-from gigdispatch.envs.scenarios.loader import parse_config
 
 V2 = envs.DISPATCH_V2_ID
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,13 +28,6 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
-
-
-@pytest.fixture(scope="module")
-def short_day():
-    """A 40-minute day with 6 drivers: whole days in a few dozen epochs."""
-    text = "horizon: {start: '11:00', end: '11:40', drain_minutes: 10}\nfleet: {drivers: 6}"
-    return parse_config(yaml.safe_load(text), "short day")
 
 
 def _col(name: str) -> int:

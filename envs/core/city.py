@@ -229,9 +229,19 @@ class Traffic:
         """(Z,) slowdown >= 1 at time ``t``."""
         if not self.enabled:
             return np.ones(self.n_zones)
+        f = self.profile(t)
+        self.apply_incidents(f, t)
+        return f
+
+    def profile(self, t: float) -> np.ndarray:
+        """(Z,) the time-of-day part of ``factor(t)`` (the same for every day of a scenario)."""
         c, w, a = self._c, self._w, self._a
         tod = float((a * np.exp(-0.5 * ((t - c) / w) ** 2)).sum()) if len(c) else 0.0
-        f = 1.0 + tod * self.zone_weight
+        return 1.0 + tod * self.zone_weight
+
+    def apply_incidents(self, f: np.ndarray, t: float) -> None:
+        """Multiply ``f`` (Z,), in place, by the incidents in force at ``t``: ``factor(t)`` is ``profile(t)`` so
+        multiplied."""
         if self._indexed is not self.incidents:
             self._index_incidents()
         i = bisect_right(self._bounds, t)  # _bounds[i - 1] <= t < _bounds[i]
@@ -247,7 +257,6 @@ class Traffic:
                 f[zones] *= fac
             else:
                 np.multiply.at(f, zones, fac)
-        return f
 
     def changed_zones(self, t0: float, t1: float) -> np.ndarray:
         """The zones where an incident starts or ends in (t0, t1], sorted, distinct."""

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +54,14 @@ class DaysTraffic:
         self.days = list(days)
 
     def factor(self, t: float) -> np.ndarray:
-        return np.concatenate([tr.factor(t) for tr in self.days])
+        first = self.days[0]
+        if not first.enabled:
+            return np.ones(first.n_zones * len(self.days))
+        f = np.tile(first.profile(t), len(self.days))  # one scenario: one time-of-day profile
+        Z = first.n_zones
+        for i, tr in enumerate(self.days):
+            tr.apply_incidents(f[i * Z : (i + 1) * Z], t)
+        return f
 
     def incident_changes(self, t0: float, t1: float) -> bool:
         return any(tr.incident_changes(t0, t1) for tr in self.days)
@@ -72,16 +81,17 @@ class DaysSimulator(Simulator):
         self.dday = np.repeat(np.arange(N), self.D)  # (N * D,) the day of each driver
 
     # ------------------------------------------------------------------------------------ episode
-    def reset(self, seed: int | None = None, seeds: Sequence[int] | None = None) -> None:  # type: ignore[override]
+    def reset(self, seed: int | None = None, seeds: Sequence[int | None] | None = None) -> None:
         """Draw day ``i`` from ``seeds[i]`` (default: ``seed + i``) and start every day at ``horizon.start``."""
         N, D = self.n_days, self.D
-        if seeds is None:
-            seeds = [None if seed is None else int(seed) + i for i in range(N)]
-        seeds = list(seeds)
+        chosen: list[int | None] = (
+            [None if seed is None else int(seed) + i for i in range(N)] if seeds is None else list(seeds)
+        )
+        seeds = chosen
         if len(seeds) != N:
             raise InputError(f"seeds: expected {N} (one per day), got {len(seeds)}")
-        self.seeds = seeds
-        self.rngs = [streams(s) for s in seeds]
+        self.seeds = chosen
+        self.rngs = [streams(s) for s in chosen]
         self.rng = self.rngs[0]
         n_nodes, Z = self.base_city.n_nodes, self.base_city.n_zones
         samples = [self.scenario.sample(r) for r in self.rngs]
@@ -105,14 +115,15 @@ class DaysSimulator(Simulator):
         self.orders = orders
         self.drivers = initial_drivers(drv, self.S)
         self.ledger = Ledger(capacity=max(1024, 3 * orders.n))
-        traffic = DaysTraffic([tr for _, _, tr in samples])
-        st = EpisodeState.at(self.t_start, traffic, N * D, N * Z, seed=None)  # type: ignore[arg-type]
+        self.traffic_days = [tr for _, _, tr in samples]
+        traffic = DaysTraffic(self.traffic_days)
+        st: Any = EpisodeState.at(self.t_start, traffic, N * D, N * Z, seed=None)  # type: ignore[arg-type]
         per_day = {"fees": np.int64, "payouts": np.int64, "refunds": np.int64, "bundles": np.int64}
         for name, dt in per_day.items():
             setattr(st, name, np.zeros(N, dt))
-        st.recent_eph = np.zeros(N)  # type: ignore[assignment]
-        st.online_peak = np.zeros(N, np.int64)  # type: ignore[assignment]
-        st.counters = {k: np.zeros(N, np.int64) for k in COUNTERS}  # type: ignore[misc]
+        st.recent_eph = np.zeros(N)
+        st.online_peak = np.zeros(N, np.int64)
+        st.counters = {k: np.zeros(N, np.int64) for k in COUNTERS}
         self.state = st
         self._ready = True
         self._accounts(self.t_start)
@@ -142,7 +153,7 @@ class DaysSimulator(Simulator):
 
     def _count(self, name: str, ids: np.ndarray, of: str) -> None:
         if len(ids):
-            c = self.state.counters
+            c: Any = self.state.counters
             c[name] = c[name] + np.bincount(self._day_of(ids, of), minlength=self.n_days)
 
     def _book(self, name: str, ids: np.ndarray, of: str, cents: np.ndarray) -> None:
@@ -158,6 +169,12 @@ class DaysSimulator(Simulator):
         first = int(day[0])
         if (day == first).all():
             return getattr(self.rngs[first]["behaviour"], method)(*args, size=n)
+        if (day[1:] >= day[:-1]).all():  # the usual case: the entries come day by day
+            cut = [0, *(np.flatnonzero(day[1:] != day[:-1]) + 1).tolist(), n]
+            rngs = self.rngs
+            return np.concatenate(
+                [getattr(rngs[int(day[a])]["behaviour"], method)(*args, size=b - a) for a, b in pairwise(cut)]
+            )
         out = np.empty(n)
         for i in np.unique(day).tolist():
             m = day == i
@@ -171,13 +188,19 @@ class DaysSimulator(Simulator):
         sd = day[order]
         rank = np.empty(len(day), np.int64)
         rank[order] = np.arange(len(day)) - np.searchsorted(sd, sd, side="left")
-        st = self.state
+        st: Any = self.state
         ids = st.bundles[day] + rank
         st.bundles = st.bundles + np.where(counted, np.bincount(day, minlength=self.n_days), 0)
         return ids
 
+    def _latest(self, t: np.ndarray, drivers: np.ndarray, of: np.ndarray) -> np.ndarray:
+        latest = np.full(self.n_days, -np.inf)
+        np.maximum.at(latest, self._day_of(drivers, "d"), t)
+        return latest[self._day_of(of, "d")]
+
     def _flex_login_p(self, pool: np.ndarray) -> np.ndarray:
-        f, st, Z = self.cfg.fleet, self.state, self.base_city.n_zones
+        f, Z = self.cfg.fleet, self.base_city.n_zones
+        st: Any = self.state
         ref = max(f.flex_reference_hourly, 1e-9)
         p = np.empty(self.n_days)
         for i in range(self.n_days):  # each day's scalar, computed as the day alone computes it
@@ -187,7 +210,8 @@ class DaysSimulator(Simulator):
         return p[self._day_of(pool, "d")]
 
     def _update_recent_eph(self, online: np.ndarray, t: float) -> None:
-        st, dr, D = self.state, self.drivers, self.D
+        st: Any = self.state
+        dr, D = self.drivers, self.D
         for i in range(self.n_days):
             blk = slice(i * D, (i + 1) * D)
             on = online[blk]
@@ -199,13 +223,15 @@ class DaysSimulator(Simulator):
 
     def _note_online(self, n_online: int) -> None:
         on = np.bincount(self.dday[self.drivers.phase != PH_OFFLINE], minlength=self.n_days)
-        self.state.online_peak = np.maximum(self.state.online_peak, on)
+        st: Any = self.state
+        st.online_peak = np.maximum(st.online_peak, on)
 
     def _on_traffic_change(self, t: float) -> None:
         Z = self.base_city.n_zones
-        for i, tr in enumerate(self.state.traffic.days):
+        for i, tr in enumerate(self.traffic_days):
             if tr.incident_changes(t - self.dt, t):
-                self.state.counters["eta_updates"][i] += 1
+                counters: Any = self.state.counters
+                counters["eta_updates"][i] += 1
                 self._resequence_in(tr.changed_zones(t - self.dt, t) + i * Z)
 
     # ---------------------------------------------------------------------------------- one day
@@ -214,7 +240,8 @@ class DaysSimulator(Simulator):
         early_end=False)`` holds at this time of that day. For KPIs (``compute_kpis(sims.day(i))``) and checks."""
         if not 0 <= i < self.n_days:
             raise InputError(f"day: {i} is out of range 0..{self.n_days - 1}")
-        D, st = self.D, self.state
+        D = self.D
+        st: Any = self.state
         n, Z = self.base_city.n_nodes, self.base_city.n_zones
         og = self.oglobal[i]
         blk = slice(i * D, (i + 1) * D)
@@ -242,7 +269,7 @@ class DaysSimulator(Simulator):
         next_order = int(np.searchsorted(og, st.next_order))
         status = orders.status[:next_order]
         live = np.flatnonzero((status != ORDER_DELIVERED) & (status != ORDER_CANCELLED) & (status != ORDER_LOST))
-        day_st = EpisodeState.at(st.t, self.state.traffic.days[i], D, Z, seed=self.seeds[i])
+        day_st = EpisodeState.at(st.t, self.traffic_days[i], D, Z, seed=self.seeds[i])
         day_st.done = st.done
         day_st.factor, day_st.surge = st.factor[zs].copy(), st.surge[zs].copy()
         day_st.zone_demand, day_st.zone_supply = st.zone_demand[zs].copy(), st.zone_supply[zs].copy()

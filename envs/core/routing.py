@@ -115,137 +115,185 @@ class RoutingPhase(Queries):
                 self._set_leg(idle, dr.route_node[idle, 0])
         if all_empty:
             return
-        for oi, di in zip(o[~empty].tolist(), d[~empty].tolist(), strict=True):
-            if not self._insert_one(oi, di):
-                self._count("insert_failed", np.array([di]), "d")
-                self._reopen(np.array([oi]))
-                od.driver[oi] = -1
+        no, nd = o[~empty], d[~empty]
+        ok = self._insert_batch(no, nd)
+        if not ok.all():
+            fail_o, fail_d = no[~ok], nd[~ok]
+            self._count("insert_failed", fail_d, "d")
+            self._reopen(fail_o)
+            od.driver[fail_o] = -1
 
-    def _route_start(self, d: int) -> tuple[int, float, int]:
-        """(node, time, first insertable position) from which driver ``d``'s route can change."""
-        dr = self.drivers
-        if dr.phase[d] == PH_SERVICE:
-            return int(dr.node[d]), float(dr.t_depart[d]), int(dr.group_n[d])
-        if dr.phase[d] == PH_DRIVING:
-            f = self.state.factor[self.city.zone_of[dr.node[d]]]
-            t = self.state.t + max(dr.leg_left[d] - dr.leg_geo[d], 0.0) * f
-            locked = 1 if (dr.route_len[d] > 0 and dr.route_node[d, 0] == dr.leg_to[d]) else 0
-            return int(dr.leg_to[d]), float(t), locked
-        return int(dr.node[d]), float(self.state.t), 0
-
-    def _evaluate(
-        self, d: int, nodes: np.ndarray, kinds: np.ndarray, ords: np.ndarray, start_node: int, start_t: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Cost and feasibility of candidate routes ``(C, L)`` for driver ``d``: completion time plus a
-        heavy weight on lateness; capacity and the same-pickup bundle rule are hard constraints."""
-        dr, od = self.drivers, self.orders
-        C, L = nodes.shape
-        f = self.state.factor[self.city.zone_of[start_node]] / dr.speed[d]
-        t = np.full(C, start_t)
-        pos = np.full(C, start_node, np.int64)
-        feasible = np.ones(C, bool)
-        late = np.zeros(C)
-        cap = dr.capacity[d]
-        seg_node = np.full(C, -1, np.int64)
-        in_drop = np.zeros(C, bool)
-        # orders already on board at the start: their drop-offs are in the route, their pickups are not
-        n_on = int((od.status[np.unique(ords[0])] == ORDER_PICKED).sum()) if L else 0
-        load0 = float(dr.load[d])
-        if dr.phase[d] == PH_SERVICE and dr.event_done[d]:
-            # the routes still start with the visit being served, whose pickups/drop-offs are already applied
-            # to the load and the statuses: start from the state before that visit, not to count it twice
-            g = int(dr.group_n[d])
-            vol = float(od.volume[dr.route_order[d, :g]].astype(np.float64).sum())
-            sign = 1 if dr.route_kind[d, 0] == STOP_PICKUP else -1
-            load0 -= sign * vol
-            n_on -= sign * g
-        load = np.full(C, load0)
-        onboard = np.full(C, n_on)
-        same_pick = self.cfg.same_pickup_bundles
-        # a pickup visit whose pickups are done is a closed bundle: a later pickup, even at the same node, is
-        # a new visit, allowed only once everything on board is dropped off (joining happens in _insert_one)
-        closed = (
-            int(dr.group_n[d]) - 1
-            if dr.phase[d] == PH_SERVICE and dr.event_done[d] and dr.route_kind[d, 0] == STOP_PICKUP
-            else -1
-        )
-        for s in range(L):
-            n_s, k_s, o_s = nodes[:, s], kinds[:, s], ords[:, s]
-            moved = n_s != pos
-            t = t + self.city.travel_s(pos, n_s) * f
-            svc = np.where(k_s == STOP_PICKUP, self.pickup_svc, self.drop_svc) * dr.service_factor[d]
-            t = np.where(moved, t + svc / 2.0, t)
-            is_p = k_s == STOP_PICKUP
-            t = np.where(is_p, np.maximum(t, od.t_ready[o_s]), t)
-            late += np.where(~is_p, np.maximum(t - od.deadline[o_s], 0.0), 0.0)
-            feasible &= ~(is_p & (t > dr.shift_end[d]))
-            load = load + np.where(is_p, od.volume[o_s], -od.volume[o_s])
-            feasible &= load <= cap + EPS
-            if same_pick:
-                new_seg = is_p & (in_drop | (seg_node < 0))
-                feasible &= ~(new_seg & (onboard > 0))
-                feasible &= ~(is_p & ~new_seg & (seg_node >= 0) & (n_s != seg_node))
-                seg_node = np.where(new_seg, n_s, seg_node)
-                in_drop = np.where(new_seg, False, in_drop | ~is_p) | (s == closed)
-                onboard = onboard + np.where(is_p, 1, -1)
-            nxt_same = np.zeros(C, bool) if s + 1 >= L else (nodes[:, s + 1] == n_s)
-            t = np.where(nxt_same, t, t + svc / 2.0)
-            pos = n_s
-        return t + 10.0 * late, feasible
+    def _route_starts(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(node, time, first insertable position), each (len(d),), from which the routes of drivers ``d`` can
+        change: after the visit being served, at the end of the current leg (a leg to the route's head stop locks
+        it), or where an idle driver stands, now."""
+        dr, t_now = self.drivers, self.state.t
+        phase = dr.phase[d]
+        serv, driving = phase == PH_SERVICE, phase == PH_DRIVING
+        f = self.state.factor[self.city.zone_of[dr.node[d]]]
+        drive_t = t_now + np.maximum(dr.leg_left[d] - dr.leg_geo[d], 0.0) * f
+        node = np.where(driving, dr.leg_to[d], dr.node[d]).astype(np.int64)
+        t = np.where(serv, dr.t_depart[d], np.where(driving, drive_t, t_now))
+        locked = ((dr.route_len[d] > 0) & (dr.route_node[d, 0] == dr.leg_to[d])).astype(np.int64)
+        first = np.where(serv, dr.group_n[d].astype(np.int64), np.where(driving, locked, 0))
+        return node, t, first
 
     def _insert_one(self, o: int, d: int) -> bool:
         """Cheapest feasible insertion of order ``o``'s pickup and drop-off into driver ``d``'s route."""
-        dr, od = self.drivers, self.orders
-        L = int(dr.route_len[d])
-        if L + 2 > self.S:
-            return False
-        start_node, start_t, first = self._route_start(d)
-        base_n, base_k, base_o = dr.route_node[d, :L], dr.route_kind[d, :L], dr.route_order[d, :L]
-        ii, jj = np.triu_indices(L + 1)  # pickup before old index i, drop-off before old index j (j >= i)
-        keep = ii >= first
-        ii, jj = ii[keep], jj[keep]
-        if ii.size == 0:
-            return False
-        C = ii.size
-        pos = np.arange(L + 2)[None, :]
-        ins_p = ii[:, None] + 0
-        ins_d = jj[:, None] + 1
+        return bool(self._insert_batch(np.array([o], np.int64), np.array([d], np.int64))[0])
+
+    def _insert_batch(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Cheapest feasible insertion of each order ``o[i]``'s pickup and drop-off into the route of driver
+        ``d[i]`` (distinct drivers: their insertions are independent), all pairs in one pass over their candidate
+        routes, padded to the longest. Returns (len(o),) bool: inserted. A pair's candidates are its places in the
+        order of ``np.triu_indices(L + 1)`` (pickup before old stop ``i``, drop-off before old stop ``j >= i``, not
+        before the first insertable position); the first of least cost among the feasible ones wins."""
+        dr, od, S = self.drivers, self.orders, self.S
+        ok = np.zeros(len(o), bool)
+        L = dr.route_len[d].astype(np.int64)
+        live = np.flatnonzero(L + 2 <= S)
+        if live.size == 0:
+            return ok
+        o, d, L = o[live], d[live], L[live]
+        start_node, start_t, first = self._route_starts(d)
+        Lm = int(L.max())
+        ti, tj = np.triu_indices(Lm + 1)
+        pair, col = np.nonzero((tj[None, :] <= L[:, None]) & (ti[None, :] >= first[:, None]))
+        if pair.size == 0:
+            return ok
+        ii, jj = ti[col], tj[col]
+        W = Lm + 2
+        pos = np.arange(W)[None, :]
+        ins_p, ins_d = ii[:, None], jj[:, None] + 1
         # source index of each slot in the new route: old stops shift right past the inserted ones
         src = pos - (pos > ins_p).astype(np.int64) - (pos > ins_d).astype(np.int64)
-        src = np.clip(src, 0, max(L - 1, 0))
-        nodes = np.where(pos == ins_p, od.pickup[o], np.where(pos == ins_d, od.dropoff[o], base_n[src] if L else 0))
-        kinds = np.where(pos == ins_p, STOP_PICKUP, np.where(pos == ins_d, STOP_DROPOFF, base_k[src] if L else 0))
-        ords = np.where((pos == ins_p) | (pos == ins_d), o, base_o[src] if L else 0)
-        cost, ok = self._evaluate(d, nodes, kinds, ords, start_node, start_t)
-        if not ok.any():
-            return False
-        best = int(np.argmin(np.where(ok, cost, np.inf)))
-        dr.route_node[d, : L + 2] = nodes[best]
-        dr.route_kind[d, : L + 2] = kinds[best]
-        dr.route_order[d, : L + 2] = ords[best]
-        dr.route_len[d] = L + 2
-        del C
-        self._join_visit(o, d, int(ii[best]))
-        return True
+        src = np.clip(src, 0, np.maximum(L[pair][:, None] - 1, 0))
+        dp = d[pair][:, None]
+        o_r = o[pair][:, None]
+        is_p, is_d = pos == ins_p, pos == ins_d
+        nodes = np.where(is_p, od.pickup[o_r], np.where(is_d, od.dropoff[o_r], dr.route_node[dp, src])).astype(np.int64)
+        kinds = np.where(is_p, STOP_PICKUP, np.where(is_d, STOP_DROPOFF, dr.route_kind[dp, src]))
+        ords = np.where(is_p | is_d, o_r, dr.route_order[dp, src]).astype(np.int64)
+        n_len = L + 2
+        cost, feasible = self._evaluate_rows(d, pair, nodes, kinds, ords, n_len, start_node, start_t)
+        c = np.where(feasible, cost, np.inf)
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        best_c = np.minimum.reduceat(c, starts)  # inf: no feasible candidate
+        rows = np.flatnonzero((c == np.repeat(best_c, np.diff(np.r_[starts, len(pair)]))) & np.isfinite(c))
+        won, first_row = np.unique(pair[rows], return_index=True)
+        best = rows[first_row]  # per pair with a feasible candidate: its first of least cost (np.argmin's)
+        if best.size == 0:
+            return ok
+        dw, ow = d[won], o[won]
+        span = pos < n_len[won][:, None]
+        for name, new in (("route_node", nodes), ("route_kind", kinds), ("route_order", ords)):
+            a = getattr(dr, name)
+            rows_old = a[dw]
+            rows_old[:, :W] = np.where(span, new[best], rows_old[:, :W])
+            a[dw] = rows_old
+        dr.route_len[dw] = (L[won] + 2).astype(dr.route_len.dtype)
+        self._join_visits(ow, dw, ii[best])
+        ok[live[won]] = True
+        return ok
 
-    def _join_visit(self, o: int, d: int, at: int) -> None:
-        """Order ``o``'s pickup went in at route position ``at``: when that is right behind the pickup visit
-        driver ``d`` is serving now, at the same node, and the visit's pickups are not done yet, the order joins
-        the visit (one bundle, one pickup event: at the later of the visit's event time and ``o``'s ready time),
-        instead of a second visit with the first orders already on board."""
+    def _evaluate_rows(
+        self,
+        d: np.ndarray,
+        pair: np.ndarray,
+        nodes: np.ndarray,
+        kinds: np.ndarray,
+        ords: np.ndarray,
+        n_len: np.ndarray,
+        start_node: np.ndarray,
+        start_t: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cost and feasibility of candidate routes: row ``r`` of ``nodes`` / ``kinds`` / ``ords`` (R, W) is a route of
+        ``n_len[pair[r]]`` stops (padding after them) for driver ``d[pair[r]]``, from ``start_node`` / ``start_t``
+        of its pair. Cost: completion time plus a heavy weight on lateness; capacity and the same-pickup bundle
+        rule are hard constraints."""
+        dr, od, S = self.drivers, self.orders, self.S
+        R, W = nodes.shape
+        dd = d[pair]
+        f = (self.state.factor[self.city.zone_of[start_node]] / dr.speed[d])[pair]
+        sf, cap, shift_end = dr.service_factor[dd], dr.capacity[dd], dr.shift_end[dd]
+        rlen = n_len[pair]
+        # orders already on board at the start: their drop-offs are in the route, their pickups are not
+        ro = dr.route_order[d]
+        in_route = np.arange(S)[None, :] < dr.route_len[d][:, None].astype(np.int64)
+        picked = in_route & (dr.route_kind[d] == STOP_DROPOFF) & (od.status[np.maximum(ro, 0)] == ORDER_PICKED)
+        n_on = picked.sum(axis=1)
+        load0 = dr.load[d].astype(np.float64)
+        g = dr.group_n[d].astype(np.int64)
+        done = (dr.phase[d] == PH_SERVICE) & dr.event_done[d]
+        head_pick = dr.route_kind[d, 0] == STOP_PICKUP
+        for k in np.flatnonzero(done).tolist():
+            # the routes still start with the visit being served, whose pickups/drop-offs are already applied to
+            # the load and the statuses: start from the state before that visit, not to count it twice
+            vol = float(od.volume[ro[k, : g[k]]].astype(np.float64).sum())
+            sign = 1 if head_pick[k] else -1
+            load0[k] -= sign * vol
+            n_on[k] -= sign * g[k]
+        # a pickup visit whose pickups are done is a closed bundle: a later pickup, even at the same node, is a
+        # new visit, allowed only once everything on board is dropped off (joining happens in _join_visits)
+        closed = np.where(done & head_pick, g - 1, -1)[pair]
+        t = start_t[pair].astype(np.float64)
+        at = start_node[pair]
+        feasible = np.ones(R, bool)
+        late = np.zeros(R)
+        load = load0[pair]
+        seg_node = np.full(R, -1, np.int64)
+        in_drop = np.zeros(R, bool)
+        onboard = n_on[pair]
+        same_pick = self.cfg.same_pickup_bundles
+        for s in range(W):
+            act = s < rlen  # rows past their route's end keep their values
+            n_s = np.where(act, nodes[:, s], at)
+            k_s, o_s = kinds[:, s], np.where(act, ords[:, s], 0)
+            moved = n_s != at
+            tn = t + self.city.travel_s(at, n_s) * f
+            svc = np.where(k_s == STOP_PICKUP, self.pickup_svc, self.drop_svc) * sf
+            tn = np.where(moved, tn + svc / 2.0, tn)
+            is_p = k_s == STOP_PICKUP
+            tn = np.where(is_p, np.maximum(tn, od.t_ready[o_s]), tn)
+            late_n = late + np.where(~is_p, np.maximum(tn - od.deadline[o_s], 0.0), 0.0)
+            feas_n = feasible & ~(is_p & (tn > shift_end))
+            load_n = load + np.where(is_p, od.volume[o_s], -od.volume[o_s])
+            feas_n &= load_n <= cap + EPS
+            if same_pick:
+                new_seg = is_p & (in_drop | (seg_node < 0))
+                feas_n &= ~(new_seg & (onboard > 0))
+                feas_n &= ~(is_p & ~new_seg & (seg_node >= 0) & (n_s != seg_node))
+                seg_node = np.where(act & new_seg, n_s, seg_node)
+                in_drop = np.where(act, np.where(new_seg, False, in_drop | ~is_p) | (s == closed), in_drop)
+                onboard = np.where(act, onboard + np.where(is_p, 1, -1), onboard)
+            nxt_same = (s + 1 < rlen) & (nodes[:, min(s + 1, W - 1)] == n_s)
+            tn = np.where(nxt_same, tn, tn + svc / 2.0)
+            t = np.where(act, tn, t)
+            late = np.where(act, late_n, late)
+            feasible = np.where(act, feas_n, feasible)
+            load = np.where(act, load_n, load)
+            at = n_s
+        return t + 10.0 * late, feasible
+
+    def _join_visits(self, o: np.ndarray, d: np.ndarray, at: np.ndarray) -> None:
+        """Order ``o[i]``'s pickup went in at route position ``at[i]`` of driver ``d[i]``: when that is right behind
+        the pickup visit the driver is serving now, at the same node, and the visit's pickups are not done yet, the
+        order joins the visit (one bundle, one pickup event: at the later of the visit's event time and the order's
+        ready time), instead of a second visit with the first orders already on board."""
         dr, od = self.drivers, self.orders
-        g = int(dr.group_n[d])
-        if not (dr.phase[d] == PH_SERVICE and not dr.event_done[d] and at == g and g > 0):
+        g = dr.group_n[d].astype(np.int64)
+        can = (dr.phase[d] == PH_SERVICE) & ~dr.event_done[d] & (at == g) & (g > 0)
+        can &= (dr.route_kind[d, 0] == STOP_PICKUP) & (od.pickup[o] == dr.route_node[d, 0])
+        t_ev = np.maximum(dr.t_event[d], od.t_ready[o])
+        can &= ~(
+            t_ev > dr.shift_end[d] + EPS
+        )  # _evaluate_rows allowed it as a later visit; joining would not change that
+        if not can.any():
             return
-        if dr.route_kind[d, 0] != STOP_PICKUP or od.pickup[o] != dr.route_node[d, 0]:
-            return
-        t_ev = max(float(dr.t_event[d]), float(od.t_ready[o]))
-        if t_ev > dr.shift_end[d] + EPS:
-            return  # _evaluate allowed it as a later visit; joining would not change that
-        half = self.pickup_svc * dr.service_factor[d] / 2.0
-        dr.group_n[d] = g + 1
-        dr.t_event[d] = t_ev
-        dr.t_depart[d] = t_ev + half
+        j = d[can]
+        dr.group_n[j] = (g[can] + 1).astype(dr.group_n.dtype)
+        dr.t_event[j] = t_ev[can]
+        dr.t_depart[j] = t_ev[can] + self.pickup_svc * dr.service_factor[j] / 2.0
 
     def resequence(self, d: int) -> bool:
         """Re-insert each not-yet-picked order of driver ``d`` at its cheapest place; True if the route changed."""
@@ -253,7 +301,7 @@ class RoutingPhase(Queries):
         L = int(dr.route_len[d])
         if L < 4:
             return False
-        start_node, start_t, _ = self._route_start(d)
+        start_node, start_t, _ = (x[0] for x in self._route_starts(np.array([d], np.int64)))
         before = dr.route_order[d, :L].copy()
         cost0 = self._route_cost(d, L, start_node, start_t)
         cand = np.unique(before)
@@ -274,10 +322,21 @@ class RoutingPhase(Queries):
         return not np.array_equal(before, dr.route_order[d, :L])
 
     def _route_cost(self, d: int, L: int, start_node: int, start_t: float) -> float:
-        """``_evaluate``'s cost of driver ``d``'s current route (its first ``L`` stops)."""
+        """``_evaluate_rows``'s cost of driver ``d``'s current route (its first ``L`` stops)."""
         dr, rows = self.drivers, slice(d, d + 1)
         nodes, kinds, ords = dr.route_node[rows, :L], dr.route_kind[rows, :L], dr.route_order[rows, :L]
-        return self._evaluate(d, nodes, kinds, ords, start_node, start_t)[0][0]
+        one = np.zeros(1, np.int64)
+        cost, _ = self._evaluate_rows(
+            np.array([d], np.int64),
+            one,
+            nodes.astype(np.int64),
+            kinds,
+            ords.astype(np.int64),
+            np.array([L], np.int64),
+            np.array([start_node], np.int64),
+            np.array([start_t], np.float64),
+        )
+        return float(cost[0])
 
     def _drop_stops(self, rows: np.ndarray, orders: np.ndarray) -> None:
         """Remove every stop of ``orders`` from the routes of drivers ``rows`` (compacting them)."""

@@ -135,7 +135,7 @@ class SettlementPhase(Queries):
         sus = ud[(dr.late_streak[ud] >= cfg.fleet.late_streak_to_suspend) & (dr.account[ud] == ACC_ACTIVE)]
         if sus.size:
             dr.account[sus] = ACC_SUSPENDED
-            dr.t_suspended_until[sus] = t.max() + cfg.fleet.suspension_minutes * 60.0
+            dr.t_suspended_until[sus] = self._latest(t, d, sus) + cfg.fleet.suspension_minutes * 60.0
             self.state.accounts_next = min(self.state.accounts_next, float(dr.t_suspended_until[sus].min()))
             dr.suspensions[sus] += 1
             dr.late_streak[sus] = 0

@@ -230,6 +230,11 @@ class SimulatorBase:
         st.bundles += len(drivers)
         return ids
 
+    def _latest(self, t: np.ndarray, drivers: np.ndarray, of: np.ndarray) -> np.ndarray | float:
+        """The latest of the event times ``t`` (aligned with ``drivers``) of this call, as seen by drivers ``of``
+        (a suspension runs from the last delivery of the batch that caused it)."""
+        return t.max()
+
     def _flex_login_p(self, pool: np.ndarray) -> np.ndarray | float:
         """Probability that each offline flex driver of ``pool`` logs on in this step: higher with the mean surge
         and with the platform's recent earnings per online hour."""
