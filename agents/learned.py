@@ -49,7 +49,13 @@ ALGORITHMS: dict[str, str] = {
 }
 MASKED_ALGORITHMS = frozenset({"maskable_ppo", "dagger"})  # these predict with the env's action masks
 # a run's ``env`` -> the class whose observation code the model was trained on (``envs.dispatch_env``)
-DISPATCH_ENVS = {"dispatch": "DispatchEnv", "dispatch-v1": "DispatchEnvV1", "dispatch-v2": "DispatchEnvV2"}
+# the observation code each run's policy acts through; a Dispatch-v3 run's through v1's (the same features)
+DISPATCH_ENVS = {
+    "dispatch": "DispatchEnv",
+    "dispatch-v1": "DispatchEnvV1",
+    "dispatch-v2": "DispatchEnvV2",
+    "dispatch-v3": "DispatchEnvV1",
+}
 DECODE_FILE = "decode.json"  # a run's decoding of the set policy's rows ({"decode": "match", "hold_bias": b})
 # the run folder's files this module reads
 RUN_CONFIG = "config.yaml"

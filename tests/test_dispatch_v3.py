@@ -119,3 +119,29 @@ def test_ppo_trains_on_the_vector_env_through_sb3(short_day) -> None:
     model = MaskablePPO(DispatchSetPolicy, venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, verbose=0)
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
+
+
+def test_gigdispatch_train_runs_on_v3_and_the_run_acts_as_a_policy(tmp_path) -> None:
+    """``env: dispatch-v3`` trains the set network on days in one set of arrays; the run folder then acts on
+    ordinary days through v1's observation code, and its periodic evaluation is those days."""
+    from pathlib import Path
+
+    from sb3_contrib import MaskablePPO
+
+    from gigdispatch.agents.learned import LearnedDispatchPolicy
+    from gigdispatch.envs import Simulator, load_scenario
+    from gigdispatch.training.config import load_config
+    from gigdispatch.training.runs import load_run_config
+    from gigdispatch.training.train import evaluate_model, train
+
+    smoke = Path(__file__).resolve().parents[1] / "configs/train/smoke.yaml"
+    ov = ["env=dispatch-v3", "dispatch.num_envs=2", "ppo.n_steps=64", "ppo.batch_size=64", "total_timesteps=256"]
+    run = train(load_config(smoke, [*ov, "eval.every_steps=128"]), tmp_path)
+    model = MaskablePPO.load(run / "checkpoints/latest.zip")
+    assert type(model.policy).__name__ == "DispatchSetPolicy" and model.num_timesteps == 256
+    pol = LearnedDispatchPolicy(run)
+    assert pol.env_name == "dispatch-v3"
+    cfg = load_run_config(run)
+    sim = Simulator(load_scenario(cfg.scenario))
+    margins = [sim.run(pol, seed=s)["platform_margin"] for s in cfg.eval.seeds[: cfg.eval.episodes]]
+    assert evaluate_model(pol.model, cfg)["reward_mean"] == pytest.approx(np.mean(margins), abs=1e-6)

@@ -25,8 +25,8 @@ def test_shipped_v1_config_validates() -> None:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (["dispatch.num_envs=4"], "dispatch.num_envs: 4 days at once needs env: dispatch-v1 or -v2"),
-        (["ppo.policy=set"], "ppo.policy: 'set' reads row-shaped observations: use env: dispatch-v1 or dispatch-v2"),
+        (["dispatch.num_envs=4"], "dispatch.num_envs: 4 days at once needs env: dispatch-v1, -v2 or -v3"),
+        (["ppo.policy=set"], "ppo.policy: 'set' reads row-shaped observations: use env: dispatch-v1, -v2 or -v3"),
         (["env=dispatch-v1", "dispatch.num_envs=0"], "dispatch.num_envs"),
         (
             ["env=dispatch-v1", "dispatch.num_envs=2", "ppo.n_steps=16", "ppo.batch_size=64"],

@@ -44,18 +44,19 @@ def _seed_list(value: Any) -> Any:
     return value
 
 
-ROW_ENVS = ("dispatch-v1", "dispatch-v2")  # the envs with row-shaped observations (the set network's)
+ROW_ENVS = ("dispatch-v1", "dispatch-v2", "dispatch-v3")  # the envs with row-shaped observations (the set network's)
 
 
 class DispatchEnvConfig(_Strict):
     """Keyword arguments of ``gigdispatch/Dispatch-v0`` / ``-v1`` / ``-v2`` (``envs.dispatch_env``), and how
-    many days train at once (``env: dispatch-v1`` / ``-v2``: ``envs.dispatch_vec``)."""
+    many days train at once (``env: dispatch-v1`` / ``-v2``: ``envs.dispatch_vec``; ``env: dispatch-v3``: the days
+    in one set of simulator arrays, ``envs.dispatch_days``)."""
 
     max_orders: int = Field(32, ge=1, le=1024)
     k: int = Field(8, ge=1, le=64)
     reward_scale: float = Field(1.0, gt=0)
     idle_only: bool = False
-    num_envs: int = Field(1, ge=1, le=256, description="days stepped together (env: dispatch-v1 or -v2)")
+    num_envs: int = Field(1, ge=1, le=256, description="days stepped together (env: dispatch-v1, -v2 or -v3)")
     bundle_k: int = Field(
         2, ge=0, le=63, description="of the k candidates, same-pickup bundle columns (env: dispatch-v2)"
     )
@@ -216,7 +217,7 @@ class TrainConfig(_Strict):
     """One training run. See ``docs/training.md`` for every field."""
 
     name: str = Field("train", pattern=r"^[A-Za-z0-9_.+-]+$")
-    env: Literal["dispatch", "dispatch-v1", "dispatch-v2", "fleet"] = "dispatch"
+    env: Literal["dispatch", "dispatch-v1", "dispatch-v2", "dispatch-v3", "fleet"] = "dispatch"
     scenario: str = "default"
     dispatch: DispatchEnvConfig = Field(default_factory=DispatchEnvConfig)
     fleet: FleetEnvConfig = Field(default_factory=FleetEnvConfig)
@@ -271,10 +272,12 @@ class TrainConfig(_Strict):
     def _v1_only(self) -> TrainConfig:
         rows = self.env in ROW_ENVS
         if self.dispatch.num_envs > 1 and not rows:
-            raise ValueError(f"dispatch.num_envs: {self.dispatch.num_envs} days at once needs env: dispatch-v1 or -v2")
+            raise ValueError(
+                f"dispatch.num_envs: {self.dispatch.num_envs} days at once needs env: dispatch-v1, -v2 or -v3"
+            )
         if self.ppo.policy == "set" and not rows:
-            raise ValueError("ppo.policy: 'set' reads row-shaped observations: use env: dispatch-v1 or dispatch-v2")
-        if self.algo == "dagger" and (not rows or self.ppo.policy == "mlp"):
+            raise ValueError("ppo.policy: 'set' reads row-shaped observations: use env: dispatch-v1, -v2 or -v3")
+        if self.algo == "dagger" and (self.env not in ("dispatch-v1", "dispatch-v2") or self.ppo.policy == "mlp"):
             raise ValueError("algo: dagger trains the set network: use env: dispatch-v2 (or -v1) and ppo.policy: set")
         return self
 

@@ -128,6 +128,21 @@ def make_train_env(cfg: TrainConfig) -> Any:
             **extra,
         )
         return VecMonitor(SB3VecEnv(vec))
+    if cfg.env == "dispatch-v3":  # the days in one set of simulator arrays
+        from gigdispatch.envs.dispatch_days import DispatchVecEnvV3
+        from gigdispatch.envs.sb3_vec import SB3VecEnv
+
+        d = cfg.dispatch
+        days = DispatchVecEnvV3(
+            num_envs=d.num_envs,
+            scenario=cfg.scenario,
+            max_orders=d.max_orders,
+            k=d.k,
+            reward_scale=d.reward_scale,
+            idle_only=d.idle_only,
+            seed_schedules=train_schedules(cfg, d.num_envs),
+        )
+        return VecMonitor(SB3VecEnv(days))
     return DummyVecEnv([lambda: Monitor(dispatch_env(cfg, train_schedule(cfg)))])
 
 
