@@ -330,7 +330,8 @@ class DispatchVecEnvV3(VectorEnv):
     """``num_envs`` days of Dispatch-v3 in one ``DaysSimulator`` (same-step autoreset: the days end together and
     are all reset in the step that ends them; ``infos["final_obs"]`` / ``["final_info"]`` hold the ended days).
 
-    Arguments as ``DispatchEnvV3`` plus ``num_envs`` and ``seed_schedules`` (one ``SeedSchedule`` per sub-env).
+    Arguments as ``DispatchEnvV3`` plus ``num_envs``, ``seed_schedules`` (one ``SeedSchedule`` per sub-env) and
+    ``max_episode_steps`` (None, or at least the day's ``n_steps``: the days are never cut short).
     ``step_rows`` / ``rows`` fill buffers and return per-env infos (what ``envs.sb3_vec.SB3VecEnv`` reads).
     """
 
@@ -353,6 +354,12 @@ class DispatchVecEnvV3(VectorEnv):
             raise ValueError(f"seed_schedules: expected {num_envs} (one per sub-env), got {len(seed_schedules)}")
         self.num_envs = int(num_envs)
         self.core = DaysDispatch(scenario, self.num_envs, max_orders, k, reward_scale, idle_only)
+        n_steps = self.core.sim.n_steps
+        if max_episode_steps is not None and max_episode_steps < n_steps:
+            raise ValueError(
+                f"max_episode_steps: {max_episode_steps} would cut the days short; a Dispatch-v3 day is always"
+                f" {n_steps} steps (the days share one clock), so leave it out or give at least {n_steps}"
+            )
         self.single_observation_space, self.single_action_space = _spaces(self.core)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)

@@ -100,6 +100,11 @@ def test_the_vector_envs_days_are_one_day_envs_days_with_the_same_seeds(short_da
     assert "final_obs" in rows[-1][4]
 
 
+def test_a_limit_that_would_cut_the_shared_days_short_is_refused_in_one_line(short_day) -> None:
+    with pytest.raises(ValueError, match="max_episode_steps: 5 would cut the days short"):
+        DispatchVecEnvV3(num_envs=2, scenario=short_day, max_episode_steps=5)
+
+
 def test_top_k_by_id_breaks_ties_by_column_and_ignores_padding() -> None:
     e = np.array([[3.0, 1.0, 1.0, 2.0, np.inf], [np.inf, np.inf, 0.5, np.inf, np.inf]])
     ids = np.array([[10, 11, 12, 13, -1], [20, 21, 22, 23, -1]])
