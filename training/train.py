@@ -98,8 +98,9 @@ def train_schedules(cfg: TrainConfig, n: int) -> list[SeedSchedule]:
 
 
 def make_train_env(cfg: TrainConfig) -> Any:
-    """The SB3 VecEnv used for training: ``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv; for ``dispatch-v1``
-    the ``dispatch.num_envs`` days of ``DispatchVecEnv`` through ``SB3VecEnv`` (``VecMonitor``); or the fleet."""
+    """The SB3 VecEnv used for training: ``Monitor``-wrapped Dispatch-v0 in a DummyVecEnv; for ``dispatch-v1`` /
+    ``-v2`` / ``-v3`` the ``dispatch.num_envs`` days of their vector env through ``SB3VecEnv`` (``VecMonitor``;
+    v3's days are one ``DaysSimulator``); or the fleet."""
     if cfg.env == "fleet":
         env = fleet_env(cfg, train_schedule(cfg))
         try:  # one env per driver: known once the scenario is loaded (the config checks env: dispatch)
@@ -111,13 +112,15 @@ def make_train_env(cfg: TrainConfig) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-    if cfg.env in ("dispatch-v1", "dispatch-v2"):
+    if cfg.env in ("dispatch-v1", "dispatch-v2", "dispatch-v3"):
+        from gigdispatch.envs.dispatch_days import DispatchVecEnvV3  # v3: the days in one set of simulator arrays
         from gigdispatch.envs.dispatch_vec import DispatchVecEnv, DispatchVecEnvV2
         from gigdispatch.envs.sb3_vec import SB3VecEnv
 
         d = cfg.dispatch
         extra = {"bundle_k": d.bundle_k} if cfg.env == "dispatch-v2" else {}
-        vec = (DispatchVecEnvV2 if cfg.env == "dispatch-v2" else DispatchVecEnv)(
+        cls: Any = {"dispatch-v1": DispatchVecEnv, "dispatch-v2": DispatchVecEnvV2, "dispatch-v3": DispatchVecEnvV3}
+        vec = cls[cfg.env](
             num_envs=d.num_envs,
             scenario=cfg.scenario,
             max_orders=d.max_orders,
@@ -128,21 +131,6 @@ def make_train_env(cfg: TrainConfig) -> Any:
             **extra,
         )
         return VecMonitor(SB3VecEnv(vec))
-    if cfg.env == "dispatch-v3":  # the days in one set of simulator arrays
-        from gigdispatch.envs.dispatch_days import DispatchVecEnvV3
-        from gigdispatch.envs.sb3_vec import SB3VecEnv
-
-        d = cfg.dispatch
-        days = DispatchVecEnvV3(
-            num_envs=d.num_envs,
-            scenario=cfg.scenario,
-            max_orders=d.max_orders,
-            k=d.k,
-            reward_scale=d.reward_scale,
-            idle_only=d.idle_only,
-            seed_schedules=train_schedules(cfg, d.num_envs),
-        )
-        return VecMonitor(SB3VecEnv(days))
     return DummyVecEnv([lambda: Monitor(dispatch_env(cfg, train_schedule(cfg)))])
 
 
