@@ -39,7 +39,7 @@ def test_shipped_configs_validate(name: str) -> None:
         ({"nope": 1}, [], "nope", "unknown key"),
         ({"ppo": {"batch_sise": 64}}, [], "ppo.batch_sise", "unknown key"),
         ({"ppo": {"n_steps": "many"}}, [], "ppo.n_steps", "valid integer"),
-        ({"env": "gridworld"}, [], "env", "'dispatch', 'dispatch-v1', 'dispatch-v2' or 'fleet'"),
+        ({"env": "gridworld"}, [], "env", "'dispatch', 'dispatch-v1', 'dispatch-v2', 'dispatch-v3' or 'fleet'"),
         ({"train_seeds": [5, 1000]}, [], "train_seeds", "5 below 1000"),
         ({"train_seeds": "0-19"}, [], "train_seeds", "below 1000"),
         ({"train_seeds": "1000-x"}, [], "train_seeds", "not a seed or a range"),
