@@ -166,9 +166,6 @@ class DaysSimulator(Simulator):
         if n == 0:
             return np.zeros(0)
         day = self._day_of(ids, of)
-        first = int(day[0])
-        if (day == first).all():
-            return getattr(self.rngs[first]["behaviour"], method)(*args, size=n)
         if (day[1:] >= day[:-1]).all():  # the usual case: the entries come day by day
             cut = [0, *(np.flatnonzero(day[1:] != day[:-1]) + 1).tolist(), n]
             rngs = self.rngs
@@ -199,14 +196,14 @@ class DaysSimulator(Simulator):
         return latest[self._day_of(of, "d")]
 
     def _flex_login_p(self, pool: np.ndarray) -> np.ndarray:
-        f, Z = self.cfg.fleet, self.base_city.n_zones
+        Z = self.base_city.n_zones
         st: Any = self.state
-        ref = max(f.flex_reference_hourly, 1e-9)
-        p = np.empty(self.n_days)
-        for i in range(self.n_days):  # each day's scalar, computed as the day alone computes it
-            mean_surge = float(st.surge[i * Z : (i + 1) * Z].sum()) / Z
-            pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(float(st.recent_eph[i]) / ref - 1.0, 0.0)
-            p[i] = 1.0 - np.exp(-f.flex_login_per_hour * pull * self.dt / 3600.0)
+        p = np.array(  # each day's scalar, computed as the day alone computes it
+            [
+                self._login_p(float(st.surge[i * Z : (i + 1) * Z].sum()) / Z, float(st.recent_eph[i]))
+                for i in range(self.n_days)
+            ]
+        )
         return p[self._day_of(pool, "d")]
 
     def _update_recent_eph(self, online: np.ndarray, t: float) -> None:
@@ -217,9 +214,9 @@ class DaysSimulator(Simulator):
             on = online[blk]
             if not on.any():
                 continue
-            hours = max(float((t - dr.t_online_since[blk][on]).sum()) / 3600.0, 1e-9)
-            eph = float(st.shift_earn[blk][on].sum()) / 100.0 / hours
-            st.recent_eph[i] = 0.9 * st.recent_eph[i] + 0.1 * eph
+            st.recent_eph[i] = self._eph_average(
+                float(st.recent_eph[i]), t, dr.t_online_since[blk][on], st.shift_earn[blk][on]
+            )
 
     def _note_online(self, n_online: int) -> None:
         on = np.bincount(self.dday[self.drivers.phase != PH_OFFLINE], minlength=self.n_days)

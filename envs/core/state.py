@@ -238,15 +238,25 @@ class SimulatorBase:
     def _flex_login_p(self, pool: np.ndarray) -> np.ndarray | float:
         """Probability that each offline flex driver of ``pool`` logs on in this step: higher with the mean surge
         and with the platform's recent earnings per online hour."""
-        f, st = self.cfg.fleet, self.state
-        mean_surge = float(st.surge.sum()) / len(st.surge)
+        st = self.state
+        return self._login_p(float(st.surge.sum()) / len(st.surge), st.recent_eph)
+
+    def _login_p(self, mean_surge: float, recent_eph: float) -> float:
+        """``_flex_login_p`` of a day whose zones' mean surge and recent earnings per hour are these."""
+        f = self.cfg.fleet
         ref = max(f.flex_reference_hourly, 1e-9)
-        pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(st.recent_eph / ref - 1.0, 0.0)
+        pull = 1.0 + f.flex_surge_gain * max(mean_surge - 1.0, 0.0) + max(recent_eph / ref - 1.0, 0.0)
         return 1.0 - np.exp(-f.flex_login_per_hour * pull * self.dt / 3600.0)
 
     def _update_recent_eph(self, online: np.ndarray, t: float) -> None:
         """``state.recent_eph``: the moving average of what the drivers online (a (D,) mask) earn per online hour."""
-        st, dr = self.state, self.drivers
-        hours = max(float((t - dr.t_online_since[online]).sum()) / 3600.0, 1e-9)
-        eph = float(st.shift_earn[online].sum()) / 100.0 / hours
-        st.recent_eph = 0.9 * st.recent_eph + 0.1 * eph
+        st = self.state
+        st.recent_eph = self._eph_average(st.recent_eph, t, self.drivers.t_online_since[online], st.shift_earn[online])
+
+    @staticmethod
+    def _eph_average(prev: float, t: float, online_since: np.ndarray, shift_earn: np.ndarray) -> float:
+        """The moving average ``prev`` of earnings per online hour after one more step: drivers online since
+        ``online_since`` have earned ``shift_earn`` cents in their shifts by ``t``."""
+        hours = max(float((t - online_since).sum()) / 3600.0, 1e-9)
+        eph = float(shift_earn.sum()) / 100.0 / hours
+        return 0.9 * prev + 0.1 * eph
