@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from gigdispatch.envs.core.arrays import nz
@@ -40,7 +40,7 @@ from gigdispatch.envs.core.kpis import compute_kpis
 from gigdispatch.envs.core.scenario import Scenario
 from gigdispatch.envs.core.seeding import SeedSchedule
 from gigdispatch.envs.dispatch_env import CANDIDATE_FEATURES, CLIP, GLOBAL_FEATURES, ORDER_FEATURES, slot_features
-from gigdispatch.envs.dispatch_vec import vector_seeds
+from gigdispatch.envs.dispatch_vec import RowsVectorEnv, vector_seeds
 from gigdispatch.envs.scenarios.loader import load_scenario
 
 
@@ -326,7 +326,7 @@ class DispatchEnvV3(gym.Env):
         return self.core.sample_actions(self.np_random if rng is None else rng)[0]
 
 
-class DispatchVecEnvV3(VectorEnv):
+class DispatchVecEnvV3(RowsVectorEnv):
     """``num_envs`` days of Dispatch-v3 in one ``DaysSimulator`` (same-step autoreset: the days end together and
     are all reset in the step that ends them; ``infos["final_obs"]`` / ``["final_info"]`` hold the ended days).
 
@@ -380,7 +380,7 @@ class DispatchVecEnvV3(VectorEnv):
         seeds = vector_seeds(seed, self.num_envs)
         self._obs = self.core.reset([sch.day(s) for sch, s in zip(self.schedules, seeds, strict=True)])
         self._started = True
-        return {k: v.copy() for k, v in self._obs.items()}, {}
+        return self._copy_obs(), {}
 
     def step_rows(self, actions: np.ndarray) -> list[dict[str, Any]]:
         if not self._started:
@@ -396,23 +396,6 @@ class DispatchVecEnvV3(VectorEnv):
             ]
         self._obs = obs
         return infos
-
-    def step(
-        self, actions: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        infos: dict[str, Any] = {}
-        for i, info in enumerate(self.step_rows(actions)):
-            infos = self._add_info(infos, info, i)
-        return (
-            {k: v.copy() for k, v in self._obs.items()},
-            self._rewards.copy(),
-            self._terminated.copy(),
-            self._truncated.copy(),
-            infos,
-        )
-
-    def rows(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-        return self._obs, self._rewards, self._terminated, self._truncated
 
     def action_masks(self) -> np.ndarray:
         return self.core.action_masks()

@@ -53,7 +53,38 @@ def vector_seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | 
     return seeds
 
 
-class DispatchVecEnv(VectorEnv):
+class RowsVectorEnv(VectorEnv):
+    """A vector env that fills its own buffers: ``step_rows(actions)`` steps every sub-env, fills the observation,
+    reward, terminated and truncated buffers (``rows()``) and returns one info dict per sub-env (an ended day's
+    with ``final_obs`` and ``final_info``). ``step`` builds Gymnasium's vector infos from them;
+    ``envs.sb3_vec.SB3VecEnv`` reads the rows and per-env infos straight away."""
+
+    _obs: dict[str, np.ndarray]
+    _rewards: np.ndarray
+    _terminated: np.ndarray
+    _truncated: np.ndarray
+
+    def step_rows(self, actions: np.ndarray) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """One decision epoch of every day; a day that ends is reset at once (same-step autoreset)."""
+        infos: dict[str, Any] = {}
+        for i, info in enumerate(self.step_rows(actions)):
+            infos = self._add_info(infos, info, i)
+        return self._copy_obs(), self._rewards.copy(), self._terminated.copy(), self._truncated.copy(), infos
+
+    def rows(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """The buffers the last ``step_rows`` filled (views: copy what you keep)."""
+        return self._obs, self._rewards, self._terminated, self._truncated
+
+    def _copy_obs(self) -> dict[str, np.ndarray]:
+        return {key: buf.copy() for key, buf in self._obs.items()}
+
+
+class DispatchVecEnv(RowsVectorEnv):
     """``num_envs`` days of Dispatch-v1 in one process, stepped together (same-step autoreset).
 
     Arguments as ``DispatchEnv`` (``scenario``, ``max_orders``, ``k``, ``reward_scale``, ``idle_only``) plus
@@ -134,15 +165,6 @@ class DispatchVecEnv(VectorEnv):
         self._started = True
         return self._copy_obs(), infos
 
-    def step(
-        self, actions: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """One decision epoch of every day; a day that ends is reset at once (same-step autoreset)."""
-        infos: dict[str, Any] = {}
-        for i, info in enumerate(self.step_rows(actions)):
-            infos = self._add_info(infos, info, i)
-        return self._copy_obs(), self._rewards.copy(), self._terminated.copy(), self._truncated.copy(), infos
-
     def step_rows(self, actions: np.ndarray) -> list[dict[str, Any]]:
         """``step`` without building Gymnasium's vector infos: fills the observation, reward, terminated and
         truncated buffers (``rows()``) and returns one info dict per sub-env; an ended day's info holds
@@ -171,10 +193,6 @@ class DispatchVecEnv(VectorEnv):
             self._write(i, obs)
             rows.append(info)
         return rows
-
-    def rows(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-        """The buffers the last ``step_rows`` filled (views: copy what you keep)."""
-        return self._obs, self._rewards, self._terminated, self._truncated
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, n)`` flat boolean masks of the current epochs (``DispatchEnv.action_masks``)."""
@@ -212,9 +230,6 @@ class DispatchVecEnv(VectorEnv):
     def _write(self, i: int, obs: dict[str, np.ndarray]) -> None:
         for key, buf in self._obs.items():
             buf[i] = obs[key]
-
-    def _copy_obs(self) -> dict[str, np.ndarray]:
-        return {key: buf.copy() for key, buf in self._obs.items()}
 
 
 class DispatchVecEnvV2(DispatchVecEnv):

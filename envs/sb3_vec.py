@@ -3,7 +3,8 @@
     vec = gymnasium.make_vec("gigdispatch/Dispatch-v1", num_envs=8, scenario="default")
     model = MaskablePPO(DispatchSetPolicy, SB3VecEnv(vec), n_steps=128)   # 8 x 128 steps per rollout
 
-It takes ``DispatchVecEnv`` (the id's vector entry point: days in this process) or any Gymnasium vector env
+It takes ``DispatchVecEnv`` or ``DispatchVecEnvV3`` (the ids' vector entry points, ``RowsVectorEnv``s: days in this
+process) or any Gymnasium vector env
 with same-step autoreset (``gymnasium.make_vec(..., vectorization_mode="async", vector_kwargs={"autoreset_mode":
 AutoresetMode.SAME_STEP})``: one day per subprocess). SB3's conventions on top: ``reset()`` returns the
 observations only and uses the seeds of ``seed(s)`` once (day ``s + i`` in sub-env ``i``); a finished day's
@@ -21,7 +22,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.vec_env import VecEnv
 
-from gigdispatch.envs.dispatch_vec import DispatchVecEnv
+from gigdispatch.envs.dispatch_vec import RowsVectorEnv
 
 
 class SB3VecEnv(VecEnv):
@@ -37,7 +38,7 @@ class SB3VecEnv(VecEnv):
         self.venv: Any = venv  # DispatchVecEnv, SyncVectorEnv or AsyncVectorEnv: all have call/get_attr/set_attr
         inner = venv.unwrapped
         # DispatchVecEnv and DispatchVecEnvV3 fill buffers and hand per-env infos (step_rows / rows)
-        self._rows: Any = inner if isinstance(inner, DispatchVecEnv) or hasattr(inner, "step_rows") else None
+        self._rows: RowsVectorEnv | None = inner if isinstance(inner, RowsVectorEnv) else None
         self._actions: np.ndarray | None = None
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
 
