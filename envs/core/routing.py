@@ -1,9 +1,9 @@
 """Routes: legs between nodes, inserting accepted orders, re-sequencing, taking orders back.
 
 A leg is tracked in free-flow seconds at the vehicle's speed (``_set_leg``); an accepted order goes into
-an empty route as ``[pickup, drop-off]`` or at its cheapest feasible place (``_insert_one``, costed by
-``_evaluate``: completion time plus a heavy weight on lateness, with capacity and the same-pickup bundle
-rule as hard constraints); an incident that starts or ends re-sequences the busy routes of its zone
+an empty route as ``[pickup, drop-off]`` or at its cheapest feasible place (``_insert_batch``, all of a
+step's accepted pairs at once, costed by ``_evaluate_rows``: completion time plus a heavy weight on lateness,
+with capacity and the same-pickup bundle rule as hard constraints); an incident that starts or ends re-sequences the busy routes of its zone
 (phase 2 of a step, ``_on_traffic_change``).
 """
 
@@ -301,11 +301,11 @@ class RoutingPhase(Queries):
         L = int(dr.route_len[d])
         if L < 4:
             return False
-        start_node, start_t, _ = (x[0] for x in self._route_starts(np.array([d], np.int64)))
+        start_node, start_t, _ = self._route_starts(np.array([d], np.int64))  # (1,) each
         before = dr.route_order[d, :L].copy()
         cost0 = self._route_cost(d, L, start_node, start_t)
         cand = np.unique(before)
-        # orders whose pickup is being served right now stay at the head of the route (as in _route_start)
+        # orders whose pickup is being served right now stay at the head of the route (as in _route_starts)
         movable = [int(x) for x in cand[(od.status[cand] == ORDER_ASSIGNED) & ~self.in_service(cand)]]
         saved = (dr.route_node[d].copy(), dr.route_kind[d].copy(), dr.route_order[d].copy(), int(dr.route_len[d]))
         for oi in movable:
@@ -321,20 +321,22 @@ class RoutingPhase(Queries):
             return False
         return not np.array_equal(before, dr.route_order[d, :L])
 
-    def _route_cost(self, d: int, L: int, start_node: int, start_t: float) -> float:
-        """``_evaluate_rows``'s cost of driver ``d``'s current route (its first ``L`` stops)."""
+    def _route_cost(self, d: int, L: int, start_node: np.ndarray, start_t: np.ndarray) -> float:
+        """``_evaluate_rows``'s cost of driver ``d``'s current route (its first ``L`` stops) from ``start_node`` /
+        ``start_t`` ((1,) each, ``_route_starts``)."""
         dr, rows = self.drivers, slice(d, d + 1)
         nodes, kinds, ords = dr.route_node[rows, :L], dr.route_kind[rows, :L], dr.route_order[rows, :L]
         one = np.zeros(1, np.int64)
+        rlen = np.array([L], np.int64)
         cost, _ = self._evaluate_rows(
             np.array([d], np.int64),
             one,
             nodes.astype(np.int64),
             kinds,
             ords.astype(np.int64),
-            np.array([L], np.int64),
-            np.array([start_node], np.int64),
-            np.array([start_t], np.float64),
+            rlen,
+            start_node,
+            start_t,
         )
         return float(cost[0])
 
