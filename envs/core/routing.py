@@ -3,7 +3,8 @@
 A leg is tracked in free-flow seconds at the vehicle's speed (``_set_leg``); an accepted order goes into
 an empty route as ``[pickup, drop-off]`` or at its cheapest feasible place (``_insert_batch``, all of a
 step's accepted pairs at once, costed by ``_evaluate_rows``: completion time plus a heavy weight on lateness,
-with capacity and the same-pickup bundle rule as hard constraints); an incident that starts or ends re-sequences the busy routes of its zone
+with capacity and the same-pickup bundle rule as hard constraints); an incident that starts or ends
+re-sequences the busy routes of its zone
 (phase 2 of a step, ``_on_traffic_change``).
 """
 
