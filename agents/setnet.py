@@ -26,8 +26,9 @@ are not computed, their only choice is hold at level 0, which the mask gives the
 
 The pair tensor (``R·K`` rows; on the default scenario ~6 real orders of 32 slots per observation) is the
 update's dominant cost, so it gets one layer and a bilinear readout; no Python loop runs over orders or
-candidates. The rollout's batch of one is dominated by per-op dispatch instead, so ``forward`` on one
-observation without autograd runs in numpy (``DispatchSetPolicy._forward_one_numpy``).
+candidates. The rollout's batch (one observation per env) is dominated by per-op dispatch instead, so
+``forward`` on up to ``NUMPY_MAX_BATCH`` observations without autograd runs in numpy
+(``DispatchSetPolicy._forward_numpy``).
 
 Masking: the mask is derived from the observation (a candidate is allowed where its ``valid`` is 1 and its
 order's is too; hold always; level 0 always, every level on a real order slot) so plain ``PPO`` masks
@@ -75,6 +76,8 @@ from gigdispatch.agents.masked_rows import MaskedRowsDistribution, mask_fill
 from gigdispatch.envs.core.errors import InputError
 
 ORDERS, CANDIDATES, GLOBALS = "orders", "candidates", "globals"
+#: the largest batch ``forward`` runs in numpy without autograd (a rollout step: one observation per env)
+NUMPY_MAX_BATCH = 64
 
 
 class SetFeatures(NamedTuple):
@@ -298,7 +301,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
 
     features_extractor: DispatchSetExtractor
     action_dist: MaskedRowsDistribution  # type: ignore[assignment]  # not a MaskableDistribution: our row layout
-    #: run ``forward`` on one observation without autograd in numpy (``_forward_one_numpy``); False: torch only
+    #: run ``forward`` on a rollout's small batch without autograd in numpy (``_forward_numpy``); False: torch only
     numpy_rollout: bool = True
     _offsets: th.Tensor
     _mask_base: th.Tensor
@@ -485,18 +488,23 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         mx = _obs_max(f.orders, f.order_obs, b, nonneg=self.features_extractor.nonneg)
         return self.value_out(self.act(self.value_hidden(th.cat([mean, mx, f.globals], dim=-1))))
 
-    # ------------------------------------------------------------------ one observation without autograd
+    # ------------------------------------------------------------------ a rollout's small batch without autograd
     def _numpy_ready(self, obs: PyTorchObs, action_masks: th.Tensor | np.ndarray | None) -> np.ndarray | bool:
-        """Whether ``forward`` may take the numpy path (``_forward_one_numpy``): switched on, no gradient
-        wanted, one float32 CPU observation, ReLU, float32 CPU weights, and ``action_masks`` absent or one flat
-        MaskablePPO mask. Returns that mask as a flat numpy array, ``True`` without one, ``False`` if not."""
+        """Whether ``forward`` may take the numpy path (``_forward_numpy``): switched on, no gradient wanted,
+        a batch of 1 to ``NUMPY_MAX_BATCH`` float32 CPU observations, ReLU, float32 CPU weights, and
+        ``action_masks`` absent or one flat MaskablePPO mask per observation. Returns those masks as a flat
+        numpy array, ``True`` without them, ``False`` if not."""
         if not (self.numpy_rollout and self.activation_fn is nn.ReLU) or th.is_grad_enabled():
             return False
         if not isinstance(obs, dict) or self._flat_index.device.type != "cpu":
             return False
+        b = None
         for key in (ORDERS, CANDIDATES, GLOBALS):
             t = obs.get(key)
-            if not isinstance(t, th.Tensor) or t.shape[0] != 1 or t.dtype != th.float32 or t.device.type != "cpu":
+            if not isinstance(t, th.Tensor) or t.dtype != th.float32 or t.device.type != "cpu" or t.dim() < 2:
+                return False
+            b = t.shape[0] if b is None else b
+            if t.shape[0] != b or not 1 <= b <= NUMPY_MAX_BATCH:
                 return False
         if self.order_head.weight.dtype != th.float32:
             return False
@@ -507,31 +515,36 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
                 return False
             action_masks = action_masks.numpy()
         flat = np.asarray(action_masks)
-        if flat.size != self.action_dist.n_flat or flat.shape[-1] != self.action_dist.n_flat:
+        assert b is not None
+        if flat.size != b * self.action_dist.n_flat or flat.shape[-1] != self.action_dist.n_flat:
             return False
         return flat.reshape(-1)
 
-    def _forward_one_numpy(
+    def _forward_numpy(
         self, obs: dict[str, th.Tensor], deterministic: bool, flat_mask: np.ndarray | None
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """``forward`` for one observation, in numpy on the weights' memory (the same network, masks and
-        Gumbel draws from torch's generator in the torch path's order, so a seed gives the same actions).
+        """``forward`` for a small batch (a rollout step: one observation per env), in numpy on the weights'
+        memory: the same network, masks and Gumbel draws from torch's generator in the torch path's order, so a
+        seed gives the same actions.
 
-        Why: a rollout step runs the network on a batch of one, where every torch op costs a few
-        microseconds of dispatch whatever its size; the ~90 ops of the torch path cost ~0.4-0.6 ms per
-        step, about a third of the env's own step, and numpy's ~60 calls about half of that."""
+        Why: a rollout step runs the network on a batch of one observation per env, where every torch op costs
+        a few microseconds of dispatch whatever its size; the ~90 ops of the torch path cost ~0.4-0.6 ms per
+        step, about a third of the env's own step with one env, and numpy's ~60 calls about half of that."""
         ex, dist, h = self.features_extractor, self.action_dist, self.hidden_size
         w_in, b_in, w_self, b_self = (
             t.detach().numpy() for t in (ex.order_in.weight, ex.order_in.bias, ex.mix_self.weight, ex.mix_self.bias)
         )
-        orders, cands, glob = (obs[key][0].numpy() for key in (ORDERS, CANDIDATES, GLOBALS))
-        slot = np.flatnonzero(orders[:, 0] > 0.5)
-        r, k, fc, fo = slot.shape[0], cands.shape[1], cands.shape[2], orders.shape[1]
-        picked = cands[slot]  # (R, K, Fc)
+        orders, cands, glob = (obs[key].numpy() for key in (ORDERS, CANDIDATES, GLOBALS))
+        b, m, k, fc = cands.shape
+        fo = orders.shape[2]
+        slot = np.flatnonzero(orders[:, :, 0].reshape(-1) > 0.5)  # flat observation * M + slot, as the torch path
+        obs_of = slot // m
+        r = slot.shape[0]
+        picked = cands.reshape(b * m, k, fc)[slot]  # (R, K, Fc)
         cand_valid = picked[:, :, 0] > 0.5
-        ctx = np.empty((r, fo + glob.shape[0]), np.float32)
-        ctx[:, :fo] = orders[slot]
-        ctx[:, fo:] = glob
+        ctx = np.empty((r, fo + glob.shape[1]), np.float32)
+        ctx[:, :fo] = orders.reshape(b * m, fo)[slot]
+        ctx[:, fo:] = glob[obs_of]
         x = np.empty((r, k, fc + ctx.shape[1]), np.float32)
         x[:, :, :fc] = picked
         x[:, :, fc:] = ctx[:, None, :]
@@ -545,42 +558,50 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         mean = pairs.sum(axis=1) / np.maximum(cand_valid.sum(axis=1, keepdims=True, dtype=np.float32), 1.0)
         enc = np.concatenate([ctx, mean, pairs.max(axis=1)], axis=1) @ w_in.T + b_in
         np.maximum(enc, 0.0, out=enc)
-        n = np.float32(max(r, 1))
-        mix = enc @ w_self.T + b_self + (enc.sum(axis=0) / n) @ ex.mix_ctx.weight.detach().numpy().T
+        # per-observation mean (and, for the value, max) over its real orders: one-hot sums, segment maxima
+        count = np.bincount(obs_of, minlength=b).astype(np.float32)
+        onehot = (obs_of[None, :] == np.arange(b)[:, None]).astype(np.float32)  # (B, R)
+        n = np.maximum(count, 1.0)[:, None]
+        pooled = onehot @ enc / n  # (B, H)
+        mix = enc @ w_self.T + b_self + (pooled @ ex.mix_ctx.weight.detach().numpy().T)[obs_of]
         enc = enc + np.maximum(mix, 0.0, out=mix)
         head = enc @ self.order_head.weight.detach().numpy().T + self.order_head.bias.detach().numpy()
         query, per_order = head[:, :h], head[:, h:]
         cand = np.matmul(pairs, query[:, :, None])[:, :, 0]  # (R, K)
-        # the torch path's row layout: (C, R_rows), real orders written at their offsets
-        pos = (slot[:, None] + self._offsets.numpy()).reshape(-1)
-        logits = np.zeros(dist.n_cols * dist.n_rows, np.float32)
+        # the torch path's row layout: (B, C, R_rows), real orders written at their offsets
+        width = dist.n_cols * dist.n_rows
+        pos = (obs_of[:, None] * width + (slot % m)[:, None] + self._offsets.numpy()).reshape(-1)
+        logits = np.zeros(b * width, np.float32)
         logits[pos] = np.concatenate([cand, per_order], axis=1).reshape(-1)
-        mask = self._mask_base.numpy().copy()
+        mask = np.tile(self._mask_base.numpy(), b)
         mask[pos] = np.concatenate([cand_valid, np.ones((r, per_order.shape[1]), bool)], axis=1).reshape(-1)
         if flat_mask is not None:
-            picked_mask = flat_mask[self._flat_index.numpy()]
+            picked_mask = flat_mask.reshape(b, -1)[:, self._flat_index.numpy()].reshape(-1)
             mask &= picked_mask if picked_mask.dtype == bool else picked_mask > 0.5
-        mask2, logits2 = mask.reshape(dist.n_cols, dist.n_rows), logits.reshape(dist.n_cols, dist.n_rows)
-        mask, logits = mask2, logits2  # type: ignore[assignment]  # (C, R_rows) from here on
-        shifted = np.where(mask, logits, np.float32(mask_fill(th.float32)))
-        shifted -= shifted.max(axis=0)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=0))  # (C, R_rows)
+        mask3 = mask.reshape(b, dist.n_cols, dist.n_rows)
+        shifted = np.where(mask3, logits.reshape(b, dist.n_cols, dist.n_rows), np.float32(mask_fill(th.float32)))
+        shifted -= shifted.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (B, C, R_rows)
         if deterministic:
-            actions = log_probs.argmax(axis=0)
-        else:  # the torch path's draws: uniforms in (C, R_rows) memory order, -Gumbel = log(-log U)
+            actions = log_probs.argmax(axis=1)
+        else:  # the torch path's draws: uniforms in (B, C, R_rows) memory order, -Gumbel = log(-log U)
             with np.errstate(divide="ignore"):
-                neg_gumbel = np.log(-np.log(th.rand(dist.n_cols, dist.n_rows).numpy()))
-            actions = np.where(mask, log_probs - neg_gumbel, -np.inf).argmax(axis=0)
-        log_prob = log_probs[actions, np.arange(dist.n_rows)].sum(dtype=np.float32)
-        top = enc.max(axis=0) if r else np.zeros(h, np.float32)
-        hidden = np.concatenate([enc.sum(axis=0) / n, top, glob]) @ self.value_hidden.weight.detach().numpy().T
+                neg_gumbel = np.log(-np.log(th.rand(b, dist.n_cols, dist.n_rows).numpy()))
+            actions = np.where(mask3, log_probs - neg_gumbel, -np.inf).argmax(axis=1)
+        log_prob = np.take_along_axis(log_probs, actions[:, None, :], axis=1)[:, 0, :].sum(axis=1, dtype=np.float32)
+        top = np.zeros((b, h), np.float32)  # enc >= 0 (ReLU + ReLU residual): 0 is the max of no rows
+        if r:
+            starts = np.searchsorted(obs_of, np.arange(b))
+            has = count > 0
+            top[has] = np.maximum.reduceat(enc, starts[has], axis=0)
+        hidden = np.concatenate([onehot @ enc / n, top, glob], axis=1) @ self.value_hidden.weight.detach().numpy().T
         hidden += self.value_hidden.bias.detach().numpy()
         value = np.maximum(hidden, 0.0, out=hidden) @ self.value_out.weight.detach().numpy().T
         value += self.value_out.bias.detach().numpy()
         return (
-            th.from_numpy(actions.astype(np.int64).reshape(1, -1)),
-            th.from_numpy(value.astype(np.float32).reshape(1, 1)),
-            th.from_numpy(np.asarray([log_prob], np.float32)),
+            th.from_numpy(actions.astype(np.int64)),
+            th.from_numpy(value.astype(np.float32).reshape(b, 1)),
+            th.from_numpy(log_prob.astype(np.float32)),
         )
 
     # ------------------------------------------------------------------ what PPO / MaskablePPO call
@@ -589,12 +610,12 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Actions ``(B, R)``, values ``(B, 1)`` and the actions' log-probabilities ``(B,)``.
 
-        A rollout step (one observation, no autograd, the default ReLU on CPU) runs in numpy
-        (``_forward_one_numpy``, the same function of the same weights; ``numpy_rollout = False`` turns it off)."""
+        A rollout step (up to ``NUMPY_MAX_BATCH`` observations, no autograd, the default ReLU on CPU) runs in numpy
+        (``_forward_numpy``, the same function of the same weights; ``numpy_rollout = False`` turns it off)."""
         ready = self._numpy_ready(obs, action_masks)
         if ready is not False:
             assert isinstance(obs, dict)
-            return self._forward_one_numpy(obs, deterministic, None if ready is True else ready)
+            return self._forward_numpy(obs, deterministic, None if ready is True else ready)
         f = self.extract_features(obs)
         dist = self._distribution(f, action_masks)
         actions = dist.get_actions(deterministic=deterministic)

@@ -293,13 +293,14 @@ def test_numpy_rollout_forward_equals_the_torch_path(n_levels: int, pair_layers:
     if n_levels:
         keep[:, m * (k + 1) :: n_levels] = True
     allowed &= keep
-    for i in range(6):
-        one = to_t({key: arr[i : i + 1] for key, arr in obs.items()})
+    # one observation at a time, and batches (a rollout's one observation per env, some without a real order)
+    for i, (lo, hi) in enumerate([(j, j + 1) for j in range(6)] + [(0, 6), (1, 4)]):
+        one = to_t({key: arr[lo:hi] for key, arr in obs.items()})
         mask: Any = None
         if explicit == "bool":
-            mask = allowed[i : i + 1]
+            mask = allowed[lo:hi]
         elif explicit == "float":
-            mask = th.as_tensor(allowed[i : i + 1].astype(np.float32))
+            mask = th.as_tensor(allowed[lo:hi].astype(np.float32))
         with th.no_grad():
             assert pol._numpy_ready(one, mask) is not False  # the numpy path is the one under test
             for det in (False, True):
@@ -310,14 +311,15 @@ def test_numpy_rollout_forward_equals_the_torch_path(n_levels: int, pair_layers:
                     outs.append(pol(one, deterministic=det, action_masks=mask))
                 pol.numpy_rollout = True
                 (a1, v1, lp1), (a2, v2, lp2) = outs
-                assert a1.dtype == a2.dtype == th.int64 and a1.shape == a2.shape == (1, pol.action_dist.n_rows)
+                b = hi - lo
+                assert a1.dtype == a2.dtype == th.int64 and a1.shape == a2.shape == (b, pol.action_dist.n_rows)
                 assert th.equal(a1, a2)
-                assert v1.shape == v2.shape == (1, 1) and th.allclose(v1, v2, atol=1e-5)
-                assert lp1.shape == lp2.shape == (1,) and th.allclose(lp1, lp2, atol=1e-4)
-    # anything else takes the torch path: a batch, gradients, another activation
-    batch = to_t(obs)
+                assert v1.shape == v2.shape == (b, 1) and th.allclose(v1, v2, atol=1e-5)
+                assert lp1.shape == lp2.shape == (b,) and th.allclose(lp1, lp2, atol=1e-4)
+    # anything else takes the torch path: a batch over the limit, gradients, another activation
+    big = to_t({key: np.repeat(arr, 11, axis=0) for key, arr in obs.items()})  # 66 > NUMPY_MAX_BATCH
     with th.no_grad():
-        assert pol._numpy_ready(batch, None) is False
+        assert pol._numpy_ready(big, None) is False
     assert pol._numpy_ready(to_t({key: arr[:1] for key, arr in obs.items()}), None) is False
     tanh = make_policy(m, k, n_levels, activation_fn=th.nn.Tanh)
     with th.no_grad():
