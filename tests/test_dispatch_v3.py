@@ -150,3 +150,17 @@ def test_gigdispatch_train_runs_on_v3_and_the_run_acts_as_a_policy(tmp_path) -> 
     sim = Simulator(load_scenario(cfg.scenario))
     margins = [sim.run(pol, seed=s)["platform_margin"] for s in cfg.eval.seeds[: cfg.eval.episodes]]
     assert evaluate_model(pol.model, cfg)["reward_mean"] == pytest.approx(np.mean(margins), abs=1e-6)
+
+
+def test_learn_split_reports_where_a_training_step_goes(capsys) -> None:
+    import json
+
+    pytest.importorskip("sb3_contrib")
+    from benchmarks.learn_split import main
+
+    assert main(["--envs", "2", "--steps", "1024", "--warmup", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    parts = [out[f"{k}_ms_per_step"] for k in ("env", "forward", "train", "other")]
+    assert all(p >= 0 for p in parts[:3]) and out["train_ms_per_step"] > 0
+    assert sum(parts) == pytest.approx(out["total_ms_per_step"], rel=1e-3)
+    assert out["timed_steps"] >= 1024 and out["random_env_ms_per_step"] > 0
