@@ -348,11 +348,7 @@ class DispatchVecEnvV3(RowsVectorEnv):
         seed_schedules: Sequence[SeedSchedule] | None = None,
         max_episode_steps: int | None = None,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if seed_schedules is not None and len(seed_schedules) != num_envs:
-            raise ValueError(f"seed_schedules: expected {num_envs} (one per sub-env), got {len(seed_schedules)}")
-        self.num_envs = int(num_envs)
+        self._setup_rows(num_envs, seed_schedules)
         self.core = DaysDispatch(scenario, self.num_envs, max_orders, k, reward_scale, idle_only)
         n_steps = self.core.sim.n_steps
         if max_episode_steps is not None and max_episode_steps < n_steps:
@@ -364,13 +360,9 @@ class DispatchVecEnvV3(RowsVectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.schedules = (
-            list(seed_schedules) if seed_schedules is not None else [SeedSchedule() for _ in range(num_envs)]
+            list(seed_schedules) if seed_schedules is not None else [SeedSchedule() for _ in range(self.num_envs)]
         )
-        self._obs: dict[str, np.ndarray] = {}
-        self._rewards = np.zeros(self.num_envs)
-        self._terminated = np.zeros(self.num_envs, bool)
-        self._truncated = np.zeros(self.num_envs, bool)
-        self._started = False
+        self._obs = {}
 
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None

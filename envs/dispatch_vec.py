@@ -63,6 +63,20 @@ class RowsVectorEnv(VectorEnv):
     _rewards: np.ndarray
     _terminated: np.ndarray
     _truncated: np.ndarray
+    _started: bool
+
+    def _setup_rows(self, num_envs: int, seed_schedules: Sequence[SeedSchedule] | None) -> None:
+        """Check ``num_envs`` and ``seed_schedules`` (one per sub-env, or None), set ``num_envs`` and the
+        reward, terminated and truncated buffers; the env is not started until ``reset``."""
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if seed_schedules is not None and len(seed_schedules) != num_envs:
+            raise ValueError(f"seed_schedules: expected {num_envs} (one per sub-env), got {len(seed_schedules)}")
+        self.num_envs = int(num_envs)
+        self._rewards = np.zeros(self.num_envs, np.float64)
+        self._terminated = np.zeros(self.num_envs, bool)
+        self._truncated = np.zeros(self.num_envs, bool)
+        self._started = False
 
     def step_rows(self, actions: np.ndarray) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -112,12 +126,9 @@ class DispatchVecEnv(RowsVectorEnv):
         seed_schedules: Sequence[SeedSchedule] | None = None,
         **env_kwargs: Any,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self._setup_rows(num_envs, seed_schedules)
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        if seed_schedules is not None and len(seed_schedules) != num_envs:
-            raise ValueError(f"seed_schedules: expected {num_envs} (one per sub-env), got {len(seed_schedules)}")
         compiled = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         if k is not None:
             env_kwargs["k"] = k
@@ -130,9 +141,8 @@ class DispatchVecEnv(RowsVectorEnv):
                 seed_schedule=None if seed_schedules is None else seed_schedules[i],
                 **env_kwargs,
             )
-            for i in range(int(num_envs))
+            for i in range(self.num_envs)
         ]
-        self.num_envs = int(num_envs)
         self.max_episode_steps = max_episode_steps
         first = self.envs[0]
         self.single_observation_space = first.observation_space
@@ -144,10 +154,6 @@ class DispatchVecEnv(RowsVectorEnv):
             for key, box in self.single_observation_space.spaces.items()
         }
         self._elapsed = np.zeros(self.num_envs, np.int64)
-        self._rewards = np.zeros(self.num_envs, np.float64)
-        self._terminated = np.zeros(self.num_envs, bool)
-        self._truncated = np.zeros(self.num_envs, bool)
-        self._started = False
 
     # -------------------------------------------------------------------------------------- the API
     def reset(
