@@ -116,6 +116,30 @@ def _damage(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
 
 
+def _set_policy_kwargs_without_pair_size(ckpt: Path) -> dict[str, Any] | None:
+    """A ``DispatchSetPolicy`` checkpoint whose saved ``policy_kwargs`` lack ``pair_size`` (every one saved
+    before it existed, when the pair encoder was ``hidden_size`` wide, and any built with the class default):
+    those kwargs with ``pair_size`` read off the saved pair weights, for SB3's ``load(custom_objects=...)``.
+    ``None`` for any other checkpoint, or one this cannot read (``load`` then reports what is wrong)."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(ckpt) as z:
+            data = json.loads(z.read("data"))
+            pk = data.get("policy_kwargs")
+            if not isinstance(pk, dict) or "pair_size" in pk or ":serialized:" in pk:
+                return None
+            if "setnet" not in str(data.get("policy_class", {}).get("__module__", "")):
+                return None
+            import torch
+
+            state = torch.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
+        return {**pk, "pair_size": int(state["features_extractor.pair.0.weight"].shape[0])}
+    except Exception:  # unreadable here: let SB3's load say what is wrong
+        return None
+
+
 def load_model(algo: str, ckpt: Path, device: str = "cpu", **kwargs: Any) -> Any:
     """``algo``'s SB3 model loaded from ``ckpt`` (``kwargs`` go to ``load``).
 
@@ -123,6 +147,9 @@ def load_model(algo: str, ckpt: Path, device: str = "cpu", **kwargs: Any) -> Any
     ``CorruptCheckpointError`` naming the file and what to do; SB3 or torch missing, ``MissingExtraError``."""
     cls = algo_class(algo)
     try:
+        legacy = _set_policy_kwargs_without_pair_size(ckpt)
+        if legacy is not None and "custom_objects" not in kwargs:
+            kwargs = {**kwargs, "custom_objects": {"policy_kwargs": legacy}}
         return cls.load(ckpt, device=device, **kwargs)
     except Exception as exc:  # zipfile, json, pickle, torch and SB3's own assertions: a damaged file
         raise CorruptCheckpointError(
@@ -378,10 +405,11 @@ class LearnedDispatchPolicy(EnvDispatchPolicy):
             hidden_size=old.hidden_size,
             pair_layers=old.pair_layers,
             activation_fn=old.activation_fn,
+            pair_size=old.pair_size,
         )
         state = old.state_dict()
         if lay.n_levels == 0 and old.layout.n_levels:  # keep the query and hold rows of the order head
-            keep = old.hidden_size + 1
+            keep = old.pair_size + 1
             state["order_head.weight"] = state["order_head.weight"][:keep]
             state["order_head.bias"] = state["order_head.bias"][:keep]
         new.load_state_dict(state)

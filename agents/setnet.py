@@ -13,11 +13,11 @@ Observation (``spaces.Dict``, v1 layout): ``orders`` ``(M, Fo)``, ``candidates``
 ``(G,)``, feature 0 of orders and candidates being ``valid`` (1/0). Action: ``MultiDiscrete([K + 1] * M)``
 (candidate ``j`` or hold = ``K`` per order) or, with pricing, ``MultiDiscrete([K + 1] * M + [L] * M)``.
 
-Network (hidden size ``H = hidden_size``; ``R`` = the real orders of the whole batch, packed: padded slots
-are not computed, their only choice is hold at level 0, which the mask gives them):
+Network (hidden size ``H = hidden_size``, pair width ``Hp = pair_size``; ``R`` = the real orders of the whole
+batch, packed: padded slots are not computed, their only choice is hold at level 0, which the mask gives them):
 
 * pair encoder: ``pair_layers`` (1) bias-free layers + ReLU over ``[candidate, its order, globals]`` for
-  every candidate column of every real order -> ``(R, K, H)``, exactly 0 on invalid pairs;
+  every candidate column of every real order -> ``(R, K, Hp)``, exactly 0 on invalid pairs;
 * order encoder over ``[order, globals, masked mean and max of its valid pairs]`` -> ``(R, H)``;
 * cross-order context: mean over each observation's real orders, mixed back into each order (residual);
 * heads: candidate logit = pair encoding · query(order encoding); hold and payout-level logits from the
@@ -25,7 +25,9 @@ are not computed, their only choice is hold at level 0, which the mask gives the
   trunk is shared by actor and critic.
 
 The pair tensor (``R·K`` rows; on the default scenario ~6 real orders of 32 slots per observation) is the
-update's dominant cost, so it gets one layer and a bilinear readout; no Python loop runs over orders or
+update's dominant cost, so it gets one layer, a narrower width than the trunk (32 against 64) and a bilinear
+readout; the update runs its pair layer, ReLU, sum and max as one autograd function (``_PairReluSumMax``) and
+its log-probabilities and entropies over the real orders' rows only. No Python loop runs over orders or
 candidates. The rollout's batch (one observation per env) is dominated by per-op dispatch instead, so
 ``forward`` on up to ``NUMPY_MAX_BATCH`` observations without autograd runs in numpy
 (``DispatchSetPolicy._forward_numpy``).
@@ -76,6 +78,10 @@ from gigdispatch.agents.masked_rows import MaskedRowsDistribution, mask_fill
 from gigdispatch.envs.core.errors import InputError
 
 ORDERS, CANDIDATES, GLOBALS = "orders", "candidates", "globals"
+#: the pair encoder's default width (``pair_size``): the ``(R, K, Hp)`` pair tensor is the update's dominant
+#: cost, and 32 imitates as well as the trunk's 64 (docs/training.md); ``None`` gives it the trunk's width
+#: (``hidden_size``), as every policy saved before ``pair_size`` existed has
+PAIR_SIZE = 32
 #: the largest batch ``forward`` runs in numpy without autograd (a rollout step: one observation per env)
 NUMPY_MAX_BATCH = 64
 
@@ -172,6 +178,44 @@ class _SumMaxOverSet(th.autograd.Function):
         return grad if g_sum is None else grad.add_(g_sum.unsqueeze(1))
 
 
+class _PairReluSumMax(th.autograd.Function):
+    """One bias-free layer + ReLU over the pair inputs and the sum and max of its output over the candidate
+    axis: ``x`` ``(R, K, F)`` (no gradient), ``weight`` ``(H, F)`` -> ``pairs = relu(x @ weight.T)``
+    ``(R, K, H)``, its sum and its max over ``K`` ``(R, H)`` each (the default trunk's pair encoder).
+
+    The same function autograd would build from ``linear``, ``relu_`` and ``_SumMaxOverSet``, with one
+    backward instead of three: the gradients reaching ``pairs`` (the candidate logits'), its sum and its max
+    are added in one buffer, the ReLU's mask applied in place, and the weight gradient computed as
+    ``(x.T @ g).T``: on CPU that orientation of the tall, thin product is ~2x faster than autograd's
+    ``g.T @ x``. Ties in the max each get the full gradient, as in ``_SumMaxOverSet``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: th.Tensor, weight: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        r, k, fin = x.shape
+        pairs = th.mm(x.reshape(r * k, fin), weight.t()).view(r, k, -1).clamp_min_(0.0)
+        mx = pairs.amax(dim=1)
+        ctx.save_for_backward(x, pairs, mx)
+        return pairs, pairs.sum(dim=1), mx
+
+    @staticmethod
+    def backward(
+        ctx: Any, g_pairs: th.Tensor | None, g_sum: th.Tensor | None, g_max: th.Tensor | None
+    ) -> tuple[None, th.Tensor]:
+        x, pairs, mx = ctx.saved_tensors
+        r, k, h = pairs.shape
+        if g_max is not None:
+            g = th.eq(pairs, mx.unsqueeze(1), out=th.empty_like(pairs)).mul_(g_max.unsqueeze(1))
+        else:
+            g = th.zeros_like(pairs)
+        if g_sum is not None:
+            g.add_(g_sum.unsqueeze(1))
+        if g_pairs is not None:
+            g.add_(g_pairs)
+        g.mul_(th.gt(pairs, 0.0, out=th.empty_like(pairs)))  # the ReLU's mask (a float 1/0 comparison: fast)
+        g_weight = th.mm(x.reshape(r * k, -1).t(), g.view(r * k, h)).t()
+        return None, g_weight
+
+
 def masked_mean_max(
     x: th.Tensor, valid: th.Tensor, zeroed: bool = False, nonneg: bool = False
 ) -> tuple[th.Tensor, th.Tensor]:
@@ -233,6 +277,7 @@ class DispatchSetExtractor(BaseFeaturesExtractor):
         hidden_size: int = 64,
         activation_fn: type[nn.Module] = nn.ReLU,
         pair_layers: int = 1,
+        pair_size: int | None = PAIR_SIZE,
     ) -> None:
         super().__init__(observation_space, features_dim=hidden_size)
         if int(pair_layers) < 1:
@@ -241,6 +286,8 @@ class DispatchSetExtractor(BaseFeaturesExtractor):
         fc = _box(observation_space, CANDIDATES, 3).shape[2]
         fg = _box(observation_space, GLOBALS, 1).shape[0]
         h = hidden_size
+        hp = h if pair_size is None else int(pair_size)  # the pair encoder's width
+        self.pair_size = hp
         self.act = activation_fn()
         # the pair layers' outputs are fresh tensors that ReLU's backward does not need: apply it in place there
         relu_like = issubclass(activation_fn, nn.ReLU | nn.ReLU6)
@@ -249,10 +296,12 @@ class DispatchSetExtractor(BaseFeaturesExtractor):
         self.zero_at_zero = zero == 0.0  # act(0) = 0: invalid pairs stay exactly 0 through the pair layers
         self.nonneg = relu_like  # and, outputs >= 0, the plain max is the masked max
         self.pair = nn.ModuleList(
-            [nn.Linear(fc + fo + fg, h, bias=False)]
-            + [nn.Linear(h, h, bias=False) for _ in range(int(pair_layers) - 1)]
+            [nn.Linear(fc + fo + fg, hp, bias=False)]
+            + [nn.Linear(hp, hp, bias=False) for _ in range(int(pair_layers) - 1)]
         )
-        self.order_in = nn.Linear(fo + fg + 2 * h, h)
+        self.order_in = nn.Linear(fo + fg + 2 * hp, h)
+        # the default (one layer, plain ReLU): the pair encoder's training forward/backward as one function
+        self.fused_pairs = int(pair_layers) == 1 and activation_fn is nn.ReLU
         self.mix_self = nn.Linear(h, h)
         self.mix_ctx = nn.Linear(h, h, bias=False)
 
@@ -270,11 +319,15 @@ class DispatchSetExtractor(BaseFeaturesExtractor):
         glob_rows = glob.expand(slot.shape[0], -1) if b == 1 else glob.index_select(0, obs_of)
         ctx = th.cat([orders, glob_rows], dim=-1)  # (R, Fo + G)
         pairs = th.cat([cands, ctx.unsqueeze(1).expand(-1, k, -1)], dim=-1).mul_(valid)  # (R, K, Fc + Fo + G)
-        for layer in self.pair:
-            pairs = self.act_inplace(layer(pairs))
-        if not self.zero_at_zero:
-            pairs = pairs * valid
-        mean, mx = masked_mean_max(pairs, cand_valid, zeroed=True, nonneg=self.nonneg)
+        if self.fused_pairs and th.is_grad_enabled() and self.pair[0].weight.requires_grad:
+            pairs, total, mx = _PairReluSumMax.apply(pairs, self.pair[0].weight)
+            mean = total / cand_valid.sum(dim=1, keepdim=True, dtype=total.dtype).clamp_min_(1.0)
+        else:
+            for layer in self.pair:
+                pairs = self.act_inplace(layer(pairs))
+            if not self.zero_at_zero:
+                pairs = pairs * valid
+            mean, mx = masked_mean_max(pairs, cand_valid, zeroed=True, nonneg=self.nonneg)
         enc = self.act(self.order_in(th.cat([ctx, mean, mx], dim=-1)))  # (R, H)
         count = order_valid.sum(dim=1, keepdim=True, dtype=enc.dtype).clamp_min_(1.0)  # (B, 1)
         pooled = _obs_sum(enc, obs_of, b) / count  # (B, H) mean over real orders
@@ -285,9 +338,10 @@ class DispatchSetExtractor(BaseFeaturesExtractor):
 class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
     """Set-network actor-critic for Dispatch-v1; one class for ``PPO`` and ``MaskablePPO`` (module docstring).
 
-    ``policy_kwargs``: ``hidden_size`` (64), ``pair_layers`` (1: layers of the pair encoder; each extra
-    ``H x H`` layer adds about a third to the training step), ``activation_fn`` (``nn.ReLU``; others work,
-    with a few more masking passes), ``ortho_init`` (True: SB3's
+    ``policy_kwargs``: ``hidden_size`` (64: the order encoder, context and heads), ``pair_size`` (32: the
+    pair encoder and the candidate logits' query; ``None``: ``hidden_size``), ``pair_layers`` (1: layers of
+    the pair encoder; each extra ``Hp x Hp`` layer adds about a third to the training step), ``activation_fn``
+    (``nn.ReLU``; others work, with a few more masking passes), ``ortho_init`` (True: SB3's
     orthogonal init, gain 0.01 on the logit heads and 1 on the value output), ``optimizer_class`` /
     ``optimizer_kwargs`` (Adam, ``eps=1e-5`` as SB3). ``use_sde`` is accepted because PPO always passes it,
     and must be False.
@@ -315,6 +369,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         hidden_size: int = 64,
         pair_layers: int = 1,
         activation_fn: type[nn.Module] = nn.ReLU,
+        pair_size: int | None = PAIR_SIZE,
         ortho_init: bool = True,
         use_sde: bool = False,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
@@ -325,6 +380,8 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
             raise InputError("use_sde: gSDE needs a continuous (Box) action space; DispatchSetPolicy is discrete")
         if int(hidden_size) < 1:
             raise InputError(f"hidden_size: expected a positive int, got {hidden_size}")
+        if pair_size is not None and int(pair_size) < 1:
+            raise InputError(f"pair_size: expected a positive int or None, got {pair_size}")
         self.layout = dispatch_layout(observation_space, action_space)
         if optimizer_kwargs is None:
             optimizer_kwargs = {"eps": 1e-5} if optimizer_class is th.optim.Adam else {}
@@ -339,6 +396,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
                 "hidden_size": int(hidden_size),
                 "activation_fn": activation_fn,
                 "pair_layers": int(pair_layers),
+                "pair_size": None if pair_size is None else int(pair_size),
             },
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
@@ -346,6 +404,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
             squash_output=False,
         )
         self.hidden_size = int(hidden_size)
+        self.pair_size = int(hidden_size) if pair_size is None else int(pair_size)
         self.pair_layers = int(pair_layers)
         self.activation_fn = activation_fn
         self.ortho_init = ortho_init
@@ -367,7 +426,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         h, lay = self.hidden_size, self.layout
         self.act = self.activation_fn()
         # per order: the query (candidate logit = pair encoding · query), then the hold and payout-level logits
-        self.order_head = nn.Linear(h, h + 1 + lay.n_levels)
+        self.order_head = nn.Linear(h, self.pair_size + 1 + lay.n_levels)
         self.value_hidden = nn.Linear(2 * h + lay.global_features, h)
         self.value_out = nn.Linear(h, 1)
         offsets, mask_base, flat_index = self._row_layout()
@@ -435,6 +494,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         data = BaseModel._get_constructor_parameters(self)
         data.update(
             hidden_size=self.hidden_size,
+            pair_size=self.pair_size,
             pair_layers=self.pair_layers,
             activation_fn=self.activation_fn,
             ortho_init=self.ortho_init,
@@ -465,7 +525,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         dist = self.action_dist
         # vecdot, not a broadcast product + sum (~2x slower with its backward) or bmm (~2.5x)
         head = self.order_head(f.orders)
-        query, per_order = head[:, : self.hidden_size], head[:, self.hidden_size :]  # (R, H), (R, 1 + L)
+        query, per_order = head[:, : self.pair_size], head[:, self.pair_size :]  # (R, Hp), (R, 1 + L)
         cand = th.linalg.vecdot(f.pairs, query.unsqueeze(1))  # (R, K)
         width = dist.n_rows * dist.n_cols
         # each real order's choice row in the flat (B, C, R_rows) layout: obs * C * R_rows + slot
@@ -530,7 +590,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         Why: a rollout step runs the network on a batch of one observation per env, where every torch op costs
         a few microseconds of dispatch whatever its size; the ~90 ops of the torch path cost ~0.4-0.6 ms per
         step, about a third of the env's own step with one env, and numpy's ~60 calls about half of that."""
-        ex, dist, h = self.features_extractor, self.action_dist, self.hidden_size
+        ex, dist, h, hp = self.features_extractor, self.action_dist, self.hidden_size, self.pair_size
         w_in, b_in, w_self, b_self = (
             t.detach().numpy() for t in (ex.order_in.weight, ex.order_in.bias, ex.mix_self.weight, ex.mix_self.bias)
         )
@@ -554,7 +614,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
             assert isinstance(layer, nn.Linear)
             flat_pairs = flat_pairs @ layer.weight.detach().numpy().T
             np.maximum(flat_pairs, 0.0, out=flat_pairs)
-        pairs = flat_pairs.reshape(r, k, h)
+        pairs = flat_pairs.reshape(r, k, hp)
         mean = pairs.sum(axis=1) / np.maximum(cand_valid.sum(axis=1, keepdims=True, dtype=np.float32), 1.0)
         enc = np.concatenate([ctx, mean, pairs.max(axis=1)], axis=1) @ w_in.T + b_in
         np.maximum(enc, 0.0, out=enc)
@@ -566,7 +626,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         mix = enc @ w_self.T + b_self + (pooled @ ex.mix_ctx.weight.detach().numpy().T)[obs_of]
         enc = enc + np.maximum(mix, 0.0, out=mix)
         head = enc @ self.order_head.weight.detach().numpy().T + self.order_head.bias.detach().numpy()
-        query, per_order = head[:, :h], head[:, h:]
+        query, per_order = head[:, :hp], head[:, hp:]
         cand = np.matmul(pairs, query[:, :, None])[:, :, 0]  # (R, K)
         # the torch path's row layout: (B, C, R_rows), real orders written at their offsets
         width = dist.n_cols * dist.n_rows
@@ -626,8 +686,67 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Values ``(B, 1)``, log-probabilities ``(B,)`` and entropies ``(B,)`` of ``actions`` under the policy."""
         f = self.extract_features(obs)
+        packed = self._packed_log_prob_entropy(f, actions, action_masks)
+        if packed is not None:
+            return self._value(f), packed[0], packed[1]
         dist = self._distribution(f, action_masks)
         return self._value(f), dist.log_prob(actions), dist.entropy()
+
+    def _packed_log_prob_entropy(
+        self, f: SetFeatures, actions: th.Tensor, action_masks: th.Tensor | np.ndarray | None
+    ) -> tuple[th.Tensor, th.Tensor] | None:
+        """``evaluate_actions``' log-probabilities and entropies ``(B,)`` computed over the real orders' rows
+        only (``2R`` rows with pricing, ``R`` without) instead of all ``B x rows``: a padded slot has one
+        allowed entry (hold; level 0), so its log-probability and entropy are exactly 0 and it adds nothing
+        to either sum. ``None`` (the caller takes the dense distribution) for an ``action_masks`` layout
+        other than MaskablePPO's flat one.
+
+        The explicit mask's entries of each real order's rows are gathered and ANDed with the obs-derived
+        ones, as ``_distribution`` does; the softmaxes run over the transposed ``(C, R)`` layout (CPU's
+        (log-)softmax over a short last axis is slow, ``MaskedRowsDistribution._normalise``)."""
+        b = f.globals.shape[0]
+        dist, lay = self.action_dist, self.layout
+        explicit = None
+        if action_masks is not None:
+            explicit = th.as_tensor(action_masks, device=self._flat_index.device)
+            if not (explicit.dim() <= 2 and explicit.shape[-1] == dist.n_flat and explicit.numel() == b * dist.n_flat):
+                return None
+            explicit = explicit.reshape(b, dist.n_flat)
+        head = self.order_head(f.orders)
+        query = head[:, : self.pair_size]
+        cand = th.linalg.vecdot(f.pairs, query.unsqueeze(1))  # (R, K)
+        acts = actions.reshape(b, dist.n_rows).long()
+        slot = f.order_slot - f.order_obs * lay.n_orders  # (R,) slot within its observation
+        flat_row = f.order_obs * dist.n_rows + slot  # (R,) the choice row in the flat (B * rows) actions
+        k = lay.n_candidates
+        # choice rows: (K + 1, R), candidates then hold
+        logits = th.cat([cand.t(), head[:, self.pair_size].unsqueeze(0)], dim=0)
+        allowed = th.cat([f.cand_valid.t(), f.cand_valid.new_ones((1, cand.shape[0]))], dim=0)
+        rows: list[tuple[th.Tensor, th.Tensor | None, int]] = [(logits, allowed, 0)]
+        if lay.n_levels:
+            rows.append((head[:, self.pair_size + 1 :].t(), None, lay.n_orders))
+        flat_acts = acts.reshape(-1)
+        log_prob = cand.new_zeros(cand.shape[0])
+        entropy = cand.new_zeros(cand.shape[0])
+        for lg, ok, row_offset in rows:
+            width = lg.shape[0]
+            if explicit is not None:
+                # flat mask entry of (order, column): obs * n_flat + start of its row + column (rows of one kind
+                # share a width, so a row's start is row * width past the kind's first row)
+                first = 0 if row_offset == 0 else lay.n_orders * (k + 1)
+                start = f.order_obs * dist.n_flat + first + slot * width  # (R,)
+                idx = (start.unsqueeze(0) + th.arange(width, device=start.device).unsqueeze(1)).reshape(-1)
+                got = explicit.reshape(-1).index_select(0, idx).view(width, -1)
+                got = got if got.dtype == th.bool else got > 0.5
+                ok = got if ok is None else ok & got
+            filled = lg if ok is None else lg.masked_fill(~ok, mask_fill(lg.dtype))
+            lp = th.log_softmax(filled, dim=0)  # (width, R)
+            a = flat_acts.index_select(0, flat_row + row_offset).unsqueeze(0)  # (1, R)
+            log_prob = log_prob + lp.gather(0, a).squeeze(0)
+            entropy = entropy - (th.softmax(filled, dim=0) * lp).sum(dim=0)
+        out_lp = log_prob.new_zeros(b).index_add_(0, f.order_obs, log_prob)
+        out_ent = entropy.new_zeros(b).index_add_(0, f.order_obs, entropy)
+        return out_lp, out_ent
 
     def get_distribution(  # type: ignore[override]
         self, obs: PyTorchObs, action_masks: th.Tensor | np.ndarray | None = None
@@ -698,7 +817,7 @@ class DenseSetActor(nn.Module):
         ex = policy.features_extractor
         self.pair, self.order_in, self.mix_self, self.mix_ctx = ex.pair, ex.order_in, ex.mix_self, ex.mix_ctx
         self.order_head = policy.order_head
-        self.hidden_size = policy.hidden_size
+        self.pair_size = policy.pair_size
         self.n_levels = policy.layout.n_levels
 
     def rows(self, orders: th.Tensor, candidates: th.Tensor, globals_: th.Tensor) -> DenseRows:
@@ -720,7 +839,7 @@ class DenseSetActor(nn.Module):
         pooled = th.where(real, enc, th.zeros_like(enc)).sum(dim=1) / n_real  # (B, H): mean over real orders
         enc = enc + th.relu(self.mix_self(enc) + self.mix_ctx(pooled).unsqueeze(1))
         head = self.order_head(enc)  # (B, M, H + 1 + L)
-        h = self.hidden_size
+        h = self.pair_size
         query = head[..., :h]
         cand = th.matmul(x, query.unsqueeze(-1)).squeeze(-1)  # (B, M, K): pair encoding · query
         choice = th.cat([cand, head[..., h : h + 1]], dim=-1)

@@ -285,7 +285,8 @@ V2 = ["env=dispatch-v2", "dispatch.k=3", "dispatch.bundle_k=1", "eval.every_step
 
 def _built_run(out: Path, overrides: list[str]) -> Path:
     """A run folder holding an untrained set-policy model of the smoke config with ``overrides``, its logit
-    head scaled up (x100: ortho init's gain 0.01 gives near-uniform rows), so that it both offers and holds."""
+    head scaled up (x100: ortho init's gain 0.01 gives near-uniform rows) and its hold logit set to the
+    median of its best candidate logit over 100 steps of the env (holding), so that it both offers and holds."""
     import torch
 
     from gigdispatch.training.runs import save_checkpoint
@@ -297,9 +298,22 @@ def _built_run(out: Path, overrides: list[str]) -> Path:
     (run / "config.yaml").write_text(cfg.to_yaml())
     env = make_train_env(cfg)
     model = build_model(cfg, env)
-    env.close()
+    pol = model.policy
     with torch.no_grad():
-        model.policy.order_head.weight.mul_(100.0)
+        pol.order_head.weight.mul_(100.0)
+        hold_all = np.zeros((1, len(env.action_space.nvec)), np.int64)
+        hold_all[0, : pol.layout.n_orders] = pol.layout.n_candidates
+        best, obs = [], env.reset()
+        for _ in range(100):
+            f = pol.extract_features({key: torch.as_tensor(v) for key, v in obs.items()})
+            query = pol.order_head(f.orders)[:, : pol.pair_size]
+            cand = torch.linalg.vecdot(f.pairs, query.unsqueeze(1)).masked_fill(~f.cand_valid, -np.inf)
+            best += [v for v in cand.amax(dim=1).tolist() if np.isfinite(v)]
+            obs = env.step(hold_all)[0]
+        hold = pol.pair_size  # the hold logit's row of the order head
+        pol.order_head.weight[hold] = 0.0
+        pol.order_head.bias[hold] = float(np.median(best))
+    env.close()
     save_checkpoint(model, run / "checkpoints/latest.zip")
     return run
 
@@ -394,7 +408,7 @@ def _set_policy(m: int, k: int, levels: int, fo: int, fc: int, g: int, **kwargs)
 def test_dense_set_actor_equals_the_packed_policy() -> None:
     """``DenseSetActor`` (every slot and column computed, masked) gives the packed policy's row log-probabilities
     and masks, for one set of weights at several M / K (the weights do not depend on them), with and without
-    pricing, 1 or 2 pair layers; activations other than ReLU are refused."""
+    pricing, 1 or 2 pair layers, a pair encoder narrower than the trunk; activations other than ReLU are refused."""
     import torch
     from torch import nn
 
@@ -404,13 +418,13 @@ def test_dense_set_actor_equals_the_packed_policy() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     fo, fc, g = 15, 15, 6
-    for levels, layers in ((4, 1), (3, 2), (0, 1)):
-        base = _set_policy(4, 3, levels, fo, fc, g, hidden_size=16, pair_layers=layers)
+    for levels, layers, pair in ((4, 1, None), (3, 2, None), (0, 1, None), (4, 1, 8)):
+        base = _set_policy(4, 3, levels, fo, fc, g, hidden_size=16, pair_layers=layers, pair_size=pair)
         with torch.no_grad():
             for p in base.parameters():
                 p.normal_(0.0, 0.3)
         for m, k in ((4, 3), (9, 1), (3, 7), (40, 10)):
-            pol = _set_policy(m, k, levels, fo, fc, g, hidden_size=16, pair_layers=layers)
+            pol = _set_policy(m, k, levels, fo, fc, g, hidden_size=16, pair_layers=layers, pair_size=pair)
             pol.load_state_dict(base.state_dict())
             obs = {key: torch.as_tensor(v) for key, v in _random_rows_obs(rng, 6, m, k, fo, fc, g).items()}
             with torch.no_grad():

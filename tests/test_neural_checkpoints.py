@@ -80,3 +80,26 @@ def test_a_network_whose_features_do_not_fit_is_refused_in_one_line() -> None:
     with pytest.raises(LearnedPolicyError, match="observation features do not fit") as info:
         policy.reset(sim, sim.rng["policy"])
     assert "\n" not in str(info.value)
+
+
+def test_checkpoints_without_pair_size_load_with_the_width_of_their_weights(tmp_path: Path) -> None:
+    """The shipped networks were saved before ``pair_size`` existed (their pair encoder is ``hidden_size``
+    wide, the class default is now 32): ``load_model`` reads the width off the saved weights, for them and for
+    a model built with the class defaults, whose saved kwargs lack it too."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    import gigdispatch.envs  # noqa: F401 - registers the ids
+    from gigdispatch.agents.learned import load_model
+    from gigdispatch.agents.setnet import PAIR_SIZE, DispatchSetPolicy
+
+    shipped = load_model("dagger", ROOT / "checkpoints/neural-default/checkpoints/best.zip")
+    assert shipped.policy.pair_size == shipped.policy.hidden_size == 64
+    env = gym.make("gigdispatch/Dispatch-v1", scenario="default")
+    fresh = MaskablePPO(DispatchSetPolicy, env, n_steps=64, batch_size=64, policy_kwargs={"hidden_size": 16})
+    fresh.save(tmp_path / "fresh.zip")
+    again = load_model("maskable_ppo", tmp_path / "fresh.zip")
+    assert again.policy.pair_size == PAIR_SIZE and again.policy.hidden_size == 16
+    for a, b in zip(fresh.policy.parameters(), again.policy.parameters(), strict=True):
+        assert a.shape == b.shape and bool((a == b).all())
+    env.close()

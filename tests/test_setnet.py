@@ -277,12 +277,14 @@ def test_set_max_gradient_matches_autograd_max() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n_levels", "pair_layers", "explicit"),
-    [(L, 1, "none"), (L, 1, "bool"), (0, 2, "float"), (L, 2, "float")],
+    ("n_levels", "pair_layers", "explicit", "pair_size"),
+    [(L, 1, "none", None), (L, 1, "bool", 8), (0, 2, "float", None), (L, 2, "float", 8)],
 )
-def test_numpy_rollout_forward_equals_the_torch_path(n_levels: int, pair_layers: int, explicit: str) -> None:
+def test_numpy_rollout_forward_equals_the_torch_path(
+    n_levels: int, pair_layers: int, explicit: str, pair_size: int | None
+) -> None:
     m, k = 6, 4
-    pol = make_policy(m, k, n_levels, seed=10, ortho_init=False, pair_layers=pair_layers)
+    pol = make_policy(m, k, n_levels, seed=10, ortho_init=False, pair_layers=pair_layers, pair_size=pair_size)
     rng = np.random.default_rng(10)
     obs = random_obs(rng, 6, m, k)
     for key in ("orders", "candidates"):
@@ -324,6 +326,62 @@ def test_numpy_rollout_forward_equals_the_torch_path(n_levels: int, pair_layers:
     tanh = make_policy(m, k, n_levels, activation_fn=th.nn.Tanh)
     with th.no_grad():
         assert tanh._numpy_ready(to_t({key: arr[:1] for key, arr in obs.items()}), None) is False
+
+
+@pytest.mark.parametrize(("n_levels", "pair_size"), [(L, None), (0, None), (L, 8)])
+def test_training_path_equals_the_dense_distribution_and_plain_autograd(n_levels: int, pair_size: int | None) -> None:
+    """``evaluate_actions`` (the update's path: the fused pair function, log-probabilities and entropies over
+    the real orders' rows only) gives the values, log-probabilities, entropies and weight gradients of the
+    plain path (autograd through ``linear``/``relu``/``_SumMaxOverSet``, the dense ``(B, rows, C)``
+    distribution), with and without an explicit mask, and with a pair encoder narrower than the trunk."""
+    m, k = 6, 4
+    pol = make_policy(m, k, n_levels, seed=12, ortho_init=False, pair_size=pair_size)
+    rng = np.random.default_rng(12)
+    obs = random_obs(rng, 9, m, k)
+    for key in ("orders", "candidates"):
+        obs[key][0] = 0.0  # an observation without a real order
+    allowed = env_mask(obs, n_levels)
+    keep = rng.random(allowed.shape) < 0.7  # a stricter explicit mask; hold and level 0 stay allowed
+    keep[:, k : m * (k + 1) : k + 1] = True
+    if n_levels:
+        keep[:, m * (k + 1) :: n_levels] = True
+    allowed &= keep
+    with th.no_grad():
+        th.manual_seed(3)
+        actions = pol(to_t(obs), action_masks=allowed)[0]  # actions the masks allow, as a rollout stores
+    cases: list[Any] = [None, allowed, th.as_tensor(allowed.astype(np.float32))]
+    for mask in cases:
+        outs = []
+        for fast in (True, False):
+            pol.features_extractor.fused_pairs = fast
+            f = pol.extract_features(to_t(obs))
+            if fast:
+                v, lp, ent = pol.evaluate_actions(to_t(obs), actions, action_masks=mask)
+            else:
+                dist = pol._distribution(f, mask)
+                v, lp, ent = pol._value(f), dist.log_prob(actions), dist.entropy()
+            pol.zero_grad()
+            (v.sum() + (lp * th.arange(1.0, 10.0)).sum() + ent.sum()).backward()
+            grads = {n: p.grad.clone() for n, p in pol.named_parameters() if p.grad is not None}
+            outs.append((v.detach(), lp.detach(), ent.detach(), grads))
+        pol.features_extractor.fused_pairs = True
+        (v1, lp1, e1, g1), (v2, lp2, e2, g2) = outs
+        assert th.allclose(v1, v2, atol=1e-5) and th.allclose(lp1, lp2, atol=1e-4) and th.allclose(e1, e2, atol=1e-4)
+        assert lp1[0] == 0 and e1[0] == 0 and (lp1[1:] < 0).all()  # no real order: the one allowed action
+        assert g1.keys() == g2.keys() and "features_extractor.pair.0.weight" in g1
+        for name in g1:
+            assert th.allclose(g1[name], g2[name], atol=1e-4), name
+    # a row-layout explicit mask is not the flat one: the dense distribution serves it, with the same result
+    rows = pol.action_dist.rows_mask(allowed)
+    with th.no_grad():
+        assert th.allclose(
+            pol.evaluate_actions(to_t(obs), actions, action_masks=rows)[1],
+            pol.evaluate_actions(to_t(obs), actions, action_masks=allowed)[1],
+            atol=1e-4,
+        )
+    if pair_size is not None:
+        assert pol.features_extractor.pair[0].weight.shape[0] == pair_size
+        assert pol.order_head.weight.shape[0] == pair_size + 1 + n_levels
 
 
 def test_no_real_order_at_all_holds_with_a_finite_value(tmp_path: Path) -> None:

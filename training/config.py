@@ -101,6 +101,13 @@ class PPOConfig(_Strict):
         " with net_arch); 'auto' is 'set' on dispatch-v1/-v2, 'mlp' elsewhere",
     )
     hidden: int = Field(64, ge=4, le=1024, description="width of the set network's layers (policy: set)")
+    pair_hidden: int | None = Field(
+        32,
+        ge=4,
+        le=1024,
+        description="width of the set network's pair encoder, the (order, candidate) layer that dominates a"
+        " training step's cost (policy: set); null: the same as hidden (every run before this field existed)",
+    )
     init_from: str | None = Field(
         None,
         description="a run folder or .zip whose policy weights start this run (same env, policy and sizes; e.g. a"

@@ -147,7 +147,7 @@ def build_model(
         from gigdispatch.agents.setnet import DispatchSetPolicy
 
         chosen: Any = DispatchSetPolicy
-        policy_kwargs = {"hidden_size": p.hidden}
+        policy_kwargs = {"hidden_size": p.hidden, "pair_size": p.pair_hidden}
     else:
         chosen = policy or ("MlpPolicy" if cfg.env == "fleet" else "MultiInputPolicy")
     return Algo(
