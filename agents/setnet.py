@@ -245,11 +245,33 @@ def _obs_sum(x: th.Tensor, obs_of: th.Tensor, b: int) -> th.Tensor:
     return x.new_zeros((b, x.shape[1])).index_add_(0, obs_of, x)
 
 
+class _ObsMaxNonneg(th.autograd.Function):
+    """Max of each observation's rows of a nonnegative ``x`` ``(R, H)``: ``(B, H)``, 0 for an observation
+    without rows; the backward is one comparison against the gathered maximum (autograd's ``scatter_reduce``
+    amax backward: several passes and casts, ~0.4 ms an update). Ties each get the full gradient, as in
+    ``_SumMaxOverSet`` (only used on ReLU-like outputs)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: th.Tensor, obs_of: th.Tensor, b: int) -> th.Tensor:
+        index = obs_of.unsqueeze(1).expand(-1, x.shape[1])
+        out = x.new_zeros((b, x.shape[1])).scatter_reduce_(0, index, x, "amax", include_self=True)
+        ctx.save_for_backward(x, out, obs_of)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: th.Tensor) -> tuple[th.Tensor, None, None]:
+        x, out, obs_of = ctx.saved_tensors
+        grad = th.eq(x, out.index_select(0, obs_of), out=th.empty_like(x))
+        return grad.mul_(g.index_select(0, obs_of)), None, None
+
+
 def _obs_max(x: th.Tensor, obs_of: th.Tensor, b: int, nonneg: bool) -> th.Tensor:
     """Max of each observation's rows: ``(B, H)``, 0 for an observation without rows (``nonneg``: the
     caller guarantees ``x >= 0``, so the zero start can take part in the max)."""
     if b == 1 and x.shape[0]:
         return x.amax(dim=0, keepdim=True)
+    if nonneg and x.requires_grad and th.is_grad_enabled():
+        return _ObsMaxNonneg.apply(x, obs_of, b)
     index = obs_of.unsqueeze(1).expand(-1, x.shape[1])
     return x.new_zeros((b, x.shape[1])).scatter_reduce_(0, index, x, "amax", include_self=nonneg)
 
