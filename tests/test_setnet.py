@@ -71,6 +71,22 @@ def env_mask(obs: dict[str, np.ndarray], n_levels: int) -> np.ndarray:
     return np.concatenate([choice, lv.reshape(b, -1)], axis=1)
 
 
+def obs_and_strict_mask(
+    rng: np.random.Generator, b: int, m: int, k: int, n_levels: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``b`` observations, the first without a real order, and a flat explicit mask stricter than the env's
+    (about 30 % of its allowed entries dropped; hold and level 0 stay allowed)."""
+    obs = random_obs(rng, b, m, k)
+    for key in ("orders", "candidates"):
+        obs[key][0] = 0.0
+    allowed = env_mask(obs, n_levels)
+    keep = rng.random(allowed.shape) < 0.7
+    keep[:, k : m * (k + 1) : k + 1] = True
+    if n_levels:
+        keep[:, m * (k + 1) :: n_levels] = True
+    return obs, allowed & keep
+
+
 def make_policy(m: int, k: int, n_levels: int, seed: int = 0, **kw: Any) -> DispatchSetPolicy:
     th.manual_seed(seed)
     obs_space, act_space = make_spaces(m, k, n_levels)
@@ -285,16 +301,7 @@ def test_numpy_rollout_forward_equals_the_torch_path(
 ) -> None:
     m, k = 6, 4
     pol = make_policy(m, k, n_levels, seed=10, ortho_init=False, pair_layers=pair_layers, pair_size=pair_size)
-    rng = np.random.default_rng(10)
-    obs = random_obs(rng, 6, m, k)
-    for key in ("orders", "candidates"):
-        obs[key][0] = 0.0  # no real order
-    allowed = env_mask(obs, n_levels)
-    keep = rng.random(allowed.shape) < 0.7  # a stricter explicit mask; hold and level 0 stay allowed
-    keep[:, k : m * (k + 1) : k + 1] = True
-    if n_levels:
-        keep[:, m * (k + 1) :: n_levels] = True
-    allowed &= keep
+    obs, allowed = obs_and_strict_mask(np.random.default_rng(10), 6, m, k, n_levels)
     # one observation at a time, and batches (a rollout's one observation per env, some without a real order)
     for i, (lo, hi) in enumerate([(j, j + 1) for j in range(6)] + [(0, 6), (1, 4)]):
         one = to_t({key: arr[lo:hi] for key, arr in obs.items()})
@@ -336,16 +343,7 @@ def test_training_path_equals_the_dense_distribution_and_plain_autograd(n_levels
     distribution), with and without an explicit mask, and with a pair encoder narrower than the trunk."""
     m, k = 6, 4
     pol = make_policy(m, k, n_levels, seed=12, ortho_init=False, pair_size=pair_size)
-    rng = np.random.default_rng(12)
-    obs = random_obs(rng, 9, m, k)
-    for key in ("orders", "candidates"):
-        obs[key][0] = 0.0  # an observation without a real order
-    allowed = env_mask(obs, n_levels)
-    keep = rng.random(allowed.shape) < 0.7  # a stricter explicit mask; hold and level 0 stay allowed
-    keep[:, k : m * (k + 1) : k + 1] = True
-    if n_levels:
-        keep[:, m * (k + 1) :: n_levels] = True
-    allowed &= keep
+    obs, allowed = obs_and_strict_mask(np.random.default_rng(12), 9, m, k, n_levels)
     with th.no_grad():
         th.manual_seed(3)
         actions = pol(to_t(obs), action_masks=allowed)[0]  # actions the masks allow, as a rollout stores
