@@ -426,7 +426,6 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
             squash_output=False,
         )
         self.hidden_size = int(hidden_size)
-        self.pair_size = int(hidden_size) if pair_size is None else int(pair_size)
         self.pair_layers = int(pair_layers)
         self.activation_fn = activation_fn
         self.ortho_init = ortho_init
@@ -436,6 +435,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         self.net_arch: list[int] = []
         self.share_features_extractor = True
         self.features_extractor = self.make_features_extractor()  # type: ignore[assignment]
+        self.pair_size = self.features_extractor.pair_size  # None resolved there: hidden_size
         self.features_dim = self.features_extractor.features_dim
         self.pi_features_extractor = self.features_extractor
         self.vf_features_extractor = self.features_extractor
@@ -497,6 +497,14 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
             th.from_numpy(flat_index.reshape(-1).astype(np.int64)),
         )
 
+    def _flat_mask(self, m: th.Tensor, b: int) -> th.Tensor | None:
+        """``m`` as MaskablePPO's flat masks ``(B or 1, sum(nvec))`` (one per observation, or one for all),
+        or ``None`` if it is laid out otherwise."""
+        n_flat = self.action_dist.n_flat
+        if m.dim() <= 2 and m.shape[-1] == n_flat and m.numel() in (n_flat, b * n_flat):
+            return m.reshape(-1, n_flat)
+        return None
+
     def _explicit_mask(self, action_masks: th.Tensor | np.ndarray, b: int) -> th.Tensor:
         """An ``action_masks`` argument as ``(B or 1, C, R_rows)`` bool, column-major like ``_row_layout``,
         to AND into the obs-derived mask. A flat MaskablePPO mask is gathered with one ``index_select``
@@ -505,8 +513,9 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         layout, and the errors, go through ``MaskedRowsDistribution.rows_mask``."""
         dist = self.action_dist
         m = th.as_tensor(action_masks, device=self._flat_index.device)
-        if m.dim() <= 2 and m.shape[-1] == dist.n_flat and m.numel() in (dist.n_flat, b * dist.n_flat):
-            rows = m.reshape(-1, dist.n_flat).index_select(1, self._flat_index)
+        flat = self._flat_mask(m, b)
+        if flat is not None:
+            rows = flat.index_select(1, self._flat_index)
             if rows.dtype != th.bool:
                 rows = rows > 0.5
             return rows.view(-1, dist.n_cols, dist.n_rows)
@@ -537,6 +546,14 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
             {key: obs[key].float() for key in (ORDERS, CANDIDATES, GLOBALS)}
         )
 
+    def _order_logits(self, f: SetFeatures) -> tuple[th.Tensor, th.Tensor]:
+        """Each real order's candidate logits ``(R, K)`` (pair encoding · the query read off the order
+        encoding) and its hold and payout-level logits ``(R, 1 + L)``."""
+        head = self.order_head(f.orders)
+        query, per_order = head[:, : self.pair_size], head[:, self.pair_size :]  # (R, Hp), (R, 1 + L)
+        # vecdot, not a broadcast product + sum (~2x slower with its backward) or bmm (~2.5x)
+        return th.linalg.vecdot(f.pairs, query.unsqueeze(1)), per_order
+
     def _distribution(self, f: SetFeatures, action_masks: th.Tensor | np.ndarray | None) -> MaskedRowsDistribution:
         """Row logits and the obs-derived mask (ANDed with ``action_masks`` if given) -> the distribution.
 
@@ -545,10 +562,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         and the base mask (hold, level 0)."""
         b = f.globals.shape[0]
         dist = self.action_dist
-        # vecdot, not a broadcast product + sum (~2x slower with its backward) or bmm (~2.5x)
-        head = self.order_head(f.orders)
-        query, per_order = head[:, : self.pair_size], head[:, self.pair_size :]  # (R, Hp), (R, 1 + L)
-        cand = th.linalg.vecdot(f.pairs, query.unsqueeze(1))  # (R, K)
+        cand, per_order = self._order_logits(f)
         width = dist.n_rows * dist.n_cols
         # each real order's choice row in the flat (B, C, R_rows) layout: obs * C * R_rows + slot
         start = f.order_slot if b == 1 else f.order_slot + f.order_obs * (width - self.layout.n_orders)
@@ -730,24 +744,21 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
         dist, lay = self.action_dist, self.layout
         explicit = None
         if action_masks is not None:
-            explicit = th.as_tensor(action_masks, device=self._flat_index.device)
-            if not (explicit.dim() <= 2 and explicit.shape[-1] == dist.n_flat and explicit.numel() == b * dist.n_flat):
+            explicit = self._flat_mask(th.as_tensor(action_masks, device=self._flat_index.device), b)
+            if explicit is None:
                 return None
-            explicit = explicit.reshape(b, dist.n_flat)
-        head = self.order_head(f.orders)
-        query = head[:, : self.pair_size]
-        cand = th.linalg.vecdot(f.pairs, query.unsqueeze(1))  # (R, K)
-        acts = actions.reshape(b, dist.n_rows).long()
+            explicit = explicit.expand(b, -1).reshape(-1)  # (B * n_flat,)
+        cand, per_order = self._order_logits(f)  # (R, K), (R, 1 + L)
         slot = f.order_slot - f.order_obs * lay.n_orders  # (R,) slot within its observation
         flat_row = f.order_obs * dist.n_rows + slot  # (R,) the choice row in the flat (B * rows) actions
         k = lay.n_candidates
         # choice rows: (K + 1, R), candidates then hold
-        logits = th.cat([cand.t(), head[:, self.pair_size].unsqueeze(0)], dim=0)
+        logits = th.cat([cand.t(), per_order[:, :1].t()], dim=0)
         allowed = th.cat([f.cand_valid.t(), f.cand_valid.new_ones((1, cand.shape[0]))], dim=0)
         rows: list[tuple[th.Tensor, th.Tensor | None, int]] = [(logits, allowed, 0)]
         if lay.n_levels:
-            rows.append((head[:, self.pair_size + 1 :].t(), None, lay.n_orders))
-        flat_acts = acts.reshape(-1)
+            rows.append((per_order[:, 1:].t(), None, lay.n_orders))
+        flat_acts = actions.reshape(b * dist.n_rows).long()  # (B * rows,)
         log_prob = cand.new_zeros(cand.shape[0])
         entropy = cand.new_zeros(cand.shape[0])
         for lg, ok, row_offset in rows:
@@ -758,7 +769,7 @@ class DispatchSetPolicy(MaskableActorCriticPolicy, ActorCriticPolicy):
                 first = 0 if row_offset == 0 else lay.n_orders * (k + 1)
                 start = f.order_obs * dist.n_flat + first + slot * width  # (R,)
                 idx = (start.unsqueeze(0) + th.arange(width, device=start.device).unsqueeze(1)).reshape(-1)
-                got = explicit.reshape(-1).index_select(0, idx).view(width, -1)
+                got = explicit.index_select(0, idx).view(width, -1)
                 got = got if got.dtype == th.bool else got > 0.5
                 ok = got if ok is None else ok & got
             filled = lg if ok is None else lg.masked_fill(~ok, mask_fill(lg.dtype))

@@ -347,7 +347,8 @@ def test_training_path_equals_the_dense_distribution_and_plain_autograd(n_levels
     with th.no_grad():
         th.manual_seed(3)
         actions = pol(to_t(obs), action_masks=allowed)[0]  # actions the masks allow, as a rollout stores
-    cases: list[Any] = [None, allowed, th.as_tensor(allowed.astype(np.float32))]
+    # no mask, one flat mask per observation (bool, float), one flat mask for every observation
+    cases: list[Any] = [None, allowed, th.as_tensor(allowed.astype(np.float32)), allowed[1]]
     for mask in cases:
         outs = []
         for fast in (True, False):
