@@ -169,3 +169,37 @@ def test_mdrp_zero_volume_orders_count_as_on_board(mdrp_dir: Path) -> None:
     k = _check_invariants(sim)
     assert 0.0 <= k["idle_share"] <= 1.0
     assert k["empty_km_per_delivery"] < sim.drivers.driven_m.sum() / 1000.0 / k["orders_delivered"]
+
+
+def test_eph_frontier_variants_respect_their_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    """``benchmarks.eph_frontier``: the idle-cap variant moves only drivers whose log-off clock is at most 5 min
+    old, the send-home variant's extra moves go to the driver's home, both keep ``nearest``'s offers; a missing
+    checkpoint is one line and exit 2."""
+    from benchmarks.eph_frontier import VARIANTS, _policy
+    from benchmarks.eph_frontier import main as frontier_main
+
+    label = "learned, idle <= 5 min moved, surplus home after 5 min"
+    assert VARIANTS[label] == {"cap_s": 300.0, "home_s": 300.0}
+    sc = load_scenario("city-shift")
+    sim = Simulator(sc)
+    pol = _policy(VARIANTS[label], "checkpoints/reposition", "city-shift")
+    near = NearestPolicy()
+    sim.reset(seed=1000)
+    pol.reset(sim, np.random.default_rng(0))
+    near.reset(sim, np.random.default_rng(0))
+    moved = homes = 0
+    for _ in range(240):  # the first four hours
+        dec = pol.act(sim)
+        d, nodes = np.asarray(dec.reposition_driver), np.asarray(dec.reposition_node)
+        if sim.state.idle_since is not None and d.size:
+            young = sim.t - sim.state.idle_since[d] <= 300.0 + TOL
+            at_home = nodes == sim.drivers.home[d]
+            assert np.all(young | at_home)  # a move of an older clock is only ever a send-home
+            homes += int((at_home & ~young).sum())
+            moved += int(d.size)
+        np.testing.assert_array_equal(dec.driver, near.act(sim).driver)
+        sim.step(dec)
+    assert moved > 0 and homes > 0
+    assert frontier_main(["--checkpoint", "/nonexistent/reposition", "--seeds", "1000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/nonexistent/reposition" in err[0]
