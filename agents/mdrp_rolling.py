@@ -16,7 +16,10 @@ the paper; the step numbers below are the paper's):
    takes one more only if its time per order delivered drops; then one remove-and-reinsert pass.
 5. *Urgency groups*: I, a bundle with an order whose target drop-off (its SLA deadline: placement + 40
    min in MDRP) can no longer be met; II, one with an order that can no longer be picked up at its ready
-   time; III, the rest. Group I is matched first, then II, then III, each on the couriers left.
+   time; III, the rest. Group I is matched first, then II, then III, each on the couriers left. With
+   ``urgency_groups`` 0 (not the paper's rule) every bundle is in one group and one assignment matches them
+   all: urgent bundles are no longer matched first to whichever courier is left, which costs throughput
+   when couriers are short.
 6. *Matching* (``scipy.optimize.linear_sum_assignment``; a pair that cannot be picked up before the
    courier's off time is infeasible, and as many bundles as the feasible pairs allow are matched):
    weight(s, d) = ``gamma`` x orders in s / minutes from d free to the last drop-off of s
@@ -79,6 +82,8 @@ PARAMS: Spec = {
     "override_minutes": (20.0, "pos"),
     "preposition": (1.0, "switch"),
     "preposition_k": (3.0, "pos"),
+    # step 5's urgency groups (the paper's rule); 0: one assignment over every bundle (not in the paper)
+    "urgency_groups": (1.0, "switch"),
     # not in the paper (its couriers wait at their last drop-off): an idle courier moves to the nearest
     # restaurant with an order placed in the last ``idle_window_minutes``, weighted by how many
     "idle_reposition": (0.0, "switch"),
@@ -341,7 +346,7 @@ class RollingHorizonPolicy(Policy):
         b_dur = np.array([self._route_times(sim, b[0], b[1], 0.0, pick_svc, drop_svc)[-1] for b in bundles])
         b_vol = np.array([float(od.volume[b[1]].sum()) for b in bundles])
         group = np.full(nb, 3, np.int64)
-        for i, (r, ords, _) in enumerate(bundles):
+        for i, (r, ords, _) in enumerate(bundles if p["urgency_groups"] else ()):
             o = np.array(ords, np.int64)
             drive = self._travel(sim, np.full(len(o), r), od.dropoff[o].astype(np.int64))
             earliest = np.maximum(self.ready[o], t) + pick_svc + drive + drop_svc / 2.0

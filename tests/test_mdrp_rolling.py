@@ -186,6 +186,33 @@ def _first_moves(ready_min: float, **params: float) -> tuple[list[int], list[int
     return dec.reposition_driver.tolist() + dec.order.tolist(), dec.reposition_node.tolist() + dec.driver.tolist()
 
 
+@pytest.mark.parametrize("groups", [1.0, 0.0])
+def test_urgency_groups_match_the_late_bundle_first_and_without_them_the_better_pair_wins(groups: float) -> None:
+    # one courier at R (node 0); order X at restaurant 4 (10 min west) to node 3 (2 min from it), deadline 5 min:
+    # it cannot be met any more (urgency group I); order Y at R to customer 1 (5 min east), ready at 3 min,
+    # deadline 60 (group III). Planning every minute, from 1 min when both are open:
+    # * with the groups, X is matched first to the only courier, which is sent to restaurant 4 at once;
+    # * without them one assignment weighs both pairs: Y (at R now, pickup at its ready time 3, last drop at
+    #   10: 5 x 1 / 9 min) beats X (pickup at 12, 12 min after its ready time: 5 / 15 - 0.5 x 12 < 0). Y is
+    #   committed at 2 min (courier at R and Y ready by 2 + f), picked up at 3 (half the service from 2),
+    #   delivered at 3 + 1 + 5 + 1 = 10.
+    orders = [
+        {"t_place": 0.0, "pickup": 4, "dropoff": 3, "deadline": 5 * MIN},
+        {"t_place": 0.0, "pickup": 0, "dropoff": 1, "ready": 3 * MIN},
+    ]
+    sim = _sim(orders, [{"node": 0}])
+    pol = RollingHorizonPolicy(preposition=0.0, f_minutes=1.0, urgency_groups=groups)
+    run_episode(sim, pol, seed=0)
+    od = sim.orders
+    assert (od.status[:2] == ORDER_DELIVERED).all()
+    if groups:
+        assert od.t_pickup[0] < od.t_pickup[1]  # X first
+    else:
+        assert od.t_pickup[1] < od.t_pickup[0]  # Y first
+        assert od.t_assigned[1] == pytest.approx(2 * MIN)
+        assert od.t_delivered[1] == pytest.approx(10 * MIN)
+
+
 def test_estimated_ready_times_hide_the_true_ones_from_the_dispatcher() -> None:
     # exact: ready at 15 min is within the 10-min horizon at 5 min (the courier is sent), ready at 30 is not
     assert _first_moves(15.0) != _first_moves(30.0)

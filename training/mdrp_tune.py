@@ -49,6 +49,7 @@ SPACE: dict[str, Any] = {
     "override_minutes": [15, 20, 25],
     "max_bundle": [2, 3, 4],
     "idle_reposition": [0, 1],
+    "urgency_groups": [0, 1],
 }
 AUDITED = "replay_violations"  # kept too when the replay audit reports it
 KEEP = (
