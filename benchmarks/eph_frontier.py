@@ -44,24 +44,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _policy(spec: dict[str, Any], checkpoint: str, scenario: str) -> Any:
+def _policy(spec: dict[str, Any], checkpoint: str) -> Any:
     from gigdispatch.agents import make_policy
     from gigdispatch.agents.reposition import CoverageRepositionPolicy
     from gigdispatch.envs.core.types import PH_IDLE
 
     if "name" in spec:
         return make_policy(spec["name"])
-    shipped = CoverageRepositionPolicy.from_file(checkpoint)
-    params = dict(shipped.by_scenario.get(scenario.rsplit("@", 1)[0], shipped.default_params))
-    for k, f in spec.get("scale", {}).items():
-        params[k] *= f
-    params.update(spec.get("set", {}))
     cap_s, home_s = float(spec.get("cap_s", np.inf)), spec.get("home_s")
 
     class Variant(CoverageRepositionPolicy):
+        def reset(self, sim, rng):  # type: ignore[no-untyped-def]
+            super().reset(sim, rng)  # the shipped parameters of this scenario (or its family), then the changes
+            self.params = dict(self.params)
+            for k, f in spec.get("scale", {}).items():
+                self.params[k] *= f
+            self.params.update(spec.get("set", {}))
+
         def act(self, sim):  # type: ignore[no-untyped-def]
-            dec = self.nearest.act(sim)
-            d, z = self.moves(sim, dec.driver, dec.order)
+            dec = super().act(sim)  # nearest's offers, then the shipped policy's moves
+            d, z = dec.reposition_driver, dec.reposition_zone
             st, dr = sim.state, sim.drivers
             if st.idle_since is not None and d.size:  # moves only for drivers whose log-off clock is young
                 keep = sim.t - st.idle_since[d] <= cap_s
@@ -77,7 +79,7 @@ def _policy(spec: dict[str, Any], checkpoint: str, scenario: str) -> Any:
             dec.reposition_driver, dec.reposition_zone, dec.reposition_node = d, np.zeros(0, np.int64), nodes
             return dec
 
-    return Variant(params)
+    return Variant.from_file(checkpoint)
 
 
 def _day(job: tuple[str, str, str, int]) -> tuple[str, int, dict[str, float]]:
@@ -86,7 +88,7 @@ def _day(job: tuple[str, str, str, int]) -> tuple[str, int, dict[str, float]]:
 
     label, scenario, checkpoint, seed = job
     sim = Simulator(load_scenario(scenario))
-    k = sim.run(_policy(VARIANTS[label], checkpoint, scenario), seed=seed)
+    k = sim.run(_policy(VARIANTS[label], checkpoint), seed=seed)
     return (
         label,
         seed,
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
-        _policy(VARIANTS["learned"], args.checkpoint, args.scenario)  # a bad folder: one line, before the pool
+        _policy(VARIANTS["learned"], args.checkpoint)  # a bad folder: one line, before the pool
     except (ValueError, OSError) as e:  # a bad argument or folder is one line, not a traceback
         print(f"eph_frontier: {e}", file=sys.stderr)
         return 2

@@ -182,7 +182,7 @@ def test_eph_frontier_variants_respect_their_rules(capsys: pytest.CaptureFixture
     assert VARIANTS[label] == {"cap_s": 300.0, "home_s": 300.0}
     sc = load_scenario("city-shift")
     sim = Simulator(sc)
-    pol = _policy(VARIANTS[label], "checkpoints/reposition", "city-shift")
+    pol = _policy(VARIANTS[label], "checkpoints/reposition")
     near = NearestPolicy()
     sim.reset(seed=1000)
     pol.reset(sim, np.random.default_rng(0))
