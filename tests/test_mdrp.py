@@ -20,6 +20,7 @@ from gigdispatch.envs.core.kpis import compute_kpis
 from gigdispatch.envs.core.sim import Simulator
 from gigdispatch.envs.core.types import ORDER_DELIVERED
 from gigdispatch.envs.scenarios import ScenarioError, load_scenario
+from gigdispatch.training.mdrp import mdrp_metrics
 
 PARAMS_HEADER = (
     "meters_per_minute\tpickup service minutes\tdropoff service minutes\ttarget click-to-door"
@@ -68,11 +69,12 @@ def _expected_pay_cents(folder: Path, sim: Simulator) -> np.ndarray:
 @pytest.mark.parametrize(
     ("ready", "pickup", "drop"),
     [
-        # decision at 6 min (placed at 5, seen at the next epoch); 1000 m / 320 -> 4 min: arrive 10.
-        # food ready at 20: pickup 20, leave 22; 2000 m / 320 -> 7 min: arrive 29, drop 31.
+        # decision at 5 min (placed at 5: seen at its placement minute, ``horizon.inclusive_placement``);
+        # 1000 m / 320 -> 4 min: arrive 9. Food ready at 20: pickup 20, leave 22; 2000 m / 320 -> 7 min:
+        # arrive 29, drop 31.
         (20, 20, 31),
-        # food ready at 6: pickup = arrival + 2 = 12, leave 14, arrive 21, drop 23.
-        (6, 12, 23),
+        # food ready at 6: pickup = arrival + 2 = 11, leave 13, arrive 20, drop 22.
+        (6, 11, 22),
     ],
 )
 def test_handmade_instance_exact_times(tmp_path, ready, pickup, drop):
@@ -90,10 +92,35 @@ def test_handmade_instance_exact_times(tmp_path, ready, pickup, drop):
     assert od.t_pickup[0] == pickup * 60.0
     assert od.t_delivered[0] == drop * 60.0
     assert od.t_delivered[0] <= od.deadline[0]  # within the 40-min target
+    # the floor: ready - placement + 2 + 7 + 2 (reached when the courier waits for the food: ready at 20)
+    floor = mdrp_metrics(sim, 0.0)["click_to_door_floor_min"]
+    assert floor == ready - 5 + 11 and (floor == drop - 5) == (ready == 20)
     # pay: max(10 EUR x 1, 15 EUR/h x 2 h) = 30 EUR
     assert sim.drivers.earnings[0] == 3000
     np.testing.assert_array_equal(sim.drivers.earnings, _expected_pay_cents(folder, sim))
     assert od.fee.sum() == 0 and od.refund.sum() == 0
+    check_final(sim)
+
+
+@pytest.mark.parametrize(("on", "pickup", "drop"), [(0, 6, 17), (5, 7, 18)])
+def test_handmade_courier_standing_at_the_restaurant(tmp_path, on, pickup, drop):
+    # c1 comes on at ``on`` standing at the restaurant; the order (placed at 5, ready at 6) is given to it
+    # at 5. On at 0, it has stood there since 0, so the arrival half of the service is behind it
+    # (``fleet.service_from_arrival``, the MDRP rule pickup = max(ready, arrival + 2) with its real
+    # arrival): pickup 6, not 5 + 2 = 7; leave 8, 7 min to the diner, drop 17. On at 5: it gets there as
+    # the order is given, pickup 7, leave 9, drop 18.
+    folder = _write_instance(
+        tmp_path / "inst",
+        restaurants=[("r1", 0, 0)],
+        orders=[("o1", 0, 2000, 5, "r1", 6)],
+        couriers=[("c1", 0, 0, on, 120)],
+    )
+    sim = Simulator(load_scenario(folder), record_events=True)
+    run_episode(sim, after_step=StepChecker(sim))
+    od = sim.orders
+    assert od.driver[0] == 0 and od.t_assigned[0] == 5 * 60.0
+    assert od.t_pickup[0] == pickup * 60.0 and od.t_delivered[0] == drop * 60.0
+    assert od.t_at_pickup[0] == on * 60.0  # the visit's arrival is when the courier got there
     check_final(sim)
 
 

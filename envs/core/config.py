@@ -94,6 +94,11 @@ class Horizon(_ClockModel):
     step_seconds: Pos = 60.0
     # after ``end`` no new orders; the episode runs on this long to finish deliveries
     drain_minutes: Annotated[float, Field(ge=0.0, le=MAX_DRAIN_MINUTES)] = 60.0
+    # which step an order placed exactly on a step boundary t belongs to: False, the one starting at t (orders
+    # placed in [t0, t1) are seen at the decision at t1); True, the one ending at t (placed in (t0, t1], seen at
+    # t1, those placed at ``start`` at the first decision): seen at its placement minute, as the MDRP
+    # instances' whole-minute placement times are
+    inclusive_placement: bool = False
 
     @model_validator(mode="after")
     def _order(self) -> Horizon:
@@ -282,6 +287,10 @@ class Fleet(_Model):
     dropoff_service_minutes: NonNeg = 2.0
     service_time_sd: NonNeg = 0.2  # spread of the individual service-time factor
     geofence_m: NonNeg = 50.0
+    # where the arrival half of a stop's service starts for a driver that was already standing at the stop's
+    # node when the stop was given to it: False, when it is given (the driver walks in then); True (the MDRP
+    # rule, ``pickup = max(ready, arrival + s/2)`` with the courier's real arrival), when the driver got there
+    service_from_arrival: bool = False
     max_route_stops: Annotated[int, Field(ge=2, le=64)] = 8
     instant_pay_share: Frac = 0.5
     # zones the drivers live in (each driver's home and preferred zone drawn uniformly from them; empty: any)

@@ -277,7 +277,7 @@ class DaysSimulator(Simulator):
             setattr(day_st, name, int(getattr(st, name)[i]))
         day_st.recent_eph = float(st.recent_eph[i])
         day_st.counters = {k: int(v[i]) for k, v in st.counters.items()}
-        for name in ("idle_since", "wait_since", "leg_empty"):
+        for name in ("idle_since", "wait_since", "leg_empty", "stand_since"):
             arr = getattr(st, name)
             setattr(day_st, name, None if arr is None else arr[blk].copy())
         led = self.ledger

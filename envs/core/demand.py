@@ -42,10 +42,15 @@ class DemandPhase(Queries):
         return st.placed_list
 
     def _place_orders(self, t0: float, t1: float) -> None:
-        """Orders placed in ``[t0, t1)`` are quoted; converted ones open and are charged fee + tip."""
+        """Orders placed in ``[t0, t1)`` (``horizon.inclusive_placement``: ``(t0, t1]``) and before
+        ``horizon.end`` are quoted; converted ones open and are charged fee + tip."""
         od, st = self.orders, self.state
         lo = st.next_order
-        hi = max(bisect_left(self._placed(), min(t1, self.t_end)), lo)
+        placed = self._placed()
+        hi = bisect_left(placed, min(t1, self.t_end))
+        if self.cfg.horizon.inclusive_placement and t1 < self.t_end:
+            hi = bisect_right(placed, t1)
+        hi = max(hi, lo)
         st.next_order = hi
         if hi == lo:
             return

@@ -106,6 +106,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         at_head = has & (dr.route_node[a, 0] == dr.node[a])
         idle = a[~has]
         dr.phase[idle] = PH_IDLE
+        self._stood(idle, ta[~has])
         go = ~at_head & has
         if go.any():
             g_ = a[go]
@@ -124,7 +125,9 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         pick = kind == STOP_PICKUP
         svc = np.where(pick, self.pickup_svc, self.drop_svc) * dr.service_factor[s]
         ready = np.where(in_g, od.t_ready[np.maximum(ro, 0)], -np.inf).max(axis=1)
-        at_door = ts + np.maximum(svc / 2.0, gw)  # half the service, and not before reaching the stop itself
+        if self.cfg.fleet.service_from_arrival:  # a driver that stood at the node got there when it did
+            ts = np.where(dr.leg_ff[s] <= EPS, np.minimum(self._stand_since()[s], ts), ts)
+        at_door = np.maximum(ts + np.maximum(svc / 2.0, gw), ta[at_head])  # and not before reaching the stop
         t_ev = np.where(pick, np.maximum(at_door, ready), at_door)
         too_late = pick & (t_ev > dr.shift_end[s] + EPS)
         if too_late.any():  # no pickups after the shift: give the orders back, go on with the rest
@@ -190,6 +193,7 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         dr.t_event[p] = dr.t_depart[p] = np.inf
         more = dr.route_len[p] > 0
         dr.phase[p[~more]] = PH_IDLE
+        self._stood(p[~more], clk[p[~more]])
         if more.any():
             self._set_leg(p[more], dr.route_node[p[more], 0])
 

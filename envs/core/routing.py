@@ -45,6 +45,8 @@ class RoutingPhase(Queries):
         dr.leg_dist[d] = dist
         dr.phase[d] = PH_DRIVING
         self._leg_empty()[d] = self._carries_nothing(d)  # nothing is picked up or dropped off on the way
+        if self.cfg.fleet.service_from_arrival:
+            self._stand_since()[d[ff > EPS]] = np.inf  # it leaves its node (a zero-length leg: it stays)
 
     def _carries_nothing(self, d: np.ndarray) -> np.ndarray:
         """(len(d),) bool: drivers ``d`` have nothing on board: ``load <= 0`` (within ``EPS``) and no drop-off of a
@@ -91,6 +93,7 @@ class RoutingPhase(Queries):
         dr.leg_to[d] = node
         dr.leg_ff[d] = dr.leg_left[d] = dr.leg_geo[d] = dr.leg_dist[d] = 0.0
         dr.phase[d] = PH_IDLE
+        self._stood(d, self.state.t)
 
     def _insert(self, o: np.ndarray, d: np.ndarray) -> None:
         """Put accepted orders into their drivers' routes (each driver at most once per call)."""

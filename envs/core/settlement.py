@@ -201,6 +201,7 @@ class SettlementPhase(Queries):
         dr.phase[idx] = PH_IDLE
         dr.leg_to[idx] = dr.node[idx]
         dr.t_online_since[idx] = t
+        self._stood(idx, t)
         dr.shift_closed[idx] = False
         st.shift_earn[idx] = 0
         return int(idx.size)

@@ -116,6 +116,9 @@ class Simulator(DecisionPhase, MovementPhase, DemandPhase, EtaQueries):
         self._ready = True
         self._accounts(self.t_start)
         self._login(self.t_start)
+        if self.cfg.horizon.inclusive_placement:  # the orders placed at the start are seen at the first decision
+            self._place_orders(self.t_start, self.t_start)
+            self._update_surge()
         self.state.online_peak = int((self.drivers.phase != PH_OFFLINE).sum())
 
     def load_state(

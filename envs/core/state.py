@@ -66,6 +66,9 @@ class EpisodeState:
     wait_since: np.ndarray | None = None
     # (D,) bool each driver's current leg is driven with nothing on board (``empty_m``; set as a leg starts)
     leg_empty: np.ndarray | None = None
+    # (D,) float64 since when each driver has stood at its node (inf while on a leg or unknown; kept only with
+    # ``fleet.service_from_arrival``)
+    stand_since: np.ndarray | None = None
 
     @classmethod
     def at(
@@ -220,6 +223,19 @@ class SimulatorBase:
     def _draw(self, ids: np.ndarray, method: str, *args: float, of: str = "d") -> np.ndarray:
         """One draw per entry of ``ids`` from the ``behaviour`` stream: ``rng.<method>(*args, size=len(ids))``."""
         return getattr(self.rng["behaviour"], method)(*args, size=len(ids))
+
+    def _stand_since(self) -> np.ndarray:
+        """(D,) float64: since when each driver has stood at its node (``state.stand_since``; inf: on a leg, or
+        not known, as on a loaded state; ``fleet.service_from_arrival``)."""
+        st = self.state
+        if st.stand_since is None or len(st.stand_since) != self.drivers.n:
+            st.stand_since = np.full(self.drivers.n, np.inf)
+        return st.stand_since
+
+    def _stood(self, d: np.ndarray, t: float | np.ndarray) -> None:
+        """Drivers ``d`` stand at their node from ``t`` on (kept only with ``fleet.service_from_arrival``)."""
+        if self.cfg.fleet.service_from_arrival:
+            self._stand_since()[d] = t
 
     def _bundle_ids(self, drivers: np.ndarray, pickup: np.ndarray) -> np.ndarray:
         """Visit ids for the stop visits that ``drivers`` serve now (one each; ``pickup``: which are pickup visits),

@@ -6,7 +6,10 @@ The replay follows the MDRP rules:
 
 * travel time = ceil(euclidean metres / meters_per_minute) minutes (``EuclideanCity``), no traffic;
 * pickup service and drop-off service, half on arrival and half on departure; a pickup never
-  before the order's ready time (``pickup = max(ready, arrival + s/2)``);
+  before the order's ready time (``pickup = max(ready, arrival + s/2)``), the arrival being when the courier
+  got there, also when it stood at the restaurant before it was given the order
+  (``fleet.service_from_arrival``);
+* an order placed at a whole minute is seen at that minute's decision (``horizon.inclusive_placement``);
 * bundles only from one restaurant (``same_pickup_bundles``), with no size limit beyond the route length;
 * couriers pick up only before their off time, and may deliver after it;
 * courier pay = max(pay_per_order x orders delivered, pay_per_hour x shift hours) (per-order payout
@@ -203,7 +206,13 @@ def load_mdrp(folder: str | Path) -> Scenario:
         cfg = GridScenario(
             name=f"mdrp:{folder.name}",
             description=f"MDRP instance {folder.name} ({n_o} orders, {n_c} couriers, {n_r} restaurants)",
-            horizon=Horizon(start=start, end=end, step_seconds=60.0, drain_minutes=params["maximum_click_to_door"] * 2),
+            horizon=Horizon(
+                start=start,
+                end=end,
+                step_seconds=60.0,
+                inclusive_placement=True,
+                drain_minutes=params["maximum_click_to_door"] * 2,
+            ),
             traffic=Traffic(enabled=False, incidents_per_hour=0.0),
             fleet=Fleet(
                 drivers=n_c,
@@ -211,6 +220,7 @@ def load_mdrp(folder: str | Path) -> Scenario:
                 dropoff_service_minutes=params["dropoff_service_minutes"],
                 service_time_sd=0.0,
                 geofence_m=0.0,
+                service_from_arrival=True,
                 max_route_stops=MAX_ROUTE_STOPS,
                 late_streak_to_suspend=10**6,
                 flex_share=0.0,
