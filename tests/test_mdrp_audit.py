@@ -21,6 +21,7 @@ from gigdispatch.agents.registry import policy_names
 from gigdispatch.envs.core.sim import Simulator
 from gigdispatch.envs.core.types import ORDER_DELIVERED, ORDER_PICKED, STOP_DROPOFF, STOP_PICKUP
 from gigdispatch.envs.scenarios.mdrp import load_mdrp
+from gigdispatch.training.mdrp import mdrp_metrics
 from gigdispatch.training.mdrp_audit import (
     CHECKS,
     AssignmentLog,
@@ -431,6 +432,9 @@ def _audit_instance(folder: str) -> dict[str, list[str]]:
         log = AssignmentLog()
         run_episode(sim, make_policy(name), 0, after_step=log)
         out[name] = [f"{Path(folder).name}: {v.describe(ids)}" for v in audit_replay(sim, log.first)]
+        m = mdrp_metrics(sim, 0.0)  # and no policy, not even `oracle`, beats the floor
+        if not m["click_to_door_floor_min"] <= m["click_to_door_mean_min"] + 1e-9:
+            out[name].append(f"{Path(folder).name}: click-to-door {m['click_to_door_mean_min']} below its floor")
     return out
 
 

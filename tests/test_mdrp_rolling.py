@@ -341,3 +341,30 @@ def test_tuning_cli_names_a_bad_instances_folder(tmp_path: Path, capsys: pytest.
 
     assert main(["--instances", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "--instances:" in capsys.readouterr().err
+
+
+def test_tuning_selects_again_from_a_recorded_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--from-runs``: the same rows give the file a search would write, with another threshold another one; a bad
+    runs file is one line naming its line and field."""
+    import json
+
+    from gigdispatch.training.mdrp_tune import main
+
+    rows = [_row(0, "A", 30.0, 0.004), _row(0, "A", 30.0, 0.004), _row(1, "A", 31.0, 0.0), _row(1, "A", 31.0, 0.0)]
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for limit, theta in (("0.005", 0.0), ("0.0025", 0.1)):
+        out = tmp_path / f"out{limit}"
+        assert main(["--from-runs", str(runs), "--max-undelivered", limit, "--out", str(out)]) == 0
+        doc = json.loads((out / "policy.json").read_text())
+        assert doc["scenarios"]["A"] == {"theta": theta}, limit
+        assert (out / "runs.jsonl").read_text() == runs.read_text()
+    capsys.readouterr()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "undelivered_rate": "x"}) + "\n")
+    assert main(["--from-runs", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad}: line 2: field 'undelivered_rate' missing or not a finite number"
+    assert not (tmp_path / "o" / "policy.json").exists()
+    assert main(["--out", str(tmp_path / "o")]) == 2
+    assert "give --instances" in capsys.readouterr().err

@@ -15,7 +15,8 @@ most of them. Here:
   file's default ``params``.
 
 Every (configuration, instance) result goes to ``OUT/runs.jsonl`` and the tuned file to ``OUT/policy.json``,
-both written atomically at the end (a search stopped half-way writes nothing).
+both written atomically at the end (a search stopped half-way writes nothing). ``--from-runs RUNS`` selects again
+from a recorded search's ``runs.jsonl`` (another ``--max-undelivered`` or ``--majority``) without running it.
 """
 
 from __future__ import annotations
@@ -104,6 +105,37 @@ def select(rows: list[dict[str, Any]], max_undelivered: float, majority: int) ->
     return {"format": FORMAT, "params": params[best], "scenarios": classes}
 
 
+def read_runs(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a recorded search (``runs.jsonl``), checked for the fields ``select`` reads; a bad file is an
+    ``InputError`` naming the line and the field."""
+    f = Path(path)
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--from-runs {f}: cannot read it ({exc.__class__.__name__}: {exc})") from exc
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{f}: line {i}: not JSON ({exc.msg})") from exc
+        if not isinstance(r, dict):
+            raise InputError(f"{f}: line {i}: expected an object, got {type(r).__name__}")
+        for key, kind in (("cid", int), ("params", dict), ("variant", str)):
+            if not isinstance(r.get(key), kind) or isinstance(r.get(key), bool):
+                raise InputError(f"{f}: line {i}: field {key!r} missing or not {kind.__name__}")
+        for key in ("click_to_door_mean_min", "undelivered_rate"):
+            v = r.get(key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+                raise InputError(f"{f}: line {i}: field {key!r} missing or not a finite number")
+        rows.append(r)
+    if not rows:
+        raise InputError(f"{f}: no runs in it")
+    return rows
+
+
 def _task(task: tuple[str, str, int, dict[str, float]]) -> dict[str, Any]:
     folder, spec, cid, cfg = task
     row = _instance_task((folder, [("p", spec)], [0]))[0]
@@ -118,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Example: python -m gigdispatch.training.mdrp_tune --instances ../shared/data/mdrplib/public_instances "
         "--configs 32 --out checkpoints/mdrp",
     )
-    ap.add_argument("--instances", required=True, help="a folder of MDRP instance folders")
+    ap.add_argument("--instances", help="a folder of MDRP instance folders (not with --from-runs)")
+    ap.add_argument(
+        "--from-runs",
+        metavar="RUNS",
+        help="select from this recorded search (a runs.jsonl) instead of running one; --instances, --match, "
+        "--configs and --seed are then not used",
+    )
     ap.add_argument("--match", default="[012]*", help="instances to tune on (glob) [default: seeds 0-2, '[012]*']")
     ap.add_argument("--configs", type=whole_number(1), default=32, help="random configurations [default: 32]")
     ap.add_argument("--seed", type=whole_number(0), default=1, help="seed of the configurations [default: 1]")
@@ -128,8 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (policy.json, runs.jsonl)")
     add_progress_flags(ap)
     args = ap.parse_args(argv)
+    if (args.instances is None) == (args.from_runs is None):
+        print("error: give --instances (run a search) or --from-runs (select from a recorded one)", file=sys.stderr)
+        return 2
     try:
         out = ensure_out_dir(args.out)
+        if args.from_runs is not None:
+            rows = read_runs(args.from_runs)
+            doc = select(rows, args.max_undelivered, args.majority)
+            atomic_write_text(out / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            atomic_write_json(out / "policy.json", doc)
+            print(f"selected from {len(rows)} runs of {args.from_runs}; wrote {out / 'policy.json'}")
+            return 0
         folders = find_instances(args.instances, args.match)
         workers = check_workers(args.workers)
         configs = random_configs(args.configs, args.seed)
