@@ -330,6 +330,7 @@ def _report_text(tmp_path: Path, instances: list[str]) -> str:
             utilization_incl_wait=0.7,
             couriers_on_guarantee=0.5,
             on_time_rate=0.9,
+            click_to_door_floor_min=30.0 + 0.5 * (i % 2),  # 2.25 min below click-to-door on average
             decision_ms_p50=1.0,
             decision_ms_p99=2.0,
             wall_seconds=1.0,
@@ -370,6 +371,16 @@ def test_report_names_the_differences_from_the_paper(tmp_path: Path) -> None:
     assert "Table 9" in like and "30.59" in like
     assert "| `nearest` (this run) | 32.50 |" in like
     assert "| published: their rolling-horizon heuristic | 31.88 | 0.62 |" in like
+    # the floor, overall and per variant (the last column)
+    assert "no policy can go below 30.25 min on the orders `nearest` delivered" in text
+    assert "`nearest` is 2.25 min above it." in text
+    per_variant = text.split("## Per variant")[1]
+    lines = per_variant.splitlines()
+    assert lines[4].endswith("| floor (min) |")
+    ends = [ln.rsplit("|", 2)[1].strip() for ln in lines[6:31]]  # 24 variants (one instance each), then all
+    assert (
+        sorted(ends[:24]) == ["30.00"] * 12 + ["30.50"] * 12 and lines[30].startswith("| all |") and ends[24] == "30.25"
+    )
     assert "## Overall against the published means (context: not the same instances)" in text
 
 
