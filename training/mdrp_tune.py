@@ -142,6 +142,23 @@ def _task(task: tuple[str, str, int, dict[str, float]]) -> dict[str, Any]:
     return {"cid": cid, "params": cfg, **{k: row[k] for k in (*KEEP, AUDITED) if k in row}}
 
 
+def _search(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """Run every random configuration on every instance: the result rows, and a line saying what ran."""
+    folders = find_instances(args.instances, args.match)
+    workers = check_workers(args.workers)
+    configs = random_configs(args.configs, args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="mdrp-tune-"))
+    tasks = []
+    for cid, cfg in enumerate(configs):
+        spec = tmp / f"c{cid}"
+        spec.mkdir()
+        (spec / "policy.json").write_text(json.dumps({"format": FORMAT, "params": cfg}))
+        tasks += [(str(f), str(spec), cid, cfg) for f in folders]
+    rows: list[dict[str, Any]] = run_tasks(_task, tasks, workers, args.progress, "mdrp-tune", "run")
+    used = sorted({variant_of(Path(f).name) for f in folders})
+    return rows, f"{len(configs)} configurations x {len(folders)} instances ({len(used)} classes)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m gigdispatch.training.mdrp_tune",
@@ -173,32 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         out = ensure_out_dir(args.out)
         if args.from_runs is not None:
             rows = read_runs(args.from_runs)
-            doc = select(rows, args.max_undelivered, args.majority)
-            atomic_write_text(out / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-            atomic_write_json(out / "policy.json", doc)
-            print(f"selected from {len(rows)} runs of {args.from_runs}; wrote {out / 'policy.json'}")
-            return 0
-        folders = find_instances(args.instances, args.match)
-        workers = check_workers(args.workers)
-        configs = random_configs(args.configs, args.seed)
-        tmp = Path(tempfile.mkdtemp(prefix="mdrp-tune-"))
-        tasks = []
-        for cid, cfg in enumerate(configs):
-            spec = tmp / f"c{cid}"
-            spec.mkdir()
-            (spec / "policy.json").write_text(json.dumps({"format": FORMAT, "params": cfg}))
-            tasks += [(str(f), str(spec), cid, cfg) for f in folders]
-        rows: list[dict[str, Any]] = run_tasks(_task, tasks, workers, args.progress, "mdrp-tune", "run")
+            said = f"selected from {len(rows)} runs of {args.from_runs}"
+        else:
+            rows, said = _search(args)
         doc = select(rows, args.max_undelivered, args.majority)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     atomic_write_text(out / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_json(out / "policy.json", doc)
-    used = sorted({variant_of(Path(f).name) for f in folders})
-    print(
-        f"{len(configs)} configurations x {len(folders)} instances ({len(used)} classes); wrote {out / 'policy.json'}"
-    )
+    print(f"{said}; wrote {out / 'policy.json'}")
     return 0
 
 

@@ -47,9 +47,10 @@ class DemandPhase(Queries):
         od, st = self.orders, self.state
         lo = st.next_order
         placed = self._placed()
-        hi = bisect_left(placed, min(t1, self.t_end))
         if self.cfg.horizon.inclusive_placement and t1 < self.t_end:
             hi = bisect_right(placed, t1)
+        else:
+            hi = bisect_left(placed, min(t1, self.t_end))
         hi = max(hi, lo)
         st.next_order = hi
         if hi == lo:

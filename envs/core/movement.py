@@ -125,9 +125,11 @@ class MovementPhase(RoutingPhase, SettlementPhase):
         pick = kind == STOP_PICKUP
         svc = np.where(pick, self.pickup_svc, self.drop_svc) * dr.service_factor[s]
         ready = np.where(in_g, od.t_ready[np.maximum(ro, 0)], -np.inf).max(axis=1)
+        at_door = ts + np.maximum(svc / 2.0, gw)  # half the service, and not before reaching the stop itself
         if self.cfg.fleet.service_from_arrival:  # a driver that stood at the node got there when it did
-            ts = np.where(dr.leg_ff[s] <= EPS, np.minimum(self._stand_since()[s], ts), ts)
-        at_door = np.maximum(ts + np.maximum(svc / 2.0, gw), ta[at_head])  # and not before reaching the stop
+            arrived = np.where(dr.leg_ff[s] <= EPS, np.minimum(self._stand_since()[s], ts), ts)
+            at_door = np.maximum(arrived + np.maximum(svc / 2.0, gw), ts)  # never before the stop was given
+            ts = arrived
         t_ev = np.where(pick, np.maximum(at_door, ready), at_door)
         too_late = pick & (t_ev > dr.shift_end[s] + EPS)
         if too_late.any():  # no pickups after the shift: give the orders back, go on with the rest
